@@ -1,0 +1,659 @@
+//! Model artifacts: what the trainer publishes and the edge reads.
+//!
+//! Every artifact is an [envelope](Envelope) around a postcard payload. Postcard has a
+//! documented, stable wire format; bincode is unmaintained (RUSTSEC-2025-0141) and its 3.0.0
+//! release is a `compile_error!` tombstone. The envelope lets a reader reject the wrong file,
+//! an unknown schema or a corrupted payload before decoding a single field.
+//!
+//! A model is published as one [`RegionModel`] blob per region, stored immutably under its
+//! content hash, plus a small [`ModelPointer`] naming the current blob of each region. The
+//! edge reads the pointer and only its own region's blob.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::classify::{ClassificationRules, RulesError};
+use crate::features::{FEATURE_DIM, FeatureSchema, UnixSeconds};
+
+/// Identifies a prewarm artifact.
+pub const MAGIC: [u8; 4] = *b"PWRM";
+/// Bumped whenever a payload type changes incompatibly.
+pub const ARTIFACT_SCHEMA_VERSION: u16 = 1;
+/// magic 4 + schema 2 + kind 1 + reserved 1 + model version 4 + created-at 8 + length 4 + sha256 32.
+pub const HEADER_LEN: usize = 56;
+/// The most profiles a region may have; keeps assignment cost and artifact size bounded.
+pub const MAX_PROFILES: usize = 256;
+/// Workers KV's limit for one value.
+pub const KV_VALUE_LIMIT: usize = 25 * 1024 * 1024;
+
+/// A profile's identity, stable across retrains (the trainer matches new centroids to old ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProfileId(pub u16);
+
+/// A published model's version; increases with every publish.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct ModelVersion(pub u32);
+
+/// SHA-256 of an artifact payload; hex in JSON and in KV keys.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    pub fn to_hex(&self) -> String {
+        crate::hex::encode(&self.0)
+    }
+
+    pub fn from_hex(text: &str) -> Option<Self> {
+        crate::hex::decode(text).map(Self)
+    }
+
+    /// The KV key under which the region blob with this hash is stored.
+    pub fn kv_key(&self) -> String {
+        format!("model/{}", self.to_hex())
+    }
+}
+
+impl core::fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ContentHash({})", self.to_hex())
+    }
+}
+
+impl core::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            Self::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        } else {
+            <[u8; 32]>::deserialize(deserializer).map(Self)
+        }
+    }
+}
+
+/// Which payload an envelope holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactKind {
+    Pointer = 1,
+    Region = 2,
+}
+
+impl ArtifactKind {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Pointer),
+            2 => Some(Self::Region),
+            _ => None,
+        }
+    }
+}
+
+/// Why an artifact was rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("artifact is {found} bytes, shorter than its {needed}-byte header")]
+    Truncated { found: usize, needed: usize },
+    #[error("not a prewarm artifact (magic bytes {found:02x?})")]
+    BadMagic { found: [u8; 4] },
+    #[error(
+        "artifact schema {found} is not supported (this build reads {ARTIFACT_SCHEMA_VERSION})"
+    )]
+    UnknownSchema { found: u16 },
+    #[error("artifact kind byte {found} is unknown")]
+    UnknownKind { found: u8 },
+    #[error("expected a {expected:?} artifact, found a {found:?}")]
+    WrongKind {
+        expected: ArtifactKind,
+        found: ArtifactKind,
+    },
+    #[error("payload is {found} bytes but the header declares {declared}")]
+    LengthMismatch { declared: usize, found: usize },
+    #[error("payload hash {found} does not match the header's {expected}")]
+    HashMismatch {
+        expected: ContentHash,
+        found: ContentHash,
+    },
+    #[error("payload does not decode: {0}")]
+    Payload(String),
+    #[error("payload decodes but is invalid: {0}")]
+    Invalid(String),
+    #[error("classification rules are invalid: {0}")]
+    Rules(#[from] RulesError),
+    #[error("artifact is {size} bytes, over the {limit}-byte limit of a KV value")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// The fixed header in front of every payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub kind: ArtifactKind,
+    pub schema: u16,
+    pub model_version: ModelVersion,
+    pub created_at: UnixSeconds,
+    pub payload_hash: ContentHash,
+}
+
+impl Envelope {
+    /// Wraps a payload.
+    pub fn seal(
+        kind: ArtifactKind,
+        model_version: ModelVersion,
+        created_at: UnixSeconds,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&ARTIFACT_SCHEMA_VERSION.to_le_bytes());
+        out.push(kind as u8);
+        out.push(0);
+        out.extend_from_slice(&model_version.0.to_le_bytes());
+        out.extend_from_slice(&created_at.0.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&ContentHash::of(payload).0);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Checks the header and the payload hash; returns the header and the payload.
+    pub fn open(bytes: &[u8]) -> Result<(Envelope, &[u8]), ArtifactError> {
+        if bytes.len() < HEADER_LEN {
+            if bytes.len() >= 4 && bytes[..4] != MAGIC {
+                return Err(ArtifactError::BadMagic {
+                    found: [bytes[0], bytes[1], bytes[2], bytes[3]],
+                });
+            }
+            return Err(ArtifactError::Truncated {
+                found: bytes.len(),
+                needed: HEADER_LEN,
+            });
+        }
+        let (header, payload) = bytes.split_at(HEADER_LEN);
+        let magic = [header[0], header[1], header[2], header[3]];
+        if magic != MAGIC {
+            return Err(ArtifactError::BadMagic { found: magic });
+        }
+        let schema = u16::from_le_bytes([header[4], header[5]]);
+        if schema != ARTIFACT_SCHEMA_VERSION {
+            return Err(ArtifactError::UnknownSchema { found: schema });
+        }
+        let kind = ArtifactKind::from_byte(header[6])
+            .ok_or(ArtifactError::UnknownKind { found: header[6] })?;
+        let u32_at =
+            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let model_version = ModelVersion(u32_at(8));
+        let mut created = [0u8; 8];
+        created.copy_from_slice(&header[12..20]);
+        let declared = u32_at(20) as usize;
+        if declared != payload.len() {
+            return Err(ArtifactError::LengthMismatch {
+                declared,
+                found: payload.len(),
+            });
+        }
+        let mut expected = [0u8; 32];
+        expected.copy_from_slice(&header[24..56]);
+        let expected = ContentHash(expected);
+        let found = ContentHash::of(payload);
+        if found != expected {
+            return Err(ArtifactError::HashMismatch { expected, found });
+        }
+        let envelope = Envelope {
+            kind,
+            schema,
+            model_version,
+            created_at: UnixSeconds(u64::from_le_bytes(created)),
+            payload_hash: expected,
+        };
+        Ok((envelope, payload))
+    }
+
+    fn open_kind(bytes: &[u8], expected: ArtifactKind) -> Result<(Envelope, &[u8]), ArtifactError> {
+        let (envelope, payload) = Self::open(bytes)?;
+        if envelope.kind != expected {
+            return Err(ArtifactError::WrongKind {
+                expected,
+                found: envelope.kind,
+            });
+        }
+        Ok((envelope, payload))
+    }
+}
+
+/// How important a profile's users are when a budget binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorityClass {
+    Critical,
+    Standard,
+    BestEffort,
+}
+
+/// Whether a cost came from the origin's own measurements or from a proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    Measured,
+    Estimated,
+}
+
+/// One resource's cost per request.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CostFigure {
+    pub median: f32,
+    pub p90: f32,
+    pub source: CostSource,
+}
+
+/// What one request of a profile costs to serve.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResourceCost {
+    pub cpu_ms: CostFigure,
+    pub memory_mb_s: CostFigure,
+    pub bytes: CostFigure,
+}
+
+/// Everything about a profile except its centroid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileMeta {
+    pub id: ProfileId,
+    /// Human label from the dominant features, e.g. "mobile · video · evening".
+    pub label: String,
+    pub priority: PriorityClass,
+    /// Share of the region's users in this profile when it was trained.
+    pub share_of_users: f32,
+    pub cost: ResourceCost,
+}
+
+/// Per-feature standardisation: normalised = (raw - mean) / scale.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalisation {
+    pub mean: Vec<f32>,
+    pub scale: Vec<f32>,
+}
+
+/// How the edge assigns users to profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentParams {
+    /// Requests a user needs before leaving the default profile.
+    pub min_requests: u16,
+    /// A user switches profile only when another centroid is closer by this distance
+    /// (normalised units), so users near a boundary do not flap.
+    pub hysteresis_margin: f32,
+}
+
+/// One profile's demand forecast: requests per step, expected and an upper quantile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileForecast {
+    pub profile: ProfileId,
+    pub expected: Vec<f32>,
+    pub upper: Vec<f32>,
+}
+
+/// Forecasts for every profile of a region over the horizon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForecastTable {
+    pub start: UnixSeconds,
+    pub step_secs: u32,
+    /// Which quantile `upper` is, e.g. 0.9.
+    pub upper_quantile: f32,
+    pub series: Vec<ProfileForecast>,
+}
+
+impl ForecastTable {
+    /// The slot an instant falls in, if it is within the horizon.
+    pub fn slot(&self, at: UnixSeconds) -> Option<usize> {
+        let offset = at.0.checked_sub(self.start.0)?;
+        let slot = usize::try_from(offset / u64::from(self.step_secs.max(1))).ok()?;
+        let len = self.series.first().map_or(0, |s| s.expected.len());
+        (slot < len).then_some(slot)
+    }
+
+    /// Forecast of one profile for one slot: (expected, upper).
+    pub fn at(&self, profile: ProfileId, slot: usize) -> Option<(f32, f32)> {
+        let s = self.series.iter().find(|s| s.profile == profile)?;
+        Some((*s.expected.get(slot)?, *s.upper.get(slot)?))
+    }
+}
+
+/// Everything the edge needs for one region.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegionModel {
+    pub region: String,
+    pub model_version: ModelVersion,
+    pub schema: FeatureSchema,
+    pub normalisation: Normalisation,
+    /// k × FEATURE_DIM, row-major, in normalised units; row i belongs to `profiles[i]`.
+    pub centroids: Vec<f32>,
+    pub profiles: Vec<ProfileMeta>,
+    pub default_profile: ProfileId,
+    pub assignment: AssignmentParams,
+    pub rules: ClassificationRules,
+    pub forecast: ForecastTable,
+}
+
+impl RegionModel {
+    /// Number of profiles (centroids).
+    pub fn k(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// Row `i` of the centroid matrix.
+    pub fn centroid(&self, i: usize) -> Option<&[f32]> {
+        self.centroids.get(i * FEATURE_DIM..(i + 1) * FEATURE_DIM)
+    }
+
+    /// Position of a profile id in `profiles`.
+    pub fn profile_index(&self, id: ProfileId) -> Option<usize> {
+        self.profiles.iter().position(|p| p.id == id)
+    }
+
+    /// Encodes into an envelope; `created_at` is passed in so builds are reproducible.
+    pub fn to_artifact(&self, created_at: UnixSeconds) -> Result<Vec<u8>, ArtifactError> {
+        self.validate()?;
+        let payload =
+            postcard::to_allocvec(self).map_err(|e| ArtifactError::Payload(e.to_string()))?;
+        let bytes = Envelope::seal(
+            ArtifactKind::Region,
+            self.model_version,
+            created_at,
+            &payload,
+        );
+        check_size(bytes)
+    }
+
+    /// Decodes and validates a region blob.
+    pub fn from_artifact(bytes: &[u8]) -> Result<Self, ArtifactError> {
+        let (envelope, payload) = Envelope::open_kind(bytes, ArtifactKind::Region)?;
+        let model: Self =
+            postcard::from_bytes(payload).map_err(|e| ArtifactError::Payload(e.to_string()))?;
+        if model.model_version != envelope.model_version {
+            return Err(ArtifactError::Invalid(format!(
+                "payload version {} differs from envelope version {}",
+                model.model_version.0, envelope.model_version.0
+            )));
+        }
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Checks every invariant the edge relies on, so it can index without bounds surprises.
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        let invalid = |m: String| Err(ArtifactError::Invalid(m));
+        if !self.schema.is_current() {
+            return invalid(format!(
+                "feature schema {} is not this build's",
+                self.schema.version
+            ));
+        }
+        let k = self.profiles.len();
+        if k == 0 || k > MAX_PROFILES {
+            return invalid(format!(
+                "{k} profiles; between 1 and {MAX_PROFILES} are allowed"
+            ));
+        }
+        if self.centroids.len() != k * FEATURE_DIM {
+            return invalid(format!(
+                "{} centroid values for {k} profiles of {FEATURE_DIM}",
+                self.centroids.len()
+            ));
+        }
+        if self.normalisation.mean.len() != FEATURE_DIM
+            || self.normalisation.scale.len() != FEATURE_DIM
+        {
+            return invalid("normalisation must have one mean and scale per feature".into());
+        }
+        let all_finite = self
+            .centroids
+            .iter()
+            .chain(&self.normalisation.mean)
+            .all(|x| x.is_finite());
+        if !all_finite
+            || !self
+                .normalisation
+                .scale
+                .iter()
+                .all(|s| s.is_finite() && *s > 0.0)
+        {
+            return invalid("non-finite centroid or normalisation value, or a scale <= 0".into());
+        }
+        let mut ids: Vec<_> = self.profiles.iter().map(|p| p.id).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != k {
+            return invalid("profile ids are not unique".into());
+        }
+        if self.profile_index(self.default_profile).is_none() {
+            return invalid(format!(
+                "default profile {} is not a profile",
+                self.default_profile.0
+            ));
+        }
+        let margin = self.assignment.hysteresis_margin;
+        if !(margin.is_finite() && margin >= 0.0) {
+            return invalid("hysteresis margin must be finite and >= 0".into());
+        }
+        let f = &self.forecast;
+        if f.step_secs == 0 {
+            return invalid("forecast step must be positive".into());
+        }
+        let horizon = f.series.first().map_or(0, |s| s.expected.len());
+        for s in &f.series {
+            if s.expected.len() != horizon || s.upper.len() != horizon {
+                return invalid(format!(
+                    "forecast of profile {} has a different horizon",
+                    s.profile.0
+                ));
+            }
+            if self.profile_index(s.profile).is_none() {
+                return invalid(format!("forecast names unknown profile {}", s.profile.0));
+            }
+        }
+        self.rules.validate()?;
+        Ok(())
+    }
+
+    /// A readable JSON view for operators (hashes in hex, enums by name).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Maps where a request entered Cloudflare to a region; first match by colo, then country, then
+/// continent, else the pointer's default region.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionMap {
+    pub by_colo: Vec<(String, String)>,
+    pub by_country: Vec<(String, String)>,
+    pub by_continent: Vec<(String, String)>,
+}
+
+/// One region's current blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionEntry {
+    pub region: String,
+    pub hash: ContentHash,
+    pub bytes: u32,
+}
+
+/// The small "current model" record the edge polls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPointer {
+    pub version: ModelVersion,
+    pub created_at: UnixSeconds,
+    pub default_region: String,
+    pub region_map: RegionMap,
+    pub regions: Vec<RegionEntry>,
+}
+
+impl ModelPointer {
+    /// The region for a request's colo, country and continent.
+    pub fn region_for(
+        &self,
+        colo: Option<&str>,
+        country: Option<&str>,
+        continent: Option<&str>,
+    ) -> &str {
+        fn lookup<'a>(table: &'a [(String, String)], key: Option<&str>) -> Option<&'a str> {
+            let key = key?;
+            table
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, r)| r.as_str())
+        }
+        lookup(&self.region_map.by_colo, colo)
+            .or_else(|| lookup(&self.region_map.by_country, country))
+            .or_else(|| lookup(&self.region_map.by_continent, continent))
+            .filter(|r| self.entry(r).is_some())
+            .unwrap_or(&self.default_region)
+    }
+
+    pub fn entry(&self, region: &str) -> Option<&RegionEntry> {
+        self.regions.iter().find(|e| e.region == region)
+    }
+
+    pub fn to_artifact(&self) -> Result<Vec<u8>, ArtifactError> {
+        self.validate()?;
+        let payload =
+            postcard::to_allocvec(self).map_err(|e| ArtifactError::Payload(e.to_string()))?;
+        check_size(Envelope::seal(
+            ArtifactKind::Pointer,
+            self.version,
+            self.created_at,
+            &payload,
+        ))
+    }
+
+    pub fn from_artifact(bytes: &[u8]) -> Result<Self, ArtifactError> {
+        let (envelope, payload) = Envelope::open_kind(bytes, ArtifactKind::Pointer)?;
+        let pointer: Self =
+            postcard::from_bytes(payload).map_err(|e| ArtifactError::Payload(e.to_string()))?;
+        if pointer.version != envelope.model_version {
+            return Err(ArtifactError::Invalid(
+                "pointer version differs from its envelope".into(),
+            ));
+        }
+        pointer.validate()?;
+        Ok(pointer)
+    }
+
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        if self.regions.is_empty() {
+            return Err(ArtifactError::Invalid("pointer lists no regions".into()));
+        }
+        if self.entry(&self.default_region).is_none() {
+            return Err(ArtifactError::Invalid(format!(
+                "default region {:?} has no blob",
+                self.default_region
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn check_size(bytes: Vec<u8>) -> Result<Vec<u8>, ArtifactError> {
+    if bytes.len() > KV_VALUE_LIMIT {
+        return Err(ArtifactError::TooLarge {
+            size: bytes.len(),
+            limit: KV_VALUE_LIMIT,
+        });
+    }
+    Ok(bytes)
+}
+
+/// A whole model: the pointer plus every region blob, as published.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelBundle {
+    pub pointer: ModelPointer,
+    pub regions: Vec<RegionModel>,
+}
+
+/// One KV write of a publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvEntry {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// The KV key of the pointer.
+pub const POINTER_KEY: &str = "current";
+
+impl ModelBundle {
+    /// Builds the pointer for a set of region models and encodes everything. Blobs come first
+    /// in the result and the pointer last: written in this order, the edge never sees a pointer
+    /// to a blob that is not there yet.
+    pub fn encode(
+        regions: &[RegionModel],
+        version: ModelVersion,
+        created_at: UnixSeconds,
+        default_region: &str,
+        region_map: RegionMap,
+    ) -> Result<(ModelPointer, Vec<KvEntry>), ArtifactError> {
+        let mut entries = Vec::with_capacity(regions.len() + 1);
+        let mut listed = Vec::with_capacity(regions.len());
+        for region in regions {
+            let bytes = region.to_artifact(created_at)?;
+            let hash = ContentHash::of(&bytes);
+            listed.push(RegionEntry {
+                region: region.region.clone(),
+                hash,
+                bytes: bytes.len() as u32,
+            });
+            entries.push(KvEntry {
+                key: hash.kv_key(),
+                value: bytes,
+            });
+        }
+        let pointer = ModelPointer {
+            version,
+            created_at,
+            default_region: default_region.to_owned(),
+            region_map,
+            regions: listed,
+        };
+        entries.push(KvEntry {
+            key: POINTER_KEY.to_owned(),
+            value: pointer.to_artifact()?,
+        });
+        Ok((pointer, entries))
+    }
+}
+
+/// Checks that a region blob is the one the pointer names (KV may serve a stale key).
+pub fn verify_blob(entry: &RegionEntry, bytes: &[u8]) -> Result<(), ArtifactError> {
+    let found = ContentHash::of(bytes);
+    if found != entry.hash {
+        return Err(ArtifactError::HashMismatch {
+            expected: entry.hash,
+            found,
+        });
+    }
+    Ok(())
+}

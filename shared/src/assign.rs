@@ -1,0 +1,168 @@
+//! Nearest-centroid assignment with hysteresis, O(k·d) and allocation-free.
+
+use crate::artifact::{ProfileId, RegionModel};
+use crate::features::{FEATURE_DIM, FeatureVector};
+use crate::state::BehaviourState;
+
+/// Standardises a feature vector with the model's normalisation.
+pub fn normalise(model: &RegionModel, features: &FeatureVector) -> FeatureVector {
+    let mut out = [0.0; FEATURE_DIM];
+    let params = model
+        .normalisation
+        .mean
+        .iter()
+        .zip(&model.normalisation.scale);
+    for ((o, x), (mean, scale)) in out.iter_mut().zip(features).zip(params) {
+        *o = (x - mean) / scale;
+    }
+    out
+}
+
+/// Squared Euclidean distance between a point and one centroid row.
+#[inline]
+fn distance_sq(point: &FeatureVector, centroid: &[f32]) -> f32 {
+    point
+        .iter()
+        .zip(centroid)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum()
+}
+
+/// Index and squared distance of the closest centroid (`centroids` is k × FEATURE_DIM).
+pub fn nearest(centroids: &[f32], point: &FeatureVector) -> Option<(usize, f32)> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, row) in centroids.chunks_exact(FEATURE_DIM).enumerate() {
+        let d = distance_sq(point, row);
+        if best.is_none_or(|(_, b)| d < b) {
+            best = Some((i, d));
+        }
+    }
+    best
+}
+
+/// Picks the profile for a user whose state already includes this request.
+///
+/// New users (fewer than `min_requests`) get the region's default profile. A user keeps the
+/// profile it has unless another centroid is closer by more than the hysteresis margin.
+pub fn assign_profile(
+    model: &RegionModel,
+    state: &BehaviourState,
+    features: &FeatureVector,
+) -> ProfileId {
+    if state.requests < model.assignment.min_requests {
+        return state
+            .profile
+            .filter(|p| model.profile_index(*p).is_some())
+            .unwrap_or(model.default_profile);
+    }
+    let point = normalise(model, features);
+    let Some((best, best_sq)) = nearest(&model.centroids, &point) else {
+        return model.default_profile;
+    };
+    let current = state
+        .profile
+        .and_then(|p| model.profile_index(p).map(|i| (p, i)));
+    if let Some((current_id, i)) = current
+        && i != best
+        && let Some(row) = model.centroid(i)
+    {
+        let current_distance = distance_sq(&point, row).sqrt();
+        if best_sq.sqrt() + model.assignment.hysteresis_margin >= current_distance {
+            return current_id;
+        }
+    }
+    model
+        .profiles
+        .get(best)
+        .map_or(model.default_profile, |p| p.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::ModelVersion;
+    use crate::features::UnixSeconds;
+    use crate::fixtures;
+
+    fn user_with(profile: Option<ProfileId>, requests: u16) -> BehaviourState {
+        let mut s = BehaviourState::new(UnixSeconds(0));
+        s.requests = requests;
+        s.sessions = 1;
+        s.profile = profile;
+        s.model_version = ModelVersion(1);
+        s
+    }
+
+    /// A point on the segment between centroid 0 and centroid 1, at fraction `t` from 0, in raw units.
+    fn between(model: &RegionModel, t: f32) -> FeatureVector {
+        let (a, b) = (
+            model.centroid(0).expect("row 0"),
+            model.centroid(1).expect("row 1"),
+        );
+        let mut raw = [0.0; FEATURE_DIM];
+        for j in 0..FEATURE_DIM {
+            let z = a[j] + t * (b[j] - a[j]);
+            raw[j] = z * model.normalisation.scale[j] + model.normalisation.mean[j];
+        }
+        raw
+    }
+
+    #[test]
+    fn new_users_get_the_default_profile() {
+        let model = fixtures::region_model("eu");
+        let features = between(&model, 1.0);
+        assert_eq!(
+            assign_profile(&model, &user_with(None, 1), &features),
+            model.default_profile
+        );
+    }
+
+    #[test]
+    fn nearest_centroid_wins_without_a_current_profile() {
+        let model = fixtures::region_model("eu");
+        for i in 0..model.k() {
+            let mut raw = [0.0; FEATURE_DIM];
+            let row = model.centroid(i).expect("row");
+            for j in 0..FEATURE_DIM {
+                raw[j] = row[j] * model.normalisation.scale[j] + model.normalisation.mean[j];
+            }
+            assert_eq!(
+                assign_profile(&model, &user_with(None, 10), &raw),
+                model.profiles[i].id
+            );
+        }
+    }
+
+    #[test]
+    fn hysteresis_keeps_a_profile_near_the_boundary() {
+        let model = fixtures::region_model("eu");
+        let (p0, p1) = (model.profiles[0].id, model.profiles[1].id);
+        // Just past the midpoint, profile 1 is nearer, but not by the margin.
+        let slightly_past = between(&model, 0.52);
+        assert_eq!(
+            assign_profile(&model, &user_with(Some(p0), 10), &slightly_past),
+            p0
+        );
+        assert_eq!(
+            assign_profile(&model, &user_with(None, 10), &slightly_past),
+            p1
+        );
+        // Far past it, the user moves.
+        let far_past = between(&model, 0.95);
+        assert_eq!(
+            assign_profile(&model, &user_with(Some(p0), 10), &far_past),
+            p1
+        );
+    }
+
+    #[test]
+    fn a_profile_unknown_to_this_model_is_ignored() {
+        let model = fixtures::region_model("eu");
+        let features = between(&model, 0.0);
+        let user = user_with(Some(ProfileId(999)), 10);
+        assert_eq!(
+            assign_profile(&model, &user, &features),
+            model.profiles[0].id
+        );
+    }
+}

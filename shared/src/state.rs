@@ -1,0 +1,484 @@
+//! A user's running behaviour summary and its signed cookie encoding.
+//!
+//! The edge has no database: everything it knows about a user travels in this cookie. The state
+//! is a fixed set of exponentially decayed means plus a few counters, updated per request in
+//! O(d) without allocating. The cookie is 63 bytes before base64: a 51-byte payload whose second
+//! byte is the id of the key that signed it, and a 12-byte truncated HMAC-SHA256 over the payload.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::artifact::{ModelVersion, ProfileId};
+use crate::classify::{ContentClass, Device};
+use crate::features::{self, FEATURE_DIM, FeatureVector, Observation, UnixSeconds, index};
+
+/// Bumped whenever the cookie layout changes; older cookies are then treated as new users.
+pub const STATE_SCHEMA_VERSION: u8 = 1;
+/// A gap longer than this starts a new session.
+pub const SESSION_GAP_SECS: u64 = 30 * 60;
+/// The slowest decay: a mean reflects roughly the last 32 requests.
+pub const MIN_DECAY_ALPHA: f32 = 1.0 / 32.0;
+
+const PAYLOAD_LEN: usize = 51;
+const TAG_LEN: usize = 12;
+/// Encoded length before base64.
+pub const COOKIE_BYTES: usize = PAYLOAD_LEN + TAG_LEN;
+const NO_PROFILE: u16 = u16::MAX;
+
+/// The decayed means the state keeps, in storage order, with their ranges for quantisation.
+/// The other features (requests per session, classes used) derive from counters.
+#[derive(Clone, Copy)]
+enum Mean {
+    SessionMinutesLn,
+    Video,
+    Text,
+    Interactive,
+    Api,
+    HourSin,
+    HourCos,
+    WeekdaySin,
+    WeekdayCos,
+    Mobile,
+    Tablet,
+    Bot,
+    RttBucket,
+    BytesPerSecondLn,
+}
+const MEANS: usize = 14;
+const MEAN_RANGES: [(f32, f32); MEANS] = [
+    (0.0, 10.0),
+    (0.0, 1.0),
+    (0.0, 1.0),
+    (0.0, 1.0),
+    (0.0, 1.0),
+    (-1.0, 1.0),
+    (-1.0, 1.0),
+    (-1.0, 1.0),
+    (-1.0, 1.0),
+    (0.0, 1.0),
+    (0.0, 1.0),
+    (0.0, 1.0),
+    (0.0, 5.0),
+    (0.0, 25.0),
+];
+
+const FLAG_RTT_SEEN: u8 = 1;
+const FLAG_RATE_SEEN: u8 = 2;
+
+/// Why a cookie was not accepted. Every case means "treat the user as new".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("state cookie is not base64url")]
+    NotBase64,
+    #[error("state cookie is {found} bytes, expected {COOKIE_BYTES}")]
+    WrongLength { found: usize },
+    #[error("state cookie schema {found} is not {STATE_SCHEMA_VERSION}")]
+    UnknownSchema { found: u8 },
+    #[error("state cookie was signed with key id {key_id}, which is not configured")]
+    UnknownKey { key_id: u8 },
+    #[error("state cookie signature does not verify")]
+    BadSignature,
+    #[error("state cookie holds inconsistent counters")]
+    Inconsistent,
+}
+
+/// A secret that signs state cookies, with the id that lets it be rotated.
+#[derive(Clone)]
+pub struct CookieKey {
+    pub id: u8,
+    secret: Vec<u8>,
+}
+
+impl core::fmt::Debug for CookieKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CookieKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CookieKey {
+    pub fn new(id: u8, secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            id,
+            secret: secret.into(),
+        }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length, so this cannot fail.
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+/// The signing key plus keys still accepted during a rotation's grace period.
+#[derive(Clone, Debug)]
+pub struct CookieKeys {
+    pub current: CookieKey,
+    pub previous: Vec<CookieKey>,
+}
+
+impl CookieKeys {
+    pub fn single(key: CookieKey) -> Self {
+        Self {
+            current: key,
+            previous: Vec::new(),
+        }
+    }
+
+    fn find(&self, id: u8) -> Option<&CookieKey> {
+        core::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+    }
+}
+
+/// What the edge remembers about one user between requests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BehaviourState {
+    /// Requests seen (saturating).
+    pub requests: u16,
+    /// Sessions started, including the current one (saturating).
+    pub sessions: u16,
+    pub session_start: UnixSeconds,
+    pub last_seen: UnixSeconds,
+    /// Bit i set when route class i was used.
+    pub route_mask: u16,
+    /// The profile the user was last assigned, and by which model.
+    pub profile: Option<ProfileId>,
+    pub model_version: ModelVersion,
+    flags: u8,
+    means: [f32; MEANS],
+}
+
+impl BehaviourState {
+    /// A user never seen before.
+    pub fn new(now: UnixSeconds) -> Self {
+        Self {
+            requests: 0,
+            sessions: 0,
+            session_start: now,
+            last_seen: now,
+            route_mask: 0,
+            profile: None,
+            model_version: ModelVersion(0),
+            flags: 0,
+            means: [0.0; MEANS],
+        }
+    }
+
+    /// Folds one request into the summary.
+    pub fn observe(&mut self, o: &Observation) {
+        if self.requests == 0 {
+            self.sessions = 1;
+            self.session_start = o.at;
+        } else if o.at.0.saturating_sub(self.last_seen.0) > SESSION_GAP_SECS {
+            let minutes = self.last_seen.0.saturating_sub(self.session_start.0) as f32 / 60.0;
+            let completed = self.sessions.max(1);
+            let alpha = (1.0 / f32::from(completed)).max(MIN_DECAY_ALPHA * 4.0);
+            self.blend(Mean::SessionMinutesLn, minutes.ln_1p(), alpha);
+            self.sessions = self.sessions.saturating_add(1);
+            self.session_start = o.at;
+        }
+        self.requests = self.requests.saturating_add(1);
+        self.last_seen = self.last_seen.max(o.at);
+        self.route_mask |= 1u16.checked_shl(u32::from(o.class.route.0)).unwrap_or(0);
+
+        let alpha = (1.0 / f32::from(self.requests)).max(MIN_DECAY_ALPHA);
+        let is = |b: bool| if b { 1.0 } else { 0.0 };
+        self.blend(
+            Mean::Video,
+            is(o.class.content == ContentClass::Video),
+            alpha,
+        );
+        self.blend(Mean::Text, is(o.class.content == ContentClass::Text), alpha);
+        self.blend(
+            Mean::Interactive,
+            is(o.class.content == ContentClass::Interactive),
+            alpha,
+        );
+        self.blend(Mean::Api, is(o.class.content == ContentClass::Api), alpha);
+        if o.local_hour.is_finite() {
+            let (s, c) = features::cyclic(o.local_hour, 24.0);
+            self.blend(Mean::HourSin, s, alpha);
+            self.blend(Mean::HourCos, c, alpha);
+        }
+        let (s, c) = features::cyclic(f32::from(o.local_weekday % 7), 7.0);
+        self.blend(Mean::WeekdaySin, s, alpha);
+        self.blend(Mean::WeekdayCos, c, alpha);
+        self.blend(Mean::Mobile, is(o.device == Device::Mobile), alpha);
+        self.blend(Mean::Tablet, is(o.device == Device::Tablet), alpha);
+        self.blend(Mean::Bot, is(o.device == Device::Bot), alpha);
+        if let Some(rtt) = o.rtt_ms {
+            self.blend_first(
+                FLAG_RTT_SEEN,
+                Mean::RttBucket,
+                f32::from(features::rtt_bucket(rtt)),
+                alpha,
+            );
+        }
+        if o.response_ms > 0 {
+            let rate = o.response_bytes as f32 * 1000.0 / o.response_ms as f32;
+            self.blend_first(FLAG_RATE_SEEN, Mean::BytesPerSecondLn, rate.ln_1p(), alpha);
+        }
+    }
+
+    fn blend(&mut self, mean: Mean, value: f32, alpha: f32) {
+        let (lo, hi) = MEAN_RANGES[mean as usize];
+        let m = &mut self.means[mean as usize];
+        *m = (*m + alpha * (value - *m)).clamp(lo, hi);
+    }
+
+    /// Like `blend`, but the first sample sets the mean: the signal may be absent for a while.
+    fn blend_first(&mut self, flag: u8, mean: Mean, value: f32, alpha: f32) {
+        let alpha = if self.flags & flag == 0 { 1.0 } else { alpha };
+        self.flags |= flag;
+        self.blend(mean, value, alpha);
+    }
+
+    /// The user's feature vector in the units of [`features::FEATURES`].
+    pub fn features(&self) -> FeatureVector {
+        let m = &self.means;
+        let mut v = [0.0; FEATURE_DIM];
+        let sessions = f32::from(self.sessions.max(1));
+        v[index::REQUESTS_PER_SESSION] = (f32::from(self.requests) / sessions).ln_1p();
+        v[index::SESSION_MINUTES] = if self.sessions > 1 {
+            m[Mean::SessionMinutesLn as usize]
+        } else {
+            (self.last_seen.0.saturating_sub(self.session_start.0) as f32 / 60.0).ln_1p()
+        };
+        v[index::ROUTE_CLASSES_USED] = self.route_mask.count_ones() as f32;
+        v[index::CONTENT_VIDEO] = m[Mean::Video as usize];
+        v[index::CONTENT_TEXT] = m[Mean::Text as usize];
+        v[index::CONTENT_INTERACTIVE] = m[Mean::Interactive as usize];
+        v[index::CONTENT_API] = m[Mean::Api as usize];
+        v[index::HOUR_SIN] = m[Mean::HourSin as usize];
+        v[index::HOUR_COS] = m[Mean::HourCos as usize];
+        v[index::WEEKDAY_SIN] = m[Mean::WeekdaySin as usize];
+        v[index::WEEKDAY_COS] = m[Mean::WeekdayCos as usize];
+        v[index::DEVICE_MOBILE] = m[Mean::Mobile as usize];
+        v[index::DEVICE_TABLET] = m[Mean::Tablet as usize];
+        v[index::DEVICE_BOT] = m[Mean::Bot as usize];
+        v[index::RTT_BUCKET] = m[Mean::RttBucket as usize];
+        v[index::BYTES_PER_SECOND] = m[Mean::BytesPerSecondLn as usize];
+        v
+    }
+
+    /// Signs and encodes the state for a cookie value (base64url, no padding).
+    pub fn to_cookie(&self, key: &CookieKey) -> String {
+        let mut buf = [0u8; COOKIE_BYTES];
+        let p = &mut buf[..PAYLOAD_LEN];
+        p[0] = STATE_SCHEMA_VERSION;
+        p[1] = key.id;
+        p[2..4].copy_from_slice(&self.requests.to_le_bytes());
+        p[4..6].copy_from_slice(&self.sessions.to_le_bytes());
+        p[6..10].copy_from_slice(&seconds_u32(self.session_start).to_le_bytes());
+        p[10..14].copy_from_slice(&seconds_u32(self.last_seen).to_le_bytes());
+        p[14..16].copy_from_slice(&self.route_mask.to_le_bytes());
+        p[16..18].copy_from_slice(&self.profile.map_or(NO_PROFILE, |id| id.0).to_le_bytes());
+        p[18..22].copy_from_slice(&self.model_version.0.to_le_bytes());
+        p[22] = self.flags;
+        for (i, (&value, &(lo, hi))) in self.means.iter().zip(MEAN_RANGES.iter()).enumerate() {
+            let q =
+                (((value - lo) / (hi - lo)).clamp(0.0, 1.0) * f32::from(u16::MAX)).round() as u16;
+            p[23 + 2 * i..25 + 2 * i].copy_from_slice(&q.to_le_bytes());
+        }
+        let mut mac = key.mac();
+        mac.update(&buf[..PAYLOAD_LEN]);
+        let tag = mac.finalize().into_bytes();
+        buf[PAYLOAD_LEN..].copy_from_slice(&tag[..TAG_LEN]);
+        URL_SAFE_NO_PAD.encode(buf)
+    }
+
+    /// Verifies and decodes a cookie value. Any error means the user is treated as new.
+    pub fn from_cookie(value: &str, keys: &CookieKeys) -> Result<Self, StateError> {
+        if value.len() > 2 * COOKIE_BYTES {
+            return Err(StateError::WrongLength {
+                found: value.len() * 3 / 4,
+            });
+        }
+        let mut buf = [0u8; 2 * COOKIE_BYTES];
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(value.trim(), &mut buf)
+            .map_err(|_| StateError::NotBase64)?;
+        if len != COOKIE_BYTES {
+            return Err(StateError::WrongLength { found: len });
+        }
+        let (payload, tag) = buf[..COOKIE_BYTES].split_at(PAYLOAD_LEN);
+        if payload[0] != STATE_SCHEMA_VERSION {
+            return Err(StateError::UnknownSchema { found: payload[0] });
+        }
+        let key = keys
+            .find(payload[1])
+            .ok_or(StateError::UnknownKey { key_id: payload[1] })?;
+        let mut mac = key.mac();
+        mac.update(payload);
+        mac.verify_truncated_left(tag)
+            .map_err(|_| StateError::BadSignature)?;
+
+        let u16_at = |i: usize| u16::from_le_bytes([payload[i], payload[i + 1]]);
+        let u32_at = |i: usize| {
+            u32::from_le_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]])
+        };
+        let mut means = [0.0; MEANS];
+        for (i, (m, &(lo, hi))) in means.iter_mut().zip(MEAN_RANGES.iter()).enumerate() {
+            *m = lo + f32::from(u16_at(23 + 2 * i)) / f32::from(u16::MAX) * (hi - lo);
+        }
+        let profile = u16_at(16);
+        let state = Self {
+            requests: u16_at(2),
+            sessions: u16_at(4),
+            session_start: UnixSeconds(u64::from(u32_at(6))),
+            last_seen: UnixSeconds(u64::from(u32_at(10))),
+            route_mask: u16_at(14),
+            profile: (profile != NO_PROFILE).then_some(ProfileId(profile)),
+            model_version: ModelVersion(u32_at(18)),
+            flags: payload[22],
+            means,
+        };
+        if state.session_start > state.last_seen || state.sessions > state.requests {
+            return Err(StateError::Inconsistent);
+        }
+        Ok(state)
+    }
+}
+
+fn seconds_u32(at: UnixSeconds) -> u32 {
+    u32::try_from(at.0).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{RequestClass, RouteClass};
+
+    fn observation(at: u64, content: ContentClass, device: Device, hour: f32) -> Observation {
+        Observation {
+            at: UnixSeconds(at),
+            local_hour: hour,
+            local_weekday: 2,
+            device,
+            class: RequestClass {
+                route: RouteClass(2),
+                content,
+            },
+            rtt_ms: Some(80),
+            response_bytes: 500_000,
+            response_ms: 100,
+        }
+    }
+
+    fn keys() -> CookieKeys {
+        CookieKeys::single(CookieKey::new(1, b"test secret".to_vec()))
+    }
+
+    fn sample_state() -> BehaviourState {
+        let mut s = BehaviourState::new(UnixSeconds(1_700_000_000));
+        for i in 0..10 {
+            s.observe(&observation(
+                1_700_000_000 + i * 30,
+                ContentClass::Video,
+                Device::Mobile,
+                21.0,
+            ));
+        }
+        s.observe(&observation(
+            1_700_010_000,
+            ContentClass::Api,
+            Device::Mobile,
+            23.9,
+        ));
+        s.profile = Some(ProfileId(7));
+        s.model_version = ModelVersion(42);
+        s
+    }
+
+    #[test]
+    fn cookie_round_trip_keeps_counters_and_means() {
+        let state = sample_state();
+        let cookie = state.to_cookie(&keys().current);
+        assert_eq!(cookie.len(), (COOKIE_BYTES * 4).div_ceil(3));
+        let back = BehaviourState::from_cookie(&cookie, &keys()).expect("round trip");
+        assert_eq!(back.requests, 11);
+        assert_eq!(back.sessions, 2);
+        assert_eq!(back.profile, Some(ProfileId(7)));
+        assert_eq!(back.model_version, ModelVersion(42));
+        for (a, b) in state.features().iter().zip(back.features().iter()) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn features_reflect_behaviour() {
+        let f = sample_state().features();
+        assert!(f[index::CONTENT_VIDEO] > 0.8);
+        assert!(f[index::DEVICE_MOBILE] > 0.99);
+        assert!(
+            f[index::HOUR_COS] > 0.3,
+            "evening hours lean to cos > 0 around 21h-24h"
+        );
+        assert_eq!(f[index::ROUTE_CLASSES_USED], 1.0);
+        assert_eq!(f[index::RTT_BUCKET], 2.0);
+        assert!((f[index::REQUESTS_PER_SESSION] - (5.5f32).ln_1p()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn tampered_truncated_foreign_and_old_cookies_are_rejected() {
+        let cookie = sample_state().to_cookie(&keys().current);
+        let mut bytes = URL_SAFE_NO_PAD.decode(&cookie).expect("base64");
+        bytes[5] ^= 1;
+        let tampered = URL_SAFE_NO_PAD.encode(&bytes);
+        assert_eq!(
+            BehaviourState::from_cookie(&tampered, &keys()),
+            Err(StateError::BadSignature)
+        );
+        assert!(matches!(
+            BehaviourState::from_cookie(&cookie[..cookie.len() - 4], &keys()),
+            Err(StateError::WrongLength { .. })
+        ));
+        let foreign = CookieKeys::single(CookieKey::new(1, b"another secret".to_vec()));
+        assert_eq!(
+            BehaviourState::from_cookie(&cookie, &foreign),
+            Err(StateError::BadSignature)
+        );
+        let other_id = CookieKeys::single(CookieKey::new(2, b"test secret".to_vec()));
+        assert_eq!(
+            BehaviourState::from_cookie(&cookie, &other_id),
+            Err(StateError::UnknownKey { key_id: 1 })
+        );
+        let mut old = URL_SAFE_NO_PAD.decode(&cookie).expect("base64");
+        old[0] = 0;
+        assert_eq!(
+            BehaviourState::from_cookie(&URL_SAFE_NO_PAD.encode(&old), &keys()),
+            Err(StateError::UnknownSchema { found: 0 })
+        );
+        assert_eq!(
+            BehaviourState::from_cookie("not base64!", &keys()),
+            Err(StateError::NotBase64)
+        );
+        assert!(BehaviourState::from_cookie(&"A".repeat(10_000), &keys()).is_err());
+    }
+
+    #[test]
+    fn rotated_key_is_accepted_during_grace_period() {
+        let old = CookieKey::new(1, b"test secret".to_vec());
+        let cookie = sample_state().to_cookie(&old);
+        let rotated = CookieKeys {
+            current: CookieKey::new(2, b"new secret".to_vec()),
+            previous: vec![old],
+        };
+        assert!(BehaviourState::from_cookie(&cookie, &rotated).is_ok());
+    }
+
+    #[test]
+    fn non_finite_inputs_never_poison_the_state() {
+        let mut s = BehaviourState::new(UnixSeconds(10));
+        let mut o = observation(10, ContentClass::Text, Device::Desktop, f32::NAN);
+        o.response_ms = 1;
+        o.response_bytes = u64::MAX;
+        s.observe(&o);
+        assert!(s.features().iter().all(|x| x.is_finite()));
+    }
+}
