@@ -95,7 +95,11 @@ impl Device {
         if ua.is_empty() || ua == "-" || BOT_MARKERS.iter().any(|m| contains_ignore_case(ua, m)) {
             return Device::Bot;
         }
-        if TABLET_MARKERS.iter().any(|m| contains_ignore_case(ua, m))
+        // "Tablet PC" is a token old Internet Explorer sent from Windows desktops.
+        let tablet_word =
+            contains_ignore_case(ua, "tablet") && !contains_ignore_case(ua, "tablet pc");
+        if tablet_word
+            || TABLET_MARKERS.iter().any(|m| contains_ignore_case(ua, m))
             || (contains_ignore_case(ua, "android") && !contains_ignore_case(ua, "mobile"))
         {
             return Device::Tablet;
@@ -142,10 +146,12 @@ const BOT_MARKERS: &[&str] = &[
     "apachebench",
     "wrk",
     "oha/",
+    // Real browsers do not put a URL or a contact address in their User-Agent; crawlers do.
+    "http://",
+    "https://",
+    "@",
 ];
-const TABLET_MARKERS: &[&str] = &[
-    "ipad", "tablet", "kindle", "silk/", "playbook", "nexus 7", "nexus 10",
-];
+const TABLET_MARKERS: &[&str] = &["ipad", "kindle", "silk/", "playbook", "nexus 7", "nexus 10"];
 const MOBILE_MARKERS: &[&str] = &[
     "mobile",
     "iphone",
