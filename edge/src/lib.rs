@@ -12,11 +12,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     target.set_query(incoming.query());
     let forwarded = Request::new_with_init(
         target.as_str(),
-        &worker::RequestInit {
-            method: req.method(),
-            headers: req.headers().clone(),
-            ..Default::default()
-        },
+        &worker::RequestInit { method: req.method(), headers: req.headers().clone(), ..Default::default() },
     )?;
     worker::Fetch::Request(forwarded).send().await
 }

@@ -13,9 +13,7 @@ use prewarm_shared::{Device, FEATURE_DIM, Observation, ProfileId, UnixSeconds, f
 
 /// Deterministic pseudo-random numbers in [-2, 2) (no rand crate in this workspace's contract).
 fn lcg(seed: &mut u64) -> f32 {
-    *seed = seed
-        .wrapping_mul(6_364_136_223_846_793_005)
-        .wrapping_add(1_442_695_040_888_963_407);
+    *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
 }
 
@@ -24,12 +22,7 @@ fn model_with_k(k: usize) -> RegionModel {
     let template = model.profiles[0].clone();
     let mut seed = 7;
     model.centroids = (0..k * FEATURE_DIM).map(|_| lcg(&mut seed)).collect();
-    model.profiles = (0..k)
-        .map(|i| ProfileMeta {
-            id: ProfileId(i as u16 + 1),
-            ..template.clone()
-        })
-        .collect();
+    model.profiles = (0..k).map(|i| ProfileMeta { id: ProfileId(i as u16 + 1), ..template.clone() }).collect();
     model.default_profile = ProfileId(1);
     model.forecast.series.clear();
     model
@@ -77,34 +70,22 @@ fn benches(c: &mut Criterion) {
     c.bench_function("state cookie verify + decode", |b| {
         b.iter(|| BehaviourState::from_cookie(black_box(&cookie), &keys))
     });
-    c.bench_function("state cookie encode + sign", |b| {
-        b.iter(|| black_box(&state).to_cookie(&keys.current))
-    });
+    c.bench_function("state cookie encode + sign", |b| b.iter(|| black_box(&state).to_cookie(&keys.current)));
 
     let names: Vec<String> = (0..50).map(|i| format!("region-{i:02}")).collect();
     let models: Vec<RegionModel> = names.iter().map(|n| fixtures::region_model(n)).collect();
-    let (_, entries) = ModelBundle::encode(
-        &models,
-        ModelVersion(1),
-        UnixSeconds(1_704_067_200),
-        "region-00",
-        fixtures::region_map(),
-    )
-    .expect("encode");
+    let (_, entries) =
+        ModelBundle::encode(&models, ModelVersion(1), UnixSeconds(1_704_067_200), "region-00", fixtures::region_map())
+            .expect("encode");
     let slice = entries[0].value.clone();
-    c.bench_function(
-        &format!("decode one region slice ({} bytes)", slice.len()),
-        |b| b.iter(|| RegionModel::from_artifact(black_box(&slice))),
-    );
+    c.bench_function(&format!("decode one region slice ({} bytes)", slice.len()), |b| {
+        b.iter(|| RegionModel::from_artifact(black_box(&slice)))
+    });
     // Baseline for the ratio: the same region model as JSON (what a naive artifact would be).
     let json = serde_json::to_vec(&models[0]).expect("json");
-    c.bench_function(
-        &format!(
-            "baseline: decode one region slice as JSON ({} bytes)",
-            json.len()
-        ),
-        |b| b.iter(|| serde_json::from_slice::<RegionModel>(black_box(&json))),
-    );
+    c.bench_function(&format!("baseline: decode one region slice as JSON ({} bytes)", json.len()), |b| {
+        b.iter(|| serde_json::from_slice::<RegionModel>(black_box(&json)))
+    });
     c.bench_function("decode a 50-region model (pointer + all slices)", |b| {
         b.iter(|| {
             let (pointer, blobs) = entries.split_last().expect("pointer last");

@@ -32,9 +32,7 @@ pub const KV_VALUE_LIMIT: usize = 25 * 1024 * 1024;
 pub struct ProfileId(pub u16);
 
 /// A published model's version; increases with every publish.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ModelVersion(pub u32);
 
@@ -119,24 +117,16 @@ pub enum ArtifactError {
     Truncated { found: usize, needed: usize },
     #[error("not a prewarm artifact (magic bytes {found:02x?})")]
     BadMagic { found: [u8; 4] },
-    #[error(
-        "artifact schema {found} is not supported (this build reads {ARTIFACT_SCHEMA_VERSION})"
-    )]
+    #[error("artifact schema {found} is not supported (this build reads {ARTIFACT_SCHEMA_VERSION})")]
     UnknownSchema { found: u16 },
     #[error("artifact kind byte {found} is unknown")]
     UnknownKind { found: u8 },
     #[error("expected a {expected:?} artifact, found a {found:?}")]
-    WrongKind {
-        expected: ArtifactKind,
-        found: ArtifactKind,
-    },
+    WrongKind { expected: ArtifactKind, found: ArtifactKind },
     #[error("payload is {found} bytes but the header declares {declared}")]
     LengthMismatch { declared: usize, found: usize },
     #[error("payload hash {found} does not match the header's {expected}")]
-    HashMismatch {
-        expected: ContentHash,
-        found: ContentHash,
-    },
+    HashMismatch { expected: ContentHash, found: ContentHash },
     #[error("payload does not decode: {0}")]
     Payload(String),
     #[error("payload decodes but is invalid: {0}")]
@@ -159,12 +149,7 @@ pub struct Envelope {
 
 impl Envelope {
     /// Wraps a payload.
-    pub fn seal(
-        kind: ArtifactKind,
-        model_version: ModelVersion,
-        created_at: UnixSeconds,
-        payload: &[u8],
-    ) -> Vec<u8> {
+    pub fn seal(kind: ArtifactKind, model_version: ModelVersion, created_at: UnixSeconds, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&ARTIFACT_SCHEMA_VERSION.to_le_bytes());
@@ -182,14 +167,9 @@ impl Envelope {
     pub fn open(bytes: &[u8]) -> Result<(Envelope, &[u8]), ArtifactError> {
         if bytes.len() < HEADER_LEN {
             if bytes.len() >= 4 && bytes[..4] != MAGIC {
-                return Err(ArtifactError::BadMagic {
-                    found: [bytes[0], bytes[1], bytes[2], bytes[3]],
-                });
+                return Err(ArtifactError::BadMagic { found: [bytes[0], bytes[1], bytes[2], bytes[3]] });
             }
-            return Err(ArtifactError::Truncated {
-                found: bytes.len(),
-                needed: HEADER_LEN,
-            });
+            return Err(ArtifactError::Truncated { found: bytes.len(), needed: HEADER_LEN });
         }
         let (header, payload) = bytes.split_at(HEADER_LEN);
         let magic = [header[0], header[1], header[2], header[3]];
@@ -200,19 +180,14 @@ impl Envelope {
         if schema != ARTIFACT_SCHEMA_VERSION {
             return Err(ArtifactError::UnknownSchema { found: schema });
         }
-        let kind = ArtifactKind::from_byte(header[6])
-            .ok_or(ArtifactError::UnknownKind { found: header[6] })?;
-        let u32_at =
-            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let kind = ArtifactKind::from_byte(header[6]).ok_or(ArtifactError::UnknownKind { found: header[6] })?;
+        let u32_at = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let model_version = ModelVersion(u32_at(8));
         let mut created = [0u8; 8];
         created.copy_from_slice(&header[12..20]);
         let declared = u32_at(20) as usize;
         if declared != payload.len() {
-            return Err(ArtifactError::LengthMismatch {
-                declared,
-                found: payload.len(),
-            });
+            return Err(ArtifactError::LengthMismatch { declared, found: payload.len() });
         }
         let mut expected = [0u8; 32];
         expected.copy_from_slice(&header[24..56]);
@@ -234,10 +209,7 @@ impl Envelope {
     fn open_kind(bytes: &[u8], expected: ArtifactKind) -> Result<(Envelope, &[u8]), ArtifactError> {
         let (envelope, payload) = Self::open(bytes)?;
         if envelope.kind != expected {
-            return Err(ArtifactError::WrongKind {
-                expected,
-                found: envelope.kind,
-            });
+            return Err(ArtifactError::WrongKind { expected, found: envelope.kind });
         }
         Ok((envelope, payload))
     }
@@ -374,22 +346,15 @@ impl RegionModel {
     /// Encodes into an envelope; `created_at` is passed in so builds are reproducible.
     pub fn to_artifact(&self, created_at: UnixSeconds) -> Result<Vec<u8>, ArtifactError> {
         self.validate()?;
-        let payload =
-            postcard::to_allocvec(self).map_err(|e| ArtifactError::Payload(e.to_string()))?;
-        let bytes = Envelope::seal(
-            ArtifactKind::Region,
-            self.model_version,
-            created_at,
-            &payload,
-        );
+        let payload = postcard::to_allocvec(self).map_err(|e| ArtifactError::Payload(e.to_string()))?;
+        let bytes = Envelope::seal(ArtifactKind::Region, self.model_version, created_at, &payload);
         check_size(bytes)
     }
 
     /// Decodes and validates a region blob.
     pub fn from_artifact(bytes: &[u8]) -> Result<Self, ArtifactError> {
         let (envelope, payload) = Envelope::open_kind(bytes, ArtifactKind::Region)?;
-        let model: Self =
-            postcard::from_bytes(payload).map_err(|e| ArtifactError::Payload(e.to_string()))?;
+        let model: Self = postcard::from_bytes(payload).map_err(|e| ArtifactError::Payload(e.to_string()))?;
         if model.model_version != envelope.model_version {
             return Err(ArtifactError::Invalid(format!(
                 "payload version {} differs from envelope version {}",
@@ -404,40 +369,20 @@ impl RegionModel {
     pub fn validate(&self) -> Result<(), ArtifactError> {
         let invalid = |m: String| Err(ArtifactError::Invalid(m));
         if !self.schema.is_current() {
-            return invalid(format!(
-                "feature schema {} is not this build's",
-                self.schema.version
-            ));
+            return invalid(format!("feature schema {} is not this build's", self.schema.version));
         }
         let k = self.profiles.len();
         if k == 0 || k > MAX_PROFILES {
-            return invalid(format!(
-                "{k} profiles; between 1 and {MAX_PROFILES} are allowed"
-            ));
+            return invalid(format!("{k} profiles; between 1 and {MAX_PROFILES} are allowed"));
         }
         if self.centroids.len() != k * FEATURE_DIM {
-            return invalid(format!(
-                "{} centroid values for {k} profiles of {FEATURE_DIM}",
-                self.centroids.len()
-            ));
+            return invalid(format!("{} centroid values for {k} profiles of {FEATURE_DIM}", self.centroids.len()));
         }
-        if self.normalisation.mean.len() != FEATURE_DIM
-            || self.normalisation.scale.len() != FEATURE_DIM
-        {
+        if self.normalisation.mean.len() != FEATURE_DIM || self.normalisation.scale.len() != FEATURE_DIM {
             return invalid("normalisation must have one mean and scale per feature".into());
         }
-        let all_finite = self
-            .centroids
-            .iter()
-            .chain(&self.normalisation.mean)
-            .all(|x| x.is_finite());
-        if !all_finite
-            || !self
-                .normalisation
-                .scale
-                .iter()
-                .all(|s| s.is_finite() && *s > 0.0)
-        {
+        let all_finite = self.centroids.iter().chain(&self.normalisation.mean).all(|x| x.is_finite());
+        if !all_finite || !self.normalisation.scale.iter().all(|s| s.is_finite() && *s > 0.0) {
             return invalid("non-finite centroid or normalisation value, or a scale <= 0".into());
         }
         let mut ids: Vec<_> = self.profiles.iter().map(|p| p.id).collect();
@@ -447,10 +392,7 @@ impl RegionModel {
             return invalid("profile ids are not unique".into());
         }
         if self.profile_index(self.default_profile).is_none() {
-            return invalid(format!(
-                "default profile {} is not a profile",
-                self.default_profile.0
-            ));
+            return invalid(format!("default profile {} is not a profile", self.default_profile.0));
         }
         let margin = self.assignment.hysteresis_margin;
         if !(margin.is_finite() && margin >= 0.0) {
@@ -463,10 +405,7 @@ impl RegionModel {
         let horizon = f.series.first().map_or(0, |s| s.expected.len());
         for s in &f.series {
             if s.expected.len() != horizon || s.upper.len() != horizon {
-                return invalid(format!(
-                    "forecast of profile {} has a different horizon",
-                    s.profile.0
-                ));
+                return invalid(format!("forecast of profile {} has a different horizon", s.profile.0));
             }
             if self.profile_index(s.profile).is_none() {
                 return invalid(format!("forecast names unknown profile {}", s.profile.0));
@@ -511,18 +450,10 @@ pub struct ModelPointer {
 
 impl ModelPointer {
     /// The region for a request's colo, country and continent.
-    pub fn region_for(
-        &self,
-        colo: Option<&str>,
-        country: Option<&str>,
-        continent: Option<&str>,
-    ) -> &str {
+    pub fn region_for(&self, colo: Option<&str>, country: Option<&str>, continent: Option<&str>) -> &str {
         fn lookup<'a>(table: &'a [(String, String)], key: Option<&str>) -> Option<&'a str> {
             let key = key?;
-            table
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, r)| r.as_str())
+            table.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, r)| r.as_str())
         }
         lookup(&self.region_map.by_colo, colo)
             .or_else(|| lookup(&self.region_map.by_country, country))
@@ -537,24 +468,15 @@ impl ModelPointer {
 
     pub fn to_artifact(&self) -> Result<Vec<u8>, ArtifactError> {
         self.validate()?;
-        let payload =
-            postcard::to_allocvec(self).map_err(|e| ArtifactError::Payload(e.to_string()))?;
-        check_size(Envelope::seal(
-            ArtifactKind::Pointer,
-            self.version,
-            self.created_at,
-            &payload,
-        ))
+        let payload = postcard::to_allocvec(self).map_err(|e| ArtifactError::Payload(e.to_string()))?;
+        check_size(Envelope::seal(ArtifactKind::Pointer, self.version, self.created_at, &payload))
     }
 
     pub fn from_artifact(bytes: &[u8]) -> Result<Self, ArtifactError> {
         let (envelope, payload) = Envelope::open_kind(bytes, ArtifactKind::Pointer)?;
-        let pointer: Self =
-            postcard::from_bytes(payload).map_err(|e| ArtifactError::Payload(e.to_string()))?;
+        let pointer: Self = postcard::from_bytes(payload).map_err(|e| ArtifactError::Payload(e.to_string()))?;
         if pointer.version != envelope.model_version {
-            return Err(ArtifactError::Invalid(
-                "pointer version differs from its envelope".into(),
-            ));
+            return Err(ArtifactError::Invalid("pointer version differs from its envelope".into()));
         }
         pointer.validate()?;
         Ok(pointer)
@@ -565,10 +487,7 @@ impl ModelPointer {
             return Err(ArtifactError::Invalid("pointer lists no regions".into()));
         }
         if self.entry(&self.default_region).is_none() {
-            return Err(ArtifactError::Invalid(format!(
-                "default region {:?} has no blob",
-                self.default_region
-            )));
+            return Err(ArtifactError::Invalid(format!("default region {:?} has no blob", self.default_region)));
         }
         Ok(())
     }
@@ -580,10 +499,7 @@ impl ModelPointer {
 
 fn check_size(bytes: Vec<u8>) -> Result<Vec<u8>, ArtifactError> {
     if bytes.len() > KV_VALUE_LIMIT {
-        return Err(ArtifactError::TooLarge {
-            size: bytes.len(),
-            limit: KV_VALUE_LIMIT,
-        });
+        return Err(ArtifactError::TooLarge { size: bytes.len(), limit: KV_VALUE_LIMIT });
     }
     Ok(bytes)
 }
@@ -621,15 +537,8 @@ impl ModelBundle {
         for region in regions {
             let bytes = region.to_artifact(created_at)?;
             let hash = ContentHash::of(&bytes);
-            listed.push(RegionEntry {
-                region: region.region.clone(),
-                hash,
-                bytes: bytes.len() as u32,
-            });
-            entries.push(KvEntry {
-                key: hash.kv_key(),
-                value: bytes,
-            });
+            listed.push(RegionEntry { region: region.region.clone(), hash, bytes: bytes.len() as u32 });
+            entries.push(KvEntry { key: hash.kv_key(), value: bytes });
         }
         let pointer = ModelPointer {
             version,
@@ -638,10 +547,7 @@ impl ModelBundle {
             region_map,
             regions: listed,
         };
-        entries.push(KvEntry {
-            key: POINTER_KEY.to_owned(),
-            value: pointer.to_artifact()?,
-        });
+        entries.push(KvEntry { key: POINTER_KEY.to_owned(), value: pointer.to_artifact()? });
         Ok((pointer, entries))
     }
 }
@@ -650,10 +556,7 @@ impl ModelBundle {
 pub fn verify_blob(entry: &RegionEntry, bytes: &[u8]) -> Result<(), ArtifactError> {
     let found = ContentHash::of(bytes);
     if found != entry.hash {
-        return Err(ArtifactError::HashMismatch {
-            expected: entry.hash,
-            found,
-        });
+        return Err(ArtifactError::HashMismatch { expected: entry.hash, found });
     }
     Ok(())
 }

@@ -7,11 +7,7 @@ use crate::state::BehaviourState;
 /// Standardises a feature vector with the model's normalisation.
 pub fn normalise(model: &RegionModel, features: &FeatureVector) -> FeatureVector {
     let mut out = [0.0; FEATURE_DIM];
-    let params = model
-        .normalisation
-        .mean
-        .iter()
-        .zip(&model.normalisation.scale);
+    let params = model.normalisation.mean.iter().zip(&model.normalisation.scale);
     for ((o, x), (mean, scale)) in out.iter_mut().zip(features).zip(params) {
         *o = (x - mean) / scale;
     }
@@ -21,11 +17,7 @@ pub fn normalise(model: &RegionModel, features: &FeatureVector) -> FeatureVector
 /// Squared Euclidean distance between a point and one centroid row.
 #[inline]
 fn distance_sq(point: &FeatureVector, centroid: &[f32]) -> f32 {
-    point
-        .iter()
-        .zip(centroid)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum()
+    point.iter().zip(centroid).map(|(a, b)| (a - b) * (a - b)).sum()
 }
 
 /// Index and squared distance of the closest centroid (`centroids` is k × FEATURE_DIM).
@@ -44,24 +36,15 @@ pub fn nearest(centroids: &[f32], point: &FeatureVector) -> Option<(usize, f32)>
 ///
 /// New users (fewer than `min_requests`) get the region's default profile. A user keeps the
 /// profile it has unless another centroid is closer by more than the hysteresis margin.
-pub fn assign_profile(
-    model: &RegionModel,
-    state: &BehaviourState,
-    features: &FeatureVector,
-) -> ProfileId {
+pub fn assign_profile(model: &RegionModel, state: &BehaviourState, features: &FeatureVector) -> ProfileId {
     if state.requests < model.assignment.min_requests {
-        return state
-            .profile
-            .filter(|p| model.profile_index(*p).is_some())
-            .unwrap_or(model.default_profile);
+        return state.profile.filter(|p| model.profile_index(*p).is_some()).unwrap_or(model.default_profile);
     }
     let point = normalise(model, features);
     let Some((best, best_sq)) = nearest(&model.centroids, &point) else {
         return model.default_profile;
     };
-    let current = state
-        .profile
-        .and_then(|p| model.profile_index(p).map(|i| (p, i)));
+    let current = state.profile.and_then(|p| model.profile_index(p).map(|i| (p, i)));
     if let Some((current_id, i)) = current
         && i != best
         && let Some(row) = model.centroid(i)
@@ -71,10 +54,7 @@ pub fn assign_profile(
             return current_id;
         }
     }
-    model
-        .profiles
-        .get(best)
-        .map_or(model.default_profile, |p| p.id)
+    model.profiles.get(best).map_or(model.default_profile, |p| p.id)
 }
 
 #[cfg(test)]
@@ -95,10 +75,7 @@ mod tests {
 
     /// A point on the segment between centroid 0 and centroid 1, at fraction `t` from 0, in raw units.
     fn between(model: &RegionModel, t: f32) -> FeatureVector {
-        let (a, b) = (
-            model.centroid(0).expect("row 0"),
-            model.centroid(1).expect("row 1"),
-        );
+        let (a, b) = (model.centroid(0).expect("row 0"), model.centroid(1).expect("row 1"));
         let mut raw = [0.0; FEATURE_DIM];
         for j in 0..FEATURE_DIM {
             let z = a[j] + t * (b[j] - a[j]);
@@ -111,10 +88,7 @@ mod tests {
     fn new_users_get_the_default_profile() {
         let model = fixtures::region_model("eu");
         let features = between(&model, 1.0);
-        assert_eq!(
-            assign_profile(&model, &user_with(None, 1), &features),
-            model.default_profile
-        );
+        assert_eq!(assign_profile(&model, &user_with(None, 1), &features), model.default_profile);
     }
 
     #[test]
@@ -126,10 +100,7 @@ mod tests {
             for j in 0..FEATURE_DIM {
                 raw[j] = row[j] * model.normalisation.scale[j] + model.normalisation.mean[j];
             }
-            assert_eq!(
-                assign_profile(&model, &user_with(None, 10), &raw),
-                model.profiles[i].id
-            );
+            assert_eq!(assign_profile(&model, &user_with(None, 10), &raw), model.profiles[i].id);
         }
     }
 
@@ -139,20 +110,11 @@ mod tests {
         let (p0, p1) = (model.profiles[0].id, model.profiles[1].id);
         // Just past the midpoint, profile 1 is nearer, but not by the margin.
         let slightly_past = between(&model, 0.52);
-        assert_eq!(
-            assign_profile(&model, &user_with(Some(p0), 10), &slightly_past),
-            p0
-        );
-        assert_eq!(
-            assign_profile(&model, &user_with(None, 10), &slightly_past),
-            p1
-        );
+        assert_eq!(assign_profile(&model, &user_with(Some(p0), 10), &slightly_past), p0);
+        assert_eq!(assign_profile(&model, &user_with(None, 10), &slightly_past), p1);
         // Far past it, the user moves.
         let far_past = between(&model, 0.95);
-        assert_eq!(
-            assign_profile(&model, &user_with(Some(p0), 10), &far_past),
-            p1
-        );
+        assert_eq!(assign_profile(&model, &user_with(Some(p0), 10), &far_past), p1);
     }
 
     #[test]
@@ -160,9 +122,6 @@ mod tests {
         let model = fixtures::region_model("eu");
         let features = between(&model, 0.0);
         let user = user_with(Some(ProfileId(999)), 10);
-        assert_eq!(
-            assign_profile(&model, &user, &features),
-            model.profiles[0].id
-        );
+        assert_eq!(assign_profile(&model, &user, &features), model.profiles[0].id);
     }
 }

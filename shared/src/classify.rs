@@ -23,13 +23,8 @@ pub enum ContentClass {
 }
 
 impl ContentClass {
-    pub const ALL: [ContentClass; 5] = [
-        ContentClass::Video,
-        ContentClass::Text,
-        ContentClass::Interactive,
-        ContentClass::Api,
-        ContentClass::Static,
-    ];
+    pub const ALL: [ContentClass; 5] =
+        [ContentClass::Video, ContentClass::Text, ContentClass::Interactive, ContentClass::Api, ContentClass::Static];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -43,9 +38,7 @@ impl ContentClass {
 
     /// Parses the names used in events and configuration.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(name))
+        Self::ALL.into_iter().find(|c| c.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -84,9 +77,7 @@ impl Device {
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|d| d.name().eq_ignore_ascii_case(name))
+        Self::ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(name))
     }
 
     /// Classifies a User-Agent header. An empty or `-` agent is automation, not a person.
@@ -96,8 +87,7 @@ impl Device {
             return Device::Bot;
         }
         // "Tablet PC" is a token old Internet Explorer sent from Windows desktops.
-        let tablet_word =
-            contains_ignore_case(ua, "tablet") && !contains_ignore_case(ua, "tablet pc");
+        let tablet_word = contains_ignore_case(ua, "tablet") && !contains_ignore_case(ua, "tablet pc");
         if tablet_word
             || TABLET_MARKERS.iter().any(|m| contains_ignore_case(ua, m))
             || (contains_ignore_case(ua, "android") && !contains_ignore_case(ua, "mobile"))
@@ -203,11 +193,7 @@ pub enum RulesError {
     #[error("{count} route classes, at most {MAX_ROUTE_CLASSES} are supported")]
     TooManyRouteClasses { count: usize },
     #[error("rule {rule} names route class {route}, but only {count} are defined")]
-    UnknownRouteClass {
-        rule: usize,
-        route: u8,
-        count: usize,
-    },
+    UnknownRouteClass { rule: usize, route: u8, count: usize },
     #[error("rule {rule}: pattern {reason}")]
     BadPattern { rule: usize, reason: &'static str },
 }
@@ -228,36 +214,22 @@ pub struct ClassificationRules {
 
 impl ClassificationRules {
     /// Classifies one request. `path` may carry a query string; it is ignored.
-    pub fn classify(
-        &self,
-        path: &str,
-        accept: Option<&str>,
-        content_type: Option<&str>,
-    ) -> RequestClass {
+    pub fn classify(&self, path: &str, accept: Option<&str>, content_type: Option<&str>) -> RequestClass {
         let path = path.split(['?', '#']).next().unwrap_or(path);
-        let matched = self
-            .path_rules
-            .iter()
-            .find(|r| pattern_matches(&r.pattern, path));
+        let matched = self.path_rules.iter().find(|r| pattern_matches(&r.pattern, path));
         let route = matched.map_or(self.default_route, |r| r.route);
         let content = matched
             .and_then(|r| r.content)
             .or_else(|| content_type.and_then(|ct| self.content_of_media_type(ct)))
             .or_else(|| self.content_of_extension(path))
-            .or_else(|| {
-                accept
-                    .and_then(|a| a.split(',').next())
-                    .and_then(|a| self.content_of_media_type(a))
-            })
+            .or_else(|| accept.and_then(|a| a.split(',').next()).and_then(|a| self.content_of_media_type(a)))
             .unwrap_or(self.default_content);
         RequestClass { route, content }
     }
 
     /// The name of a route class, or `"?"` for an index outside the rules.
     pub fn route_name(&self, route: RouteClass) -> &str {
-        self.route_classes
-            .get(usize::from(route.0))
-            .map_or("?", String::as_str)
+        self.route_classes.get(usize::from(route.0)).map_or("?", String::as_str)
     }
 
     fn content_of_media_type(&self, media_type: &str) -> Option<ContentClass> {
@@ -266,8 +238,7 @@ impl ClassificationRules {
             .iter()
             .find(|r| {
                 media_type.len() >= r.prefix.len()
-                    && media_type.as_bytes()[..r.prefix.len()]
-                        .eq_ignore_ascii_case(r.prefix.as_bytes())
+                    && media_type.as_bytes()[..r.prefix.len()].eq_ignore_ascii_case(r.prefix.as_bytes())
             })
             .map(|r| r.content)
     }
@@ -275,10 +246,7 @@ impl ClassificationRules {
     fn content_of_extension(&self, path: &str) -> Option<ContentClass> {
         let last = path.rsplit('/').next()?;
         let (_, extension) = last.rsplit_once('.')?;
-        self.extension_rules
-            .iter()
-            .find(|r| r.extension.eq_ignore_ascii_case(extension))
-            .map(|r| r.content)
+        self.extension_rules.iter().find(|r| r.extension.eq_ignore_ascii_case(extension)).map(|r| r.content)
     }
 
     /// Checks what the matcher and the state cookie rely on.
@@ -287,18 +255,10 @@ impl ClassificationRules {
         if count > MAX_ROUTE_CLASSES || count == 0 {
             return Err(RulesError::TooManyRouteClasses { count });
         }
-        let routes = self
-            .path_rules
-            .iter()
-            .map(|r| r.route)
-            .chain([self.default_route]);
+        let routes = self.path_rules.iter().map(|r| r.route).chain([self.default_route]);
         for (rule, route) in routes.enumerate() {
             if usize::from(route.0) >= count {
-                return Err(RulesError::UnknownRouteClass {
-                    rule,
-                    route: route.0,
-                    count,
-                });
+                return Err(RulesError::UnknownRouteClass { rule, route: route.0, count });
             }
         }
         for (rule, r) in self.path_rules.iter().enumerate() {
@@ -352,23 +312,11 @@ impl Default for ClassificationRules {
         const AUTH: RouteClass = RouteClass(4);
         const SEARCH: RouteClass = RouteClass(5);
         const APP: RouteClass = RouteClass(6);
-        let path = |pattern: &str, route, content| PathRule {
-            pattern: pattern.to_owned(),
-            route,
-            content,
-        };
-        let mime = |prefix: &str, content| MimeRule {
-            prefix: prefix.to_owned(),
-            content,
-        };
-        let ext = |extension: &str, content| ExtensionRule {
-            extension: extension.to_owned(),
-            content,
-        };
+        let path = |pattern: &str, route, content| PathRule { pattern: pattern.to_owned(), route, content };
+        let mime = |prefix: &str, content| MimeRule { prefix: prefix.to_owned(), content };
+        let ext = |extension: &str, content| ExtensionRule { extension: extension.to_owned(), content };
         Self {
-            route_classes: ["page", "api", "media", "asset", "auth", "search", "app"]
-                .map(String::from)
-                .to_vec(),
+            route_classes: ["page", "api", "media", "asset", "auth", "search", "app"].map(String::from).to_vec(),
             path_rules: vec![
                 path("/api/**", API, Some(Api)),
                 path("/graphql", API, Some(Api)),
@@ -481,56 +429,33 @@ mod tests {
         let rules = ClassificationRules::default();
         rules.validate().expect("default rules are valid");
         let c = rules.classify("/api/v1/orders?page=2", Some("application/json"), None);
-        assert_eq!(
-            (rules.route_name(c.route), c.content),
-            ("api", ContentClass::Api)
-        );
+        assert_eq!((rules.route_name(c.route), c.content), ("api", ContentClass::Api));
         let c = rules.classify("/watch/1234/seg-7.ts", None, Some("video/mp2t"));
-        assert_eq!(
-            (rules.route_name(c.route), c.content),
-            ("media", ContentClass::Video)
-        );
-        let c = rules.classify(
-            "/articles/why-profiles",
-            Some("text/html,application/xhtml+xml"),
-            None,
-        );
-        assert_eq!(
-            (rules.route_name(c.route), c.content),
-            ("page", ContentClass::Text)
-        );
+        assert_eq!((rules.route_name(c.route), c.content), ("media", ContentClass::Video));
+        let c = rules.classify("/articles/why-profiles", Some("text/html,application/xhtml+xml"), None);
+        assert_eq!((rules.route_name(c.route), c.content), ("page", ContentClass::Text));
         // The response's Content-Type beats the extension, which beats Accept.
         let c = rules.classify("/files/clip.mp4", Some("text/html"), None);
         assert_eq!(c.content, ContentClass::Video);
         let c = rules.classify("/files/clip.mp4", None, Some("TEXT/HTML; charset=utf-8"));
         assert_eq!(c.content, ContentClass::Text);
         let c = rules.classify("/images/logo.png", None, None);
-        assert_eq!(
-            (rules.route_name(c.route), c.content),
-            ("asset", ContentClass::Static)
-        );
+        assert_eq!((rules.route_name(c.route), c.content), ("asset", ContentClass::Static));
     }
 
     #[test]
     fn validation_rejects_what_the_matcher_cannot_serve() {
         let mut rules = ClassificationRules::default();
         rules.path_rules[0].route = RouteClass(40);
-        assert!(matches!(
-            rules.validate(),
-            Err(RulesError::UnknownRouteClass { .. })
-        ));
+        assert!(matches!(rules.validate(), Err(RulesError::UnknownRouteClass { .. })));
         let mut rules = ClassificationRules::default();
         rules.path_rules[0].pattern = "/a/**/b".into();
-        assert!(matches!(
-            rules.validate(),
-            Err(RulesError::BadPattern { .. })
-        ));
-        let mut rules = ClassificationRules::default();
-        rules.route_classes = (0..17).map(|i| i.to_string()).collect();
-        assert!(matches!(
-            rules.validate(),
-            Err(RulesError::TooManyRouteClasses { count: 17 })
-        ));
+        assert!(matches!(rules.validate(), Err(RulesError::BadPattern { .. })));
+        let rules = ClassificationRules {
+            route_classes: (0..17).map(|i| i.to_string()).collect(),
+            ..ClassificationRules::default()
+        };
+        assert!(matches!(rules.validate(), Err(RulesError::TooManyRouteClasses { count: 17 })));
     }
 
     #[test]
@@ -544,22 +469,13 @@ mod tests {
                 "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36",
                 Device::Mobile,
             ),
-            (
-                "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
-                Device::Tablet,
-            ),
-            (
-                "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15",
-                Device::Tablet,
-            ),
+            ("Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 Chrome/120.0 Safari/537.36", Device::Tablet),
+            ("Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15", Device::Tablet),
             (
                 "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
                 Device::Desktop,
             ),
-            (
-                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-                Device::Bot,
-            ),
+            ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", Device::Bot),
             ("curl/8.5.0", Device::Bot),
             ("-", Device::Bot),
             ("", Device::Bot),

@@ -18,9 +18,7 @@ pub const FEATURE_DIM: usize = 16;
 pub type FeatureVector = [f32; FEATURE_DIM];
 
 /// Seconds since the Unix epoch (UTC). Time is always passed in, never read from a clock here.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct UnixSeconds(pub u64);
 
@@ -77,46 +75,22 @@ pub const FEATURES: [FeatureSpec; FEATURE_DIM] = {
         FeatureSpec { name, kind, unit }
     }
     [
-        spec(
-            "app.requests_per_session",
-            AppUsage,
-            "ln(1 + requests per session)",
-        ),
-        spec(
-            "app.session_minutes",
-            AppUsage,
-            "ln(1 + minutes per session)",
-        ),
+        spec("app.requests_per_session", AppUsage, "ln(1 + requests per session)"),
+        spec("app.session_minutes", AppUsage, "ln(1 + minutes per session)"),
         spec("app.route_classes_used", AppUsage, "distinct route classes"),
         spec("content.video", Content, "share of requests"),
         spec("content.text", Content, "share of requests"),
         spec("content.interactive", Content, "share of requests"),
-        spec(
-            "content.api",
-            Content,
-            "share of requests (static = 1 - others)",
-        ),
+        spec("content.api", Content, "share of requests (static = 1 - others)"),
         spec("time.hour_sin", TimeOfWeek, "mean sin(2pi local hour / 24)"),
         spec("time.hour_cos", TimeOfWeek, "mean cos(2pi local hour / 24)"),
         spec("time.weekday_sin", TimeOfWeek, "mean sin(2pi weekday / 7)"),
         spec("time.weekday_cos", TimeOfWeek, "mean cos(2pi weekday / 7)"),
         spec("device.mobile", Device, "share of requests"),
         spec("device.tablet", Device, "share of requests"),
-        spec(
-            "device.bot",
-            Device,
-            "share of requests (desktop = 1 - others)",
-        ),
-        spec(
-            "network.rtt_bucket",
-            Network,
-            "RTT bucket 0..=5 (see RTT_BUCKET_LIMITS_MS)",
-        ),
-        spec(
-            "network.bytes_per_second",
-            Network,
-            "ln(1 + response bytes per second)",
-        ),
+        spec("device.bot", Device, "share of requests (desktop = 1 - others)"),
+        spec("network.rtt_bucket", Network, "RTT bucket 0..=5 (see RTT_BUCKET_LIMITS_MS)"),
+        spec("network.bytes_per_second", Network, "ln(1 + response bytes per second)"),
     ]
 };
 
@@ -126,10 +100,7 @@ pub const RTT_BUCKET_LIMITS_MS: [u32; 5] = [20, 50, 100, 200, 400];
 
 /// The RTT bucket of one measurement.
 pub fn rtt_bucket(rtt_ms: u32) -> u8 {
-    RTT_BUCKET_LIMITS_MS
-        .iter()
-        .take_while(|&&limit| rtt_ms >= limit)
-        .count() as u8
+    RTT_BUCKET_LIMITS_MS.iter().take_while(|&&limit| rtt_ms >= limit).count() as u8
 }
 
 /// The schema as data, for artifacts and their JSON views.
@@ -142,21 +113,14 @@ pub struct FeatureSchema {
 impl FeatureSchema {
     /// The schema this build of prewarm speaks.
     pub fn current() -> Self {
-        Self {
-            version: FEATURE_SCHEMA_VERSION,
-            names: FEATURES.iter().map(|f| f.name.to_owned()).collect(),
-        }
+        Self { version: FEATURE_SCHEMA_VERSION, names: FEATURES.iter().map(|f| f.name.to_owned()).collect() }
     }
 
     /// Whether vectors in this schema can be compared with vectors this build produces.
     pub fn is_current(&self) -> bool {
         self.version == FEATURE_SCHEMA_VERSION
             && self.names.len() == FEATURE_DIM
-            && self
-                .names
-                .iter()
-                .zip(FEATURES.iter())
-                .all(|(a, b)| a == b.name)
+            && self.names.iter().zip(FEATURES.iter()).all(|(a, b)| a == b.name)
     }
 }
 

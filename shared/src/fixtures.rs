@@ -4,8 +4,8 @@
 //! feature units (readable) and standardised here exactly as the trainer would.
 
 use crate::artifact::{
-    AssignmentParams, CostFigure, CostSource, ForecastTable, ModelVersion, Normalisation,
-    PriorityClass, ProfileForecast, ProfileId, ProfileMeta, RegionMap, RegionModel, ResourceCost,
+    AssignmentParams, CostFigure, CostSource, ForecastTable, ModelVersion, Normalisation, PriorityClass,
+    ProfileForecast, ProfileId, ProfileMeta, RegionMap, RegionModel, ResourceCost,
 };
 use crate::classify::ClassificationRules;
 use crate::features::{FEATURE_DIM, FeatureSchema, FeatureVector, UnixSeconds, cyclic};
@@ -16,57 +16,53 @@ pub const FORECAST_START: UnixSeconds = UnixSeconds(1_704_067_200);
 pub const FORECAST_STEP_SECS: u32 = 300;
 pub const FORECAST_SLOTS: usize = 288;
 
-fn raw_profile(
+/// A profile's behaviour in readable units.
+struct Shape {
     requests_per_session: f32,
     session_minutes: f32,
     routes: f32,
+    /// video, text, interactive, api shares
     content: [f32; 4],
     hour: f32,
     weekday: f32,
+    /// mobile, tablet, bot shares
     device: [f32; 3],
-    rtt: f32,
+    rtt_bucket: f32,
     bytes_per_second: f32,
-) -> FeatureVector {
-    let (hs, hc) = cyclic(hour, 24.0);
-    let (ws, wc) = cyclic(weekday, 7.0);
-    [
-        requests_per_session.ln_1p(),
-        session_minutes.ln_1p(),
-        routes,
-        content[0],
-        content[1],
-        content[2],
-        content[3],
-        hs * 0.8,
-        hc * 0.8,
-        ws * 0.5,
-        wc * 0.5,
-        device[0],
-        device[1],
-        device[2],
-        rtt,
-        bytes_per_second.ln_1p(),
-    ]
+}
+
+impl Shape {
+    fn features(&self) -> FeatureVector {
+        let (hs, hc) = cyclic(self.hour, 24.0);
+        let (ws, wc) = cyclic(self.weekday, 7.0);
+        // Means of cyclic encodings shrink towards 0 as activity spreads over the day and week.
+        [
+            self.requests_per_session.ln_1p(),
+            self.session_minutes.ln_1p(),
+            self.routes,
+            self.content[0],
+            self.content[1],
+            self.content[2],
+            self.content[3],
+            hs * 0.8,
+            hc * 0.8,
+            ws * 0.5,
+            wc * 0.5,
+            self.device[0],
+            self.device[1],
+            self.device[2],
+            self.rtt_bucket,
+            self.bytes_per_second.ln_1p(),
+        ]
+    }
 }
 
 /// The fixture's profiles, in raw units, with their metadata.
 pub fn profiles() -> Vec<(FeatureVector, ProfileMeta)> {
     let cost = |cpu: f32, mem: f32, bytes: f32| ResourceCost {
-        cpu_ms: CostFigure {
-            median: cpu,
-            p90: cpu * 2.5,
-            source: CostSource::Measured,
-        },
-        memory_mb_s: CostFigure {
-            median: mem,
-            p90: mem * 2.0,
-            source: CostSource::Measured,
-        },
-        bytes: CostFigure {
-            median: bytes,
-            p90: bytes * 3.0,
-            source: CostSource::Measured,
-        },
+        cpu_ms: CostFigure { median: cpu, p90: cpu * 2.5, source: CostSource::Measured },
+        memory_mb_s: CostFigure { median: mem, p90: mem * 2.0, source: CostSource::Measured },
+        bytes: CostFigure { median: bytes, p90: bytes * 3.0, source: CostSource::Measured },
     };
     let meta = |id: u16, label: &str, priority, share, cost| ProfileMeta {
         id: ProfileId(id),
@@ -77,84 +73,64 @@ pub fn profiles() -> Vec<(FeatureVector, ProfileMeta)> {
     };
     vec![
         (
-            raw_profile(
-                40.0,
-                35.0,
-                2.0,
-                [0.85, 0.05, 0.05, 0.0],
-                21.0,
-                4.0,
-                [0.9, 0.05, 0.0],
-                2.0,
-                2.0e6,
-            ),
-            meta(
-                1,
-                "mobile · video · evening",
-                PriorityClass::Standard,
-                0.35,
-                cost(4.0, 30.0, 1.5e6),
-            ),
+            Shape {
+                requests_per_session: 40.0,
+                session_minutes: 35.0,
+                routes: 2.0,
+                content: [0.85, 0.05, 0.05, 0.0],
+                hour: 21.0,
+                weekday: 4.0,
+                device: [0.9, 0.05, 0.0],
+                rtt_bucket: 2.0,
+                bytes_per_second: 2.0e6,
+            }
+            .features(),
+            meta(1, "mobile · video · evening", PriorityClass::Standard, 0.35, cost(4.0, 30.0, 1.5e6)),
         ),
         (
-            raw_profile(
-                120.0,
-                240.0,
-                3.0,
-                [0.0, 0.1, 0.1, 0.75],
-                11.0,
-                2.0,
-                [0.0, 0.0, 0.05],
-                1.0,
-                5.0e4,
-            ),
-            meta(
-                2,
-                "desktop · api · office hours",
-                PriorityClass::Critical,
-                0.25,
-                cost(12.0, 8.0, 4.0e3),
-            ),
+            Shape {
+                requests_per_session: 120.0,
+                session_minutes: 240.0,
+                routes: 3.0,
+                content: [0.0, 0.1, 0.1, 0.75],
+                hour: 11.0,
+                weekday: 2.0,
+                device: [0.0, 0.0, 0.05],
+                rtt_bucket: 1.0,
+                bytes_per_second: 5.0e4,
+            }
+            .features(),
+            meta(2, "desktop · api · office hours", PriorityClass::Critical, 0.25, cost(12.0, 8.0, 4.0e3)),
         ),
         (
-            raw_profile(
-                12.0,
-                15.0,
-                2.0,
-                [0.05, 0.8, 0.05, 0.0],
-                10.0,
-                5.5,
-                [0.3, 0.3, 0.0],
-                2.0,
-                2.0e5,
-            ),
-            meta(
-                3,
-                "tablet · text · weekend",
-                PriorityClass::Standard,
-                0.30,
-                cost(2.0, 4.0, 6.0e4),
-            ),
+            Shape {
+                requests_per_session: 12.0,
+                session_minutes: 15.0,
+                routes: 2.0,
+                content: [0.05, 0.8, 0.05, 0.0],
+                hour: 10.0,
+                weekday: 5.5,
+                device: [0.3, 0.3, 0.0],
+                rtt_bucket: 2.0,
+                bytes_per_second: 2.0e5,
+            }
+            .features(),
+            meta(3, "tablet · text · weekend", PriorityClass::Standard, 0.30, cost(2.0, 4.0, 6.0e4)),
         ),
         (
-            raw_profile(
-                300.0,
-                60.0,
-                4.0,
-                [0.0, 0.7, 0.0, 0.1],
-                3.0,
-                3.0,
-                [0.0, 0.0, 1.0],
-                0.5,
-                1.0e5,
-            ),
-            meta(
-                4,
-                "bot · text · night",
-                PriorityClass::BestEffort,
-                0.10,
-                cost(3.0, 2.0, 3.0e4),
-            ),
+            Shape {
+                requests_per_session: 300.0,
+                session_minutes: 60.0,
+                routes: 4.0,
+                content: [0.0, 0.7, 0.0, 0.1],
+                hour: 3.0,
+                weekday: 3.0,
+                device: [0.0, 0.0, 1.0],
+                rtt_bucket: 0.5,
+                bytes_per_second: 1.0e5,
+            }
+            .features(),
+            meta(4, "bot · text · night", PriorityClass::BestEffort, 0.10, cost(3.0, 2.0, 3.0e4)),
         ),
     ]
 }
@@ -178,13 +154,7 @@ pub fn region_model(region: &str) -> RegionModel {
     let scale: Vec<f32> = scale.iter().map(|v| v.sqrt().max(0.05)).collect();
     let centroids = profiles
         .iter()
-        .flat_map(|(raw, _)| {
-            raw.iter()
-                .zip(&mean)
-                .zip(&scale)
-                .map(|((x, m), s)| (x - m) / s)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|(raw, _)| raw.iter().zip(&mean).zip(&scale).map(|((x, m), s)| (x - m) / s).collect::<Vec<_>>())
         .collect();
     let series = profiles
         .iter()
@@ -198,46 +168,26 @@ pub fn region_model(region: &str) -> RegionModel {
                 })
                 .collect();
             let upper = expected.iter().map(|e| e * 1.3 + 5.0).collect();
-            ProfileForecast {
-                profile: meta.id,
-                expected,
-                upper,
-            }
+            ProfileForecast { profile: meta.id, expected, upper }
         })
         .collect();
     RegionModel {
         region: region.to_owned(),
         model_version: ModelVersion(1),
         schema: FeatureSchema::current(),
-        normalisation: Normalisation {
-            mean: mean.to_vec(),
-            scale,
-        },
+        normalisation: Normalisation { mean: mean.to_vec(), scale },
         centroids,
         default_profile: ProfileId(3),
         profiles: profiles.into_iter().map(|(_, meta)| meta).collect(),
-        assignment: AssignmentParams {
-            min_requests: 3,
-            hysteresis_margin: 0.3,
-        },
+        assignment: AssignmentParams { min_requests: 3, hysteresis_margin: 0.3 },
         rules: ClassificationRules::default(),
-        forecast: ForecastTable {
-            start: FORECAST_START,
-            step_secs: FORECAST_STEP_SECS,
-            upper_quantile: 0.9,
-            series,
-        },
+        forecast: ForecastTable { start: FORECAST_START, step_secs: FORECAST_STEP_SECS, upper_quantile: 0.9, series },
     }
 }
 
 /// A region map for fixture regions `eu`, `us` and `apac`.
 pub fn region_map() -> RegionMap {
-    let pairs = |items: &[(&str, &str)]| {
-        items
-            .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect()
-    };
+    let pairs = |items: &[(&str, &str)]| items.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
     RegionMap {
         by_colo: pairs(&[("LHR", "eu"), ("IAD", "us")]),
         by_country: pairs(&[("DE", "eu"), ("FR", "eu"), ("US", "us"), ("JP", "apac")]),

@@ -22,8 +22,7 @@ pub struct UserHash(pub [u8; 32]);
 
 impl UserHash {
     pub fn derive(salt: &[u8], raw_id: &[u8]) -> Self {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(salt).unwrap_or_else(|_| unreachable!());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(salt).unwrap_or_else(|_| unreachable!());
         mac.update(raw_id);
         Self(mac.finalize().into_bytes().into())
     }
@@ -152,22 +151,14 @@ impl SignalBatch {
     pub fn from_json(bytes: &[u8]) -> Result<Self, SignalError> {
         let batch: Self = serde_json::from_slice(bytes)?;
         if batch.version != SIGNAL_VERSION {
-            return Err(SignalError::UnknownVersion {
-                found: batch.version,
-            });
+            return Err(SignalError::UnknownVersion { found: batch.version });
         }
         let count = batch.demand.len() + batch.prewarm.len() + batch.states.len();
         if count > MAX_ITEMS_PER_BATCH {
             return Err(SignalError::TooLarge { count });
         }
-        let finite_prewarm = batch
-            .prewarm
-            .iter()
-            .all(|p| p.observed.is_finite() && p.forecast_upper.is_finite());
-        let finite_states = batch
-            .states
-            .iter()
-            .all(|s| s.features.iter().all(|x| x.is_finite()));
+        let finite_prewarm = batch.prewarm.iter().all(|p| p.observed.is_finite() && p.forecast_upper.is_finite());
+        let finite_states = batch.states.iter().all(|s| s.features.iter().all(|x| x.is_finite()));
         if !finite_prewarm || !finite_states {
             return Err(SignalError::NonFinite);
         }
@@ -222,20 +213,11 @@ mod tests {
     fn rejects_unknown_versions_bad_hashes_and_garbage() {
         let mut b = batch();
         b.version = 9;
-        assert!(matches!(
-            SignalBatch::from_json(&b.to_json()),
-            Err(SignalError::UnknownVersion { found: 9 })
-        ));
+        assert!(matches!(SignalBatch::from_json(&b.to_json()), Err(SignalError::UnknownVersion { found: 9 })));
         let text = String::from_utf8(batch().to_json()).expect("utf8");
         let bad_hash = text.replacen("\"user\":\"", "\"user\":\"zz", 1);
-        assert!(matches!(
-            SignalBatch::from_json(bad_hash.as_bytes()),
-            Err(SignalError::Json(_))
-        ));
-        assert!(matches!(
-            SignalBatch::from_json(b"{\"version\":1"),
-            Err(SignalError::Json(_))
-        ));
+        assert!(matches!(SignalBatch::from_json(bad_hash.as_bytes()), Err(SignalError::Json(_))));
+        assert!(matches!(SignalBatch::from_json(b"{\"version\":1"), Err(SignalError::Json(_))));
     }
 
     #[test]

@@ -93,18 +93,13 @@ pub struct CookieKey {
 
 impl core::fmt::Debug for CookieKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("CookieKey")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("CookieKey").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
 impl CookieKey {
     pub fn new(id: u8, secret: impl Into<Vec<u8>>) -> Self {
-        Self {
-            id,
-            secret: secret.into(),
-        }
+        Self { id, secret: secret.into() }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -122,16 +117,11 @@ pub struct CookieKeys {
 
 impl CookieKeys {
     pub fn single(key: CookieKey) -> Self {
-        Self {
-            current: key,
-            previous: Vec::new(),
-        }
+        Self { current: key, previous: Vec::new() }
     }
 
     fn find(&self, id: u8) -> Option<&CookieKey> {
-        core::iter::once(&self.current)
-            .chain(&self.previous)
-            .find(|k| k.id == id)
+        core::iter::once(&self.current).chain(&self.previous).find(|k| k.id == id)
     }
 }
 
@@ -188,17 +178,9 @@ impl BehaviourState {
 
         let alpha = (1.0 / f32::from(self.requests)).max(MIN_DECAY_ALPHA);
         let is = |b: bool| if b { 1.0 } else { 0.0 };
-        self.blend(
-            Mean::Video,
-            is(o.class.content == ContentClass::Video),
-            alpha,
-        );
+        self.blend(Mean::Video, is(o.class.content == ContentClass::Video), alpha);
         self.blend(Mean::Text, is(o.class.content == ContentClass::Text), alpha);
-        self.blend(
-            Mean::Interactive,
-            is(o.class.content == ContentClass::Interactive),
-            alpha,
-        );
+        self.blend(Mean::Interactive, is(o.class.content == ContentClass::Interactive), alpha);
         self.blend(Mean::Api, is(o.class.content == ContentClass::Api), alpha);
         if o.local_hour.is_finite() {
             let (s, c) = features::cyclic(o.local_hour, 24.0);
@@ -212,12 +194,7 @@ impl BehaviourState {
         self.blend(Mean::Tablet, is(o.device == Device::Tablet), alpha);
         self.blend(Mean::Bot, is(o.device == Device::Bot), alpha);
         if let Some(rtt) = o.rtt_ms {
-            self.blend_first(
-                FLAG_RTT_SEEN,
-                Mean::RttBucket,
-                f32::from(features::rtt_bucket(rtt)),
-                alpha,
-            );
+            self.blend_first(FLAG_RTT_SEEN, Mean::RttBucket, f32::from(features::rtt_bucket(rtt)), alpha);
         }
         if o.response_ms > 0 {
             let rate = o.response_bytes as f32 * 1000.0 / o.response_ms as f32;
@@ -281,8 +258,7 @@ impl BehaviourState {
         p[18..22].copy_from_slice(&self.model_version.0.to_le_bytes());
         p[22] = self.flags;
         for (i, (&value, &(lo, hi))) in self.means.iter().zip(MEAN_RANGES.iter()).enumerate() {
-            let q =
-                (((value - lo) / (hi - lo)).clamp(0.0, 1.0) * f32::from(u16::MAX)).round() as u16;
+            let q = (((value - lo) / (hi - lo)).clamp(0.0, 1.0) * f32::from(u16::MAX)).round() as u16;
             p[23 + 2 * i..25 + 2 * i].copy_from_slice(&q.to_le_bytes());
         }
         let mut mac = key.mac();
@@ -295,14 +271,10 @@ impl BehaviourState {
     /// Verifies and decodes a cookie value. Any error means the user is treated as new.
     pub fn from_cookie(value: &str, keys: &CookieKeys) -> Result<Self, StateError> {
         if value.len() > 2 * COOKIE_BYTES {
-            return Err(StateError::WrongLength {
-                found: value.len() * 3 / 4,
-            });
+            return Err(StateError::WrongLength { found: value.len() * 3 / 4 });
         }
         let mut buf = [0u8; 2 * COOKIE_BYTES];
-        let len = URL_SAFE_NO_PAD
-            .decode_slice(value.trim(), &mut buf)
-            .map_err(|_| StateError::NotBase64)?;
+        let len = URL_SAFE_NO_PAD.decode_slice(value.trim(), &mut buf).map_err(|_| StateError::NotBase64)?;
         if len != COOKIE_BYTES {
             return Err(StateError::WrongLength { found: len });
         }
@@ -310,18 +282,13 @@ impl BehaviourState {
         if payload[0] != STATE_SCHEMA_VERSION {
             return Err(StateError::UnknownSchema { found: payload[0] });
         }
-        let key = keys
-            .find(payload[1])
-            .ok_or(StateError::UnknownKey { key_id: payload[1] })?;
+        let key = keys.find(payload[1]).ok_or(StateError::UnknownKey { key_id: payload[1] })?;
         let mut mac = key.mac();
         mac.update(payload);
-        mac.verify_truncated_left(tag)
-            .map_err(|_| StateError::BadSignature)?;
+        mac.verify_truncated_left(tag).map_err(|_| StateError::BadSignature)?;
 
         let u16_at = |i: usize| u16::from_le_bytes([payload[i], payload[i + 1]]);
-        let u32_at = |i: usize| {
-            u32::from_le_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]])
-        };
+        let u32_at = |i: usize| u32::from_le_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]]);
         let mut means = [0.0; MEANS];
         for (i, (m, &(lo, hi))) in means.iter_mut().zip(MEAN_RANGES.iter()).enumerate() {
             *m = lo + f32::from(u16_at(23 + 2 * i)) / f32::from(u16::MAX) * (hi - lo);
@@ -360,10 +327,7 @@ mod tests {
             local_hour: hour,
             local_weekday: 2,
             device,
-            class: RequestClass {
-                route: RouteClass(2),
-                content,
-            },
+            class: RequestClass { route: RouteClass(2), content },
             rtt_ms: Some(80),
             response_bytes: 500_000,
             response_ms: 100,
@@ -377,19 +341,9 @@ mod tests {
     fn sample_state() -> BehaviourState {
         let mut s = BehaviourState::new(UnixSeconds(1_700_000_000));
         for i in 0..10 {
-            s.observe(&observation(
-                1_700_000_000 + i * 30,
-                ContentClass::Video,
-                Device::Mobile,
-                21.0,
-            ));
+            s.observe(&observation(1_700_000_000 + i * 30, ContentClass::Video, Device::Mobile, 21.0));
         }
-        s.observe(&observation(
-            1_700_010_000,
-            ContentClass::Api,
-            Device::Mobile,
-            23.9,
-        ));
+        s.observe(&observation(1_700_010_000, ContentClass::Api, Device::Mobile, 23.9));
         s.profile = Some(ProfileId(7));
         s.model_version = ModelVersion(42);
         s
@@ -415,10 +369,7 @@ mod tests {
         let f = sample_state().features();
         assert!(f[index::CONTENT_VIDEO] > 0.8);
         assert!(f[index::DEVICE_MOBILE] > 0.99);
-        assert!(
-            f[index::HOUR_COS] > 0.3,
-            "evening hours lean to cos > 0 around 21h-24h"
-        );
+        assert!(f[index::HOUR_COS] > 0.3, "evening hours lean to cos > 0 around 21h-24h");
         assert_eq!(f[index::ROUTE_CLASSES_USED], 1.0);
         assert_eq!(f[index::RTT_BUCKET], 2.0);
         assert!((f[index::REQUESTS_PER_SESSION] - (5.5f32).ln_1p()).abs() < 1e-5);
@@ -430,34 +381,22 @@ mod tests {
         let mut bytes = URL_SAFE_NO_PAD.decode(&cookie).expect("base64");
         bytes[5] ^= 1;
         let tampered = URL_SAFE_NO_PAD.encode(&bytes);
-        assert_eq!(
-            BehaviourState::from_cookie(&tampered, &keys()),
-            Err(StateError::BadSignature)
-        );
+        assert_eq!(BehaviourState::from_cookie(&tampered, &keys()), Err(StateError::BadSignature));
         assert!(matches!(
             BehaviourState::from_cookie(&cookie[..cookie.len() - 4], &keys()),
             Err(StateError::WrongLength { .. })
         ));
         let foreign = CookieKeys::single(CookieKey::new(1, b"another secret".to_vec()));
-        assert_eq!(
-            BehaviourState::from_cookie(&cookie, &foreign),
-            Err(StateError::BadSignature)
-        );
+        assert_eq!(BehaviourState::from_cookie(&cookie, &foreign), Err(StateError::BadSignature));
         let other_id = CookieKeys::single(CookieKey::new(2, b"test secret".to_vec()));
-        assert_eq!(
-            BehaviourState::from_cookie(&cookie, &other_id),
-            Err(StateError::UnknownKey { key_id: 1 })
-        );
+        assert_eq!(BehaviourState::from_cookie(&cookie, &other_id), Err(StateError::UnknownKey { key_id: 1 }));
         let mut old = URL_SAFE_NO_PAD.decode(&cookie).expect("base64");
         old[0] = 0;
         assert_eq!(
             BehaviourState::from_cookie(&URL_SAFE_NO_PAD.encode(&old), &keys()),
             Err(StateError::UnknownSchema { found: 0 })
         );
-        assert_eq!(
-            BehaviourState::from_cookie("not base64!", &keys()),
-            Err(StateError::NotBase64)
-        );
+        assert_eq!(BehaviourState::from_cookie("not base64!", &keys()), Err(StateError::NotBase64));
         assert!(BehaviourState::from_cookie(&"A".repeat(10_000), &keys()).is_err());
     }
 
@@ -465,10 +404,7 @@ mod tests {
     fn rotated_key_is_accepted_during_grace_period() {
         let old = CookieKey::new(1, b"test secret".to_vec());
         let cookie = sample_state().to_cookie(&old);
-        let rotated = CookieKeys {
-            current: CookieKey::new(2, b"new secret".to_vec()),
-            previous: vec![old],
-        };
+        let rotated = CookieKeys { current: CookieKey::new(2, b"new secret".to_vec()), previous: vec![old] };
         assert!(BehaviourState::from_cookie(&cookie, &rotated).is_ok());
     }
 

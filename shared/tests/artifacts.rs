@@ -3,8 +3,8 @@
 mod common;
 
 use prewarm_shared::artifact::{
-    ARTIFACT_SCHEMA_VERSION, ArtifactError, ArtifactKind, ContentHash, Envelope, HEADER_LEN,
-    ModelBundle, ModelPointer, ModelVersion, POINTER_KEY, RegionModel, verify_blob,
+    ARTIFACT_SCHEMA_VERSION, ArtifactError, ArtifactKind, ContentHash, Envelope, HEADER_LEN, ModelBundle, ModelPointer,
+    ModelVersion, POINTER_KEY, RegionModel, verify_blob,
 };
 use prewarm_shared::fixtures;
 use prewarm_shared::state::{BehaviourState, CookieKey, CookieKeys};
@@ -14,14 +14,7 @@ const CREATED_AT: UnixSeconds = UnixSeconds(1_704_067_200);
 
 fn bundle(regions: &[&str]) -> (ModelPointer, Vec<prewarm_shared::artifact::KvEntry>) {
     let models: Vec<RegionModel> = regions.iter().map(|r| fixtures::region_model(r)).collect();
-    ModelBundle::encode(
-        &models,
-        ModelVersion(1),
-        CREATED_AT,
-        regions[0],
-        fixtures::region_map(),
-    )
-    .expect("encode")
+    ModelBundle::encode(&models, ModelVersion(1), CREATED_AT, regions[0], fixtures::region_map()).expect("encode")
 }
 
 #[test]
@@ -44,12 +37,7 @@ fn bundle_writes_blobs_first_and_pointer_last() {
     for (entry, listed) in entries.iter().zip(&pointer.regions) {
         assert_eq!(entry.key, format!("model/{}", listed.hash.to_hex()));
         verify_blob(listed, &entry.value).expect("blob matches pointer");
-        assert_eq!(
-            RegionModel::from_artifact(&entry.value)
-                .expect("decode")
-                .region,
-            listed.region
-        );
+        assert_eq!(RegionModel::from_artifact(&entry.value).expect("decode").region, listed.region);
     }
     let decoded = ModelPointer::from_artifact(&entries[3].value).expect("pointer decodes");
     assert_eq!(decoded, pointer);
@@ -58,49 +46,33 @@ fn bundle_writes_blobs_first_and_pointer_last() {
     assert_eq!(decoded.region_for(None, Some("BR"), Some("AS")), "apac");
     assert_eq!(decoded.region_for(None, Some("BR"), Some("SA")), "eu");
     // A blob from another region is caught by its hash.
-    assert!(matches!(
-        verify_blob(&pointer.regions[0], &entries[1].value),
-        Err(ArtifactError::HashMismatch { .. })
-    ));
+    assert!(matches!(verify_blob(&pointer.regions[0], &entries[1].value), Err(ArtifactError::HashMismatch { .. })));
 }
 
 #[test]
 fn every_decode_error_is_typed() {
-    let good = fixtures::region_model("eu")
-        .to_artifact(CREATED_AT)
-        .expect("encode");
+    let good = fixtures::region_model("eu").to_artifact(CREATED_AT).expect("encode");
 
     let mut bad_magic = good.clone();
     bad_magic[0] = b'X';
-    assert!(matches!(
-        RegionModel::from_artifact(&bad_magic),
-        Err(ArtifactError::BadMagic { .. })
-    ));
+    assert!(matches!(RegionModel::from_artifact(&bad_magic), Err(ArtifactError::BadMagic { .. })));
 
     let mut unknown_schema = good.clone();
     unknown_schema[4..6].copy_from_slice(&(ARTIFACT_SCHEMA_VERSION + 1).to_le_bytes());
     assert_eq!(
         RegionModel::from_artifact(&unknown_schema),
-        Err(ArtifactError::UnknownSchema {
-            found: ARTIFACT_SCHEMA_VERSION + 1
-        })
+        Err(ArtifactError::UnknownSchema { found: ARTIFACT_SCHEMA_VERSION + 1 })
     );
 
     let mut flipped = good.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x40;
-    assert!(matches!(
-        RegionModel::from_artifact(&flipped),
-        Err(ArtifactError::HashMismatch { .. })
-    ));
+    assert!(matches!(RegionModel::from_artifact(&flipped), Err(ArtifactError::HashMismatch { .. })));
 
     for cut in [0, 3, HEADER_LEN - 1, HEADER_LEN, good.len() - 1] {
         let result = RegionModel::from_artifact(&good[..cut]);
         assert!(
-            matches!(
-                result,
-                Err(ArtifactError::Truncated { .. }) | Err(ArtifactError::LengthMismatch { .. })
-            ),
+            matches!(result, Err(ArtifactError::Truncated { .. }) | Err(ArtifactError::LengthMismatch { .. })),
             "cut at {cut}: {result:?}"
         );
     }
@@ -108,38 +80,21 @@ fn every_decode_error_is_typed() {
     let pointer_bytes = bundle(&["eu"]).1.pop().expect("pointer").value;
     assert_eq!(
         RegionModel::from_artifact(&pointer_bytes),
-        Err(ArtifactError::WrongKind {
-            expected: ArtifactKind::Region,
-            found: ArtifactKind::Pointer
-        })
+        Err(ArtifactError::WrongKind { expected: ArtifactKind::Region, found: ArtifactKind::Pointer })
     );
 
-    let garbage = Envelope::seal(
-        ArtifactKind::Region,
-        ModelVersion(1),
-        CREATED_AT,
-        b"\xff\xff\xff\xff\xff",
-    );
-    assert!(matches!(
-        RegionModel::from_artifact(&garbage),
-        Err(ArtifactError::Payload(_))
-    ));
+    let garbage = Envelope::seal(ArtifactKind::Region, ModelVersion(1), CREATED_AT, b"\xff\xff\xff\xff\xff");
+    assert!(matches!(RegionModel::from_artifact(&garbage), Err(ArtifactError::Payload(_))));
 
     // Well-formed postcard that breaks an invariant the edge indexes by.
     let mut broken = fixtures::region_model("eu");
     broken.centroids.pop();
     let payload = postcard::to_allocvec(&broken).expect("postcard");
     let sealed = Envelope::seal(ArtifactKind::Region, ModelVersion(1), CREATED_AT, &payload);
-    assert!(matches!(
-        RegionModel::from_artifact(&sealed),
-        Err(ArtifactError::Invalid(_))
-    ));
+    assert!(matches!(RegionModel::from_artifact(&sealed), Err(ArtifactError::Invalid(_))));
     let mut broken = fixtures::region_model("eu");
     broken.default_profile = ProfileId(77);
-    assert!(matches!(
-        broken.to_artifact(CREATED_AT),
-        Err(ArtifactError::Invalid(_))
-    ));
+    assert!(matches!(broken.to_artifact(CREATED_AT), Err(ArtifactError::Invalid(_))));
 }
 
 #[test]
@@ -161,16 +116,8 @@ fn fifty_region_model_decodes_one_slice_at_a_time() {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let (pointer, entries) = bundle(&refs);
     let entry = pointer.entry("region-37").expect("listed");
-    let blob = entries
-        .iter()
-        .find(|e| e.key == entry.hash.kv_key())
-        .expect("stored");
-    assert_eq!(
-        RegionModel::from_artifact(&blob.value)
-            .expect("decode")
-            .region,
-        "region-37"
-    );
+    let blob = entries.iter().find(|e| e.key == entry.hash.kv_key()).expect("stored");
+    assert_eq!(RegionModel::from_artifact(&blob.value).expect("decode").region, "region-37");
 }
 
 // Golden fixtures: committed bytes that deployed workers can read. If one of these fails, the
@@ -191,10 +138,7 @@ fn golden_region_blob_decodes_and_encoding_is_stable() {
     let committed = golden("region-eu.pwrm", &fresh);
     let decoded = RegionModel::from_artifact(&committed).expect("golden decodes");
     assert_eq!(decoded, model);
-    assert_eq!(
-        committed, fresh,
-        "encoding changed: existing artifacts and workers disagree"
-    );
+    assert_eq!(committed, fresh, "encoding changed: existing artifacts and workers disagree");
 }
 
 #[test]
@@ -202,10 +146,7 @@ fn golden_pointer_decodes() {
     let (pointer, entries) = bundle(&["eu", "us", "apac"]);
     let fresh = &entries.last().expect("pointer").value;
     let committed = golden("pointer.pwrm", fresh);
-    assert_eq!(
-        ModelPointer::from_artifact(&committed).expect("golden decodes"),
-        pointer
-    );
+    assert_eq!(ModelPointer::from_artifact(&committed).expect("golden decodes"), pointer);
     assert_eq!(&committed, fresh);
     assert_eq!(
         pointer.regions[0].hash,
@@ -220,9 +161,7 @@ fn golden_state_cookie_decodes() {
     let mut state = BehaviourState::new(UnixSeconds(1_704_067_200));
     let model = fixtures::region_model("eu");
     for i in 0..5u64 {
-        let class = model
-            .rules
-            .classify("/watch/7/seg.ts", None, Some("video/mp2t"));
+        let class = model.rules.classify("/watch/7/seg.ts", None, Some("video/mp2t"));
         state.observe(&prewarm_shared::Observation {
             at: UnixSeconds(1_704_067_200 + 40 * i),
             local_hour: 21.0,
@@ -238,8 +177,7 @@ fn golden_state_cookie_decodes() {
     state.model_version = ModelVersion(1);
     let fresh = state.to_cookie(&key);
     let committed = String::from_utf8(golden("state-cookie.txt", fresh.as_bytes())).expect("utf8");
-    let decoded = BehaviourState::from_cookie(committed.trim(), &CookieKeys::single(key))
-        .expect("golden decodes");
+    let decoded = BehaviourState::from_cookie(committed.trim(), &CookieKeys::single(key)).expect("golden decodes");
     assert_eq!(decoded.requests, 5);
     assert_eq!(decoded.profile, Some(ProfileId(1)));
     assert_eq!(committed.trim(), fresh);

@@ -8,8 +8,7 @@ use std::io::{BufRead, BufReader};
 use prewarm_shared::Device;
 
 fn user_agents() -> Vec<String> {
-    let file =
-        std::fs::File::open(common::material("data/apache_logs/access.log.gz")).expect("open log");
+    let file = std::fs::File::open(common::material("data/apache_logs/access.log.gz")).expect("open log");
     let reader = BufReader::new(flate2::read::GzDecoder::new(file));
     reader
         .lines()
@@ -46,9 +45,7 @@ fn real_user_agents_are_classified() {
             assert_eq!(device, Device::Tablet, "{ua}");
         } else if lower.contains("iphone") {
             assert_eq!(device, Device::Mobile, "{ua}");
-        } else if lower.contains("windows nt")
-            && !["spider", "bot", "http"].iter().any(|m| lower.contains(m))
-        {
+        } else if lower.contains("windows nt") && !["spider", "bot", "http"].iter().any(|m| lower.contains(m)) {
             assert_eq!(device, Device::Desktop, "{ua}");
         }
     }

@@ -1,1 +1,46 @@
-fn main() {}
+//! Developer commands: `cargo xtask test`, `cargo xtask build-worker`, `cargo xtask bench`,
+//! `cargo xtask demo`. Each installs what it needs first, so a fresh machine needs nothing else.
+
+mod run;
+mod tools;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test           install what is missing, then fmt, clippy, the worker build, every test
+  build-worker   build the edge worker (wasm32, release) into edge/build
+  bench          run the benchmarks and print their figures
+  demo           the whole loop on this machine (not built yet: see the demo issue)
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root()?;
+    match args.first().map(String::as_str) {
+        Some("test") => run::test(&root),
+        Some("build-worker") => {
+            tools::ensure_all(&root)?;
+            run::build_worker(&root, &tools::worker_env(&root)?)
+        }
+        Some("bench") => run::bench(&root),
+        Some("demo") => {
+            bail!("`cargo xtask demo` is not built yet (the demo issue); `cargo xtask test` works")
+        }
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+/// The workspace root: xtask's manifest directory's parent.
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").context("run this through `cargo xtask`")?;
+    PathBuf::from(manifest).parent().map(PathBuf::from).context("xtask has no parent directory")
+}

@@ -1,25 +1,18 @@
-//! Paths shared by the integration tests.
+//! Paths shared by the integration tests (each test binary uses a part of them).
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
 /// The read-only material handed to the project, beside the checkout (`../shared/`).
 pub fn material(relative: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared")
-        .join(relative);
-    assert!(
-        path.exists(),
-        "{} is missing: the tests need ../shared beside the checkout",
-        path.display()
-    );
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(relative);
+    assert!(path.exists(), "{} is missing: the tests need ../shared beside the checkout", path.display());
     path
 }
 
 /// A committed golden fixture of this crate.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// Set `PREWARM_BLESS=1` to rewrite golden files after an intended format change.

@@ -1,0 +1,170 @@
+//! The test pipeline and its summary.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::tools;
+
+/// Announces a step, so no minute passes silently.
+pub fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+/// Runs a command, inheriting output; fails on a non-zero exit.
+pub fn cmd(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Passed/failed counts gathered from every test runner.
+#[derive(Debug, Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Reads cargo's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` and node's
+    /// `# pass 3` / `# fail 0` lines.
+    fn read_line(&mut self, line: &str) {
+        let number_before = |text: &str, word: &str| -> Option<u64> {
+            let mut prev = None;
+            for token in text.split([' ', ';', '.']).filter(|t| !t.is_empty()) {
+                if token == word {
+                    return prev;
+                }
+                prev = token.parse().ok();
+            }
+            None
+        };
+        if let Some(rest) = line.trim().strip_prefix("test result:") {
+            self.passed += number_before(rest, "passed").unwrap_or(0);
+            self.failed += number_before(rest, "failed").unwrap_or(0);
+            self.ignored += number_before(rest, "ignored").unwrap_or(0);
+        } else if let Some(n) = line.trim().strip_prefix("# pass ") {
+            self.passed += n.trim().parse().unwrap_or(0);
+        } else if let Some(n) = line.trim().strip_prefix("# fail ") {
+            self.failed += n.trim().parse().unwrap_or(0);
+        } else if let Some(n) = line.trim().strip_prefix("# skipped ") {
+            self.ignored += n.trim().parse().unwrap_or(0);
+        }
+    }
+}
+
+/// Runs a test command, echoing its stdout and counting its results.
+fn counted(command: &mut Command, tally: &mut Tally) -> Result<bool> {
+    let mut child = command.stdout(Stdio::piped()).spawn().with_context(|| format!("starting {command:?}"))?;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            tally.read_line(&line);
+        }
+    }
+    Ok(child.wait()?.success())
+}
+
+pub fn build_worker(root: &Path, env: &[(String, PathBuf)]) -> Result<()> {
+    step("building the edge worker (wasm32, size-tuned release)");
+    let mut build = Command::new("worker-build");
+    build.args(["--profile", "wasm-release"]).current_dir(root.join("edge"));
+    for (k, v) in env {
+        build.env(k, v);
+    }
+    cmd(&mut build)?;
+    let wasm = root.join("edge/build/index_bg.wasm");
+    let size = std::fs::metadata(&wasm).with_context(|| format!("{} was not built", wasm.display()))?.len();
+    eprintln!("worker wasm: {} KiB", size / 1024);
+    Ok(())
+}
+
+pub fn test(root: &Path) -> Result<()> {
+    step("installing what is missing");
+    tools::ensure_all(root)?;
+    let env = tools::worker_env(root)?;
+
+    step("cargo fmt --check");
+    cmd(Command::new("cargo").args(["fmt", "--all", "--", "--check"]).current_dir(root))?;
+    step("cargo clippy (native crates)");
+    cmd(Command::new("cargo").args(["clippy", "--all-targets", "--locked", "--", "-D", "warnings"]).current_dir(root))?;
+    step("cargo clippy (edge, wasm32)");
+    cmd(Command::new("cargo")
+        .args([
+            "clippy",
+            "-p",
+            "prewarm-edge",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(root))?;
+    step("shared builds for wasm32 without OS, randomness or heavy crates");
+    cmd(Command::new("cargo")
+        .args(["build", "-p", "prewarm-shared", "--target", "wasm32-unknown-unknown", "--release", "--locked"])
+        .current_dir(root))?;
+    check_shared_tree(root)?;
+
+    build_worker(root, &env)?;
+
+    let mut tally = Tally::default();
+    let mut ok = true;
+    step("cargo test (unit, integration, doc and end-to-end tests)");
+    ok &= counted(Command::new("cargo").args(["test", "--locked"]).current_dir(root), &mut tally)?;
+    let node_tests = root.join("tests/edge");
+    if node_tests.is_dir() {
+        step("worker tests under workerd (node --test + Miniflare)");
+        ok &= counted(
+            Command::new("node").args(["--test", "--test-reporter=tap"]).arg(&node_tests).current_dir(root),
+            &mut tally,
+        )?;
+    }
+    println!("\nsummary: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if !ok || tally.failed > 0 {
+        bail!("tests failed");
+    }
+    if tally.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// The contract crate must stay free of what the edge cannot or should not carry.
+fn check_shared_tree(root: &Path) -> Result<()> {
+    let out = Command::new("cargo")
+        .args([
+            "tree",
+            "-p",
+            "prewarm-shared",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(root)
+        .output()?;
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let forbidden = ["getrandom", "rand ", "rand_core", "ndarray", "linfa", "bincode"];
+    let found: Vec<&str> = forbidden.iter().copied().filter(|f| tree.lines().any(|l| l.starts_with(f))).collect();
+    if !found.is_empty() {
+        bail!("prewarm-shared depends on {found:?} for wasm32");
+    }
+    Ok(())
+}
+
+pub fn bench(root: &Path) -> Result<()> {
+    step("benchmarks: shared (assignment, state, decode)");
+    cmd(Command::new("cargo").args(["bench", "-p", "prewarm-shared", "--bench", "shared"]).current_dir(root))
+}
