@@ -14,17 +14,45 @@ pub fn normalise(model: &RegionModel, features: &FeatureVector) -> FeatureVector
     out
 }
 
-/// Squared Euclidean distance between a point and one centroid row.
+/// The application-usage features (requests per session, session length, route classes used)
+/// describe whole sessions: until a user has finished one, they only say "new", so they are
+/// left out of the distance.
+const SESSION_FEATURES: usize = 3;
+
+/// Which features take part in the distance for a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Maturity {
+    /// The user has completed at least one session: every feature counts.
+    Complete,
+    /// Still in the first session: session-level features are skipped.
+    FirstSession,
+}
+
+impl Maturity {
+    pub fn of(state: &BehaviourState) -> Self {
+        if state.sessions > 1 { Maturity::Complete } else { Maturity::FirstSession }
+    }
+
+    fn first_feature(self) -> usize {
+        match self {
+            Maturity::Complete => 0,
+            Maturity::FirstSession => SESSION_FEATURES,
+        }
+    }
+}
+
+/// Squared Euclidean distance between a point and one centroid row, over the features that count.
 #[inline]
-fn distance_sq(point: &FeatureVector, centroid: &[f32]) -> f32 {
-    point.iter().zip(centroid).map(|(a, b)| (a - b) * (a - b)).sum()
+fn distance_sq(point: &FeatureVector, centroid: &[f32], maturity: Maturity) -> f32 {
+    let from = maturity.first_feature();
+    point[from..].iter().zip(&centroid[from..]).map(|(a, b)| (a - b) * (a - b)).sum()
 }
 
 /// Index and squared distance of the closest centroid (`centroids` is k × FEATURE_DIM).
-pub fn nearest(centroids: &[f32], point: &FeatureVector) -> Option<(usize, f32)> {
+pub fn nearest(centroids: &[f32], point: &FeatureVector, maturity: Maturity) -> Option<(usize, f32)> {
     let mut best: Option<(usize, f32)> = None;
     for (i, row) in centroids.chunks_exact(FEATURE_DIM).enumerate() {
-        let d = distance_sq(point, row);
+        let d = distance_sq(point, row, maturity);
         if best.is_none_or(|(_, b)| d < b) {
             best = Some((i, d));
         }
@@ -41,7 +69,8 @@ pub fn assign_profile(model: &RegionModel, state: &BehaviourState, features: &Fe
         return state.profile.filter(|p| model.profile_index(*p).is_some()).unwrap_or(model.default_profile);
     }
     let point = normalise(model, features);
-    let Some((best, best_sq)) = nearest(&model.centroids, &point) else {
+    let maturity = Maturity::of(state);
+    let Some((best, best_sq)) = nearest(&model.centroids, &point, maturity) else {
         return model.default_profile;
     };
     let current = state.profile.and_then(|p| model.profile_index(p).map(|i| (p, i)));
@@ -49,7 +78,7 @@ pub fn assign_profile(model: &RegionModel, state: &BehaviourState, features: &Fe
         && i != best
         && let Some(row) = model.centroid(i)
     {
-        let current_distance = distance_sq(&point, row).sqrt();
+        let current_distance = distance_sq(&point, row, maturity).sqrt();
         if best_sq.sqrt() + model.assignment.hysteresis_margin >= current_distance {
             return current_id;
         }
@@ -67,7 +96,7 @@ mod tests {
     fn user_with(profile: Option<ProfileId>, requests: u16) -> BehaviourState {
         let mut s = BehaviourState::new(UnixSeconds(0));
         s.requests = requests;
-        s.sessions = 1;
+        s.sessions = 2;
         s.profile = profile;
         s.model_version = ModelVersion(1);
         s
@@ -115,6 +144,20 @@ mod tests {
         // Far past it, the user moves.
         let far_past = between(&model, 0.95);
         assert_eq!(assign_profile(&model, &user_with(Some(p0), 10), &far_past), p1);
+    }
+
+    #[test]
+    fn first_session_users_are_placed_by_what_they_do_not_by_session_length() {
+        let model = fixtures::region_model("eu");
+        // Profile 0's behaviour, but the session-level features of profile 3 (the default).
+        let mut raw = between(&model, 0.0);
+        let other = model.centroid(3).expect("row 3");
+        for j in 0..SESSION_FEATURES {
+            raw[j] = other[j] * model.normalisation.scale[j] + model.normalisation.mean[j];
+        }
+        let mut user = user_with(None, 10);
+        user.sessions = 1;
+        assert_eq!(assign_profile(&model, &user, &raw), model.profiles[0].id);
     }
 
     #[test]

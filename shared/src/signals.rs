@@ -10,6 +10,13 @@ use sha2::Sha256;
 use crate::artifact::{ModelVersion, ProfileId};
 use crate::features::{FEATURE_DIM, UnixSeconds};
 
+/// Header carrying the Unix time a batch was signed at.
+pub const TIMESTAMP_HEADER: &str = "x-prewarm-timestamp";
+/// Header carrying hex HMAC-SHA256(signal token, timestamp + "\n" + body).
+pub const SIGNATURE_HEADER: &str = "x-prewarm-signature";
+/// Signatures older or newer than this are rejected, which bounds replays.
+pub const MAX_SIGNATURE_SKEW_SECS: u64 = 300;
+
 /// The signal wire version this build speaks.
 pub const SIGNAL_VERSION: u16 = 1;
 /// Bounds a batch so one request cannot make the trainer allocate without limit.
@@ -55,6 +62,59 @@ impl<'de> Deserialize<'de> for UserHash {
     }
 }
 
+/// Signs a signal body so the trainer can tell it came from an edge holding the token and was
+/// not replayed later.
+pub fn sign(token: &[u8], timestamp: UnixSeconds, body: &[u8]) -> String {
+    crate::hex::encode(&signature_mac(token, timestamp, body).finalize().into_bytes())
+}
+
+fn signature_mac(token: &[u8], timestamp: UnixSeconds, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(token).unwrap_or_else(|_| unreachable!());
+    mac.update(timestamp.0.to_string().as_bytes());
+    mac.update(b"\n");
+    mac.update(body);
+    mac
+}
+
+/// Why a signal's signature was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing or malformed {TIMESTAMP_HEADER} header")]
+    BadTimestamp,
+    #[error("signature timestamp is more than {MAX_SIGNATURE_SKEW_SECS} s from the trainer's clock")]
+    Stale,
+    #[error("missing or malformed {SIGNATURE_HEADER} header")]
+    BadSignatureHeader,
+    #[error("signature does not verify")]
+    Mismatch,
+}
+
+/// Checks a signature in constant time, and that its timestamp is within the allowed skew.
+pub fn verify(
+    token: &[u8],
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: UnixSeconds,
+) -> Result<(), SignatureError> {
+    let timestamp = UnixSeconds(timestamp.and_then(|t| t.trim().parse().ok()).ok_or(SignatureError::BadTimestamp)?);
+    if timestamp.0.abs_diff(now.0) > MAX_SIGNATURE_SKEW_SECS {
+        return Err(SignatureError::Stale);
+    }
+    let signature: [u8; 32] =
+        signature.and_then(|s| crate::hex::decode(s.trim())).ok_or(SignatureError::BadSignatureHeader)?;
+    signature_mac(token, timestamp, body).verify_slice(&signature).map_err(|_| SignatureError::Mismatch)
+}
+
+/// Compares two secrets without leaking, through timing, how long a matching prefix is.
+pub fn tokens_match(presented: &[u8], expected: &[u8]) -> bool {
+    let mut diff = presented.len() ^ expected.len();
+    for (i, e) in expected.iter().enumerate() {
+        diff |= usize::from(presented.get(i).copied().unwrap_or(0) ^ e);
+    }
+    diff == 0
+}
+
 /// Requests seen for one region × profile in one minute.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DemandCount {
@@ -67,7 +127,7 @@ pub struct DemandCount {
 }
 
 /// Why the edge asks for capacity now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrewarmReason {
     /// Observed demand is above the forecast's upper band for the current slot.
@@ -218,6 +278,32 @@ mod tests {
         let bad_hash = text.replacen("\"user\":\"", "\"user\":\"zz", 1);
         assert!(matches!(SignalBatch::from_json(bad_hash.as_bytes()), Err(SignalError::Json(_))));
         assert!(matches!(SignalBatch::from_json(b"{\"version\":1"), Err(SignalError::Json(_))));
+    }
+
+    #[test]
+    fn signatures_verify_and_reject_tampering_staleness_and_other_tokens() {
+        let body = batch().to_json();
+        let at = UnixSeconds(1_700_000_000);
+        let sig = sign(b"token", at, &body);
+        let ts = at.0.to_string();
+        assert_eq!(verify(b"token", Some(&ts), Some(&sig), &body, at), Ok(()));
+        assert_eq!(verify(b"token", Some(&ts), Some(&sig), &body, UnixSeconds(at.0 + 200)), Ok(()));
+        assert_eq!(verify(b"other", Some(&ts), Some(&sig), &body, at), Err(SignatureError::Mismatch));
+        let mut tampered = body.clone();
+        tampered[3] ^= 1;
+        assert_eq!(verify(b"token", Some(&ts), Some(&sig), &tampered, at), Err(SignatureError::Mismatch));
+        assert_eq!(verify(b"token", Some(&ts), Some(&sig), &body, UnixSeconds(at.0 + 301)), Err(SignatureError::Stale));
+        assert_eq!(verify(b"token", None, Some(&sig), &body, at), Err(SignatureError::BadTimestamp));
+        assert_eq!(verify(b"token", Some(&ts), Some("xyz"), &body, at), Err(SignatureError::BadSignatureHeader));
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(tokens_match(b"secret-token", b"secret-token"));
+        assert!(!tokens_match(b"secret-tokem", b"secret-token"));
+        assert!(!tokens_match(b"secret", b"secret-token"));
+        assert!(!tokens_match(b"secret-token-longer", b"secret-token"));
+        assert!(!tokens_match(b"", b"x"));
     }
 
     #[test]

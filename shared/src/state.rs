@@ -161,6 +161,14 @@ impl BehaviourState {
 
     /// Folds one request into the summary.
     pub fn observe(&mut self, o: &Observation) {
+        self.observe_request(o);
+        self.observe_response(o.class.content, o.response_bytes, o.response_ms);
+    }
+
+    /// The first half of [`observe`](Self::observe): what is known before the origin answers
+    /// (time, device, route, RTT). `o.class.content` and the response fields are not used, so
+    /// the edge can assign a profile before forwarding and fold the response in afterwards.
+    pub fn observe_request(&mut self, o: &Observation) {
         if self.requests == 0 {
             self.sessions = 1;
             self.session_start = o.at;
@@ -176,12 +184,8 @@ impl BehaviourState {
         self.last_seen = self.last_seen.max(o.at);
         self.route_mask |= 1u16.checked_shl(u32::from(o.class.route.0)).unwrap_or(0);
 
-        let alpha = (1.0 / f32::from(self.requests)).max(MIN_DECAY_ALPHA);
+        let alpha = self.alpha();
         let is = |b: bool| if b { 1.0 } else { 0.0 };
-        self.blend(Mean::Video, is(o.class.content == ContentClass::Video), alpha);
-        self.blend(Mean::Text, is(o.class.content == ContentClass::Text), alpha);
-        self.blend(Mean::Interactive, is(o.class.content == ContentClass::Interactive), alpha);
-        self.blend(Mean::Api, is(o.class.content == ContentClass::Api), alpha);
         if o.local_hour.is_finite() {
             let (s, c) = features::cyclic(o.local_hour, 24.0);
             self.blend(Mean::HourSin, s, alpha);
@@ -196,10 +200,26 @@ impl BehaviourState {
         if let Some(rtt) = o.rtt_ms {
             self.blend_first(FLAG_RTT_SEEN, Mean::RttBucket, f32::from(features::rtt_bucket(rtt)), alpha);
         }
-        if o.response_ms > 0 {
-            let rate = o.response_bytes as f32 * 1000.0 / o.response_ms as f32;
+    }
+
+    /// The second half of [`observe`](Self::observe): the content class (which may depend on the
+    /// response's Content-Type) and the transfer rate. Call after `observe_request`.
+    pub fn observe_response(&mut self, content: ContentClass, response_bytes: u64, response_ms: u32) {
+        let alpha = self.alpha();
+        let is = |b: bool| if b { 1.0 } else { 0.0 };
+        self.blend(Mean::Video, is(content == ContentClass::Video), alpha);
+        self.blend(Mean::Text, is(content == ContentClass::Text), alpha);
+        self.blend(Mean::Interactive, is(content == ContentClass::Interactive), alpha);
+        self.blend(Mean::Api, is(content == ContentClass::Api), alpha);
+        if response_ms > 0 {
+            let rate = response_bytes as f32 * 1000.0 / response_ms as f32;
             self.blend_first(FLAG_RATE_SEEN, Mean::BytesPerSecondLn, rate.ln_1p(), alpha);
         }
+    }
+
+    /// Early requests weigh as a running mean; later ones decay exponentially.
+    fn alpha(&self) -> f32 {
+        (1.0 / f32::from(self.requests.max(1))).max(MIN_DECAY_ALPHA)
     }
 
     fn blend(&mut self, mean: Mean, value: f32, alpha: f32) {

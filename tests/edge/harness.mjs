@@ -3,7 +3,7 @@
 import { createServer } from "node:http";
 import { Miniflare } from "miniflare";
 
-export const SCRIPT = "edge/build/index.js";
+export const SCRIPT = "edge/worker.mjs";
 
 /** Starts an HTTP server on a free loopback port; `handler(req, body)` returns {status, headers, body}. */
 export async function startServer(handler) {
@@ -12,8 +12,9 @@ export async function startServer(handler) {
     for await (const chunk of req) chunks.push(chunk);
     const reply = await handler(req, Buffer.concat(chunks));
     if (reply === null) return; // black hole: never answer
-    res.writeHead(reply.status ?? 200, reply.headers ?? {});
-    res.end(reply.body ?? "");
+    const body = Buffer.from(reply.body ?? "");
+    res.writeHead(reply.status ?? 200, { "content-length": body.length, ...(reply.headers ?? {}) });
+    res.end(body);
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address();
@@ -23,13 +24,21 @@ export async function startServer(handler) {
   };
 }
 
-/** An origin that echoes the method, path and headers it received as JSON. */
+const VIDEO_SEGMENT = Buffer.alloc(256 * 1024, 7);
+
+/** An origin that records what it received. Video paths answer with a video segment, `/api/`
+ * with JSON, anything else with an HTML page; all echo the request as JSON in `x-echo`. */
 export function echoOrigin() {
   const seen = [];
   const handler = (req, body) => {
     const record = { method: req.method, url: req.url, headers: req.headers, body: body.toString("utf8") };
     seen.push(record);
-    return { status: 200, headers: { "content-type": "application/json", "x-origin": "echo" }, body: JSON.stringify(record) };
+    const headers = { "x-origin": "echo", "set-cookie": "app_session=abc; Path=/" };
+    if (req.url.startsWith("/watch/")) {
+      return { status: 200, headers: { ...headers, "content-type": "video/mp2t" }, body: VIDEO_SEGMENT };
+    }
+    const type = req.url.startsWith("/api/") ? "application/json" : "text/html; charset=utf-8";
+    return { status: 200, headers: { ...headers, "content-type": type }, body: JSON.stringify(record) };
   };
   return { seen, handler };
 }
@@ -47,4 +56,95 @@ export async function startWorker(bindings) {
     kvNamespaces: ["PREWARM_MODEL"],
     bindings,
   });
+}
+
+import { createHmac } from "node:crypto";
+import { readFileSync } from "node:fs";
+
+export const SECRETS = {
+  PREWARM_SALT: "test-salt-not-for-production",
+  COOKIE_SECRET: "test-cookie-secret",
+  SIGNAL_TOKEN: "test-signal-token",
+};
+
+/** A published model written by `cargo xtask edge-fixtures` (built by the shared crate). */
+export function fixtureModel(name) {
+  const path = new URL(`./.fixtures/${name}.json`, import.meta.url);
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    throw new Error(`${path.pathname} is missing: run \`cargo xtask edge-fixtures\` first (${error})`);
+  }
+}
+
+/** Bytes as a plain ArrayBuffer (what Miniflare's KV proxy accepts). */
+export function arrayBuffer(bytes) {
+  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length);
+}
+
+/** Writes a model into the worker's KV the way the trainer publishes: blobs, then the pointer. */
+export async function publish(mf, model) {
+  const kv = await mf.getKVNamespace("PREWARM_MODEL");
+  for (const entry of model.entries) {
+    await kv.put(entry.key, arrayBuffer(Buffer.from(entry.base64, "base64")));
+  }
+}
+
+/** The worker's /__prewarm/status. */
+export async function status(mf, token) {
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const res = await mf.dispatchFetch("http://edge.test/__prewarm/status", { headers });
+  if (res.status !== 200) throw new Error(`status answered ${res.status}: ${await res.text()}`);
+  return res.json();
+}
+
+/** A trainer stand-in that checks each signal's auth and HMAC and keeps the batches. */
+export function signalReceiver(token = SECRETS.SIGNAL_TOKEN) {
+  const batches = [];
+  const rejected = [];
+  const raw = [];
+  const handler = (req, body) => {
+    raw.push({ headers: req.headers, body: body.toString("utf8") });
+    const ts = req.headers["x-prewarm-timestamp"];
+    const expected = createHmac("sha256", token).update(`${ts}\n`).update(body).digest("hex");
+    if (req.headers.authorization !== `Bearer ${token}` || req.headers["x-prewarm-signature"] !== expected) {
+      rejected.push(req.headers);
+      return { status: 401, body: "bad auth" };
+    }
+    batches.push(JSON.parse(body.toString("utf8")));
+    return { status: 202, body: "{}" };
+  };
+  return { batches, rejected, raw, handler };
+}
+
+/** Sets of cookies from a response, as name → value. */
+export function setCookies(res) {
+  const out = {};
+  for (const line of res.headers.getSetCookie()) {
+    const [pair] = line.split(";");
+    const eq = pair.indexOf("=");
+    out[pair.slice(0, eq)] = { value: pair.slice(eq + 1), line };
+  }
+  return out;
+}
+
+/** An `Etc/GMT±N` zone whose local hour is now as close as possible to `hour`. */
+export function zoneWithLocalHour(hour) {
+  let offset = (hour - new Date().getUTCHours() + 24) % 24;
+  if (offset > 12) offset -= 24;
+  // Etc/GMT zones have inverted signs: Etc/GMT-3 is UTC+3.
+  return offset === 0 ? "Etc/GMT" : `Etc/GMT${offset > 0 ? "-" : "+"}${Math.abs(offset)}`;
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `check` until it returns a truthy value, or fails after `attempts`. */
+export async function eventually(check, attempts = 50, delayMs = 50) {
+  let last;
+  for (let i = 0; i < attempts; i++) {
+    last = await check();
+    if (last) return last;
+    await sleep(delayMs);
+  }
+  throw new Error(`condition not reached after ${attempts} attempts (last: ${JSON.stringify(last)})`);
 }

@@ -1,24 +1,47 @@
 // The worker runs in the real Workers runtime and passes requests through to the origin.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { echoOrigin, startServer, startWorker } from "./harness.mjs";
+import { SECRETS, echoOrigin, startServer, startWorker } from "./harness.mjs";
 
-test("a request reaches the origin with its method, path, query and headers", async () => {
+test("a request reaches the origin with its method, path, query, headers and body", async () => {
+  const origin = echoOrigin();
+  const server = await startServer(origin.handler);
+  const mf = await startWorker({ ORIGIN_URL: server.url, ...SECRETS });
+  try {
+    const res = await mf.dispatchFetch("http://edge.test/articles/1?lang=en", {
+      method: "POST",
+      body: "hello origin",
+      headers: { "x-custom": "kept", "user-agent": "Mozilla/5.0 (X11; Linux x86_64)", cookie: "theme=dark" },
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-origin"), "echo");
+    await res.arrayBuffer();
+    const [seen] = origin.seen;
+    assert.equal(seen.method, "POST");
+    assert.equal(seen.url, "/articles/1?lang=en");
+    assert.equal(seen.body, "hello origin");
+    assert.equal(seen.headers["x-custom"], "kept");
+    assert.equal(seen.headers.cookie, "theme=dark", "the app's own cookies reach the origin");
+    // The origin's own Set-Cookie survives next to prewarm's.
+    assert.ok(res.headers.getSetCookie().some((c) => c.startsWith("app_session=")));
+  } finally {
+    await mf.dispose();
+    await server.close();
+  }
+});
+
+test("without its secrets the worker still passes requests through and says why", async () => {
   const origin = echoOrigin();
   const server = await startServer(origin.handler);
   const mf = await startWorker({ ORIGIN_URL: server.url });
   try {
-    const res = await mf.dispatchFetch("http://edge.test/articles/1?lang=en", {
-      method: "GET",
-      headers: { "x-custom": "kept", "user-agent": "Mozilla/5.0 (X11; Linux x86_64)" },
-    });
+    const res = await mf.dispatchFetch("http://edge.test/page");
     assert.equal(res.status, 200);
-    assert.equal(res.headers.get("x-origin"), "echo");
-    const echoed = await res.json();
-    assert.equal(echoed.method, "GET");
-    assert.equal(echoed.url, "/articles/1?lang=en");
-    assert.equal(echoed.headers["x-custom"], "kept");
+    await res.arrayBuffer();
     assert.equal(origin.seen.length, 1);
+    const health = await mf.dispatchFetch("http://edge.test/__prewarm/health");
+    assert.equal(health.status, 503);
+    assert.match((await health.json()).config_error, /PREWARM_SALT|COOKIE_SECRET/);
   } finally {
     await mf.dispose();
     await server.close();

@@ -1,6 +1,7 @@
 //! Developer commands: `cargo xtask test`, `cargo xtask build-worker`, `cargo xtask bench`,
 //! `cargo xtask demo`. Each installs what it needs first, so a fresh machine needs nothing else.
 
+mod fixtures;
 mod run;
 mod tools;
 
@@ -15,6 +16,7 @@ commands:
   test           install what is missing, then fmt, clippy, the worker build, every test
   build-worker   build the edge worker (wasm32, release) into edge/build
   bench          run the benchmarks and print their figures
+  edge-fixtures  write the published models the worker tests load (tests/edge/.fixtures)
   demo           the whole loop on this machine (not built yet: see the demo issue)
 ";
 
@@ -28,6 +30,7 @@ fn main() -> Result<()> {
             run::build_worker(&root, &tools::worker_env(&root)?)
         }
         Some("bench") => run::bench(&root),
+        Some("edge-fixtures") => fixtures::write(&root.join(run::EDGE_FIXTURES)),
         Some("demo") => {
             bail!("`cargo xtask demo` is not built yet (the demo issue); `cargo xtask test` works")
         }

@@ -8,6 +8,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::tools;
 
+/// Where the worker tests find their published models (gitignored).
+pub const EDGE_FIXTURES: &str = "tests/edge/.fixtures";
+
 /// Announces a step, so no minute passes silently.
 pub fn step(what: &str) {
     eprintln!("\n==> {what}");
@@ -115,6 +118,13 @@ pub fn test(root: &Path) -> Result<()> {
     check_shared_tree(root)?;
 
     build_worker(root, &env)?;
+    step("wrangler deploy --dry-run (the worker bundles for Cloudflare)");
+    cmd(Command::new(root.join("node_modules/.bin/wrangler"))
+        .args(["deploy", "--dry-run", "--outdir"])
+        .arg(std::env::temp_dir().join("prewarm-dry-run"))
+        .env("CI", "true")
+        .env("WRANGLER_SEND_METRICS", "false")
+        .current_dir(root))?;
 
     let mut tally = Tally::default();
     let mut ok = true;
@@ -123,6 +133,7 @@ pub fn test(root: &Path) -> Result<()> {
     let node_tests = root.join("tests/edge");
     if node_tests.is_dir() {
         step("worker tests under workerd (node --test + Miniflare)");
+        crate::fixtures::write(&root.join(EDGE_FIXTURES))?;
         ok &= counted(
             Command::new("node").args(["--test", "--test-reporter=tap"]).arg(&node_tests).current_dir(root),
             &mut tally,

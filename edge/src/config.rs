@@ -1,0 +1,109 @@
+//! The worker's configuration: vars from wrangler.toml and secrets, read once per isolate.
+
+use prewarm_shared::state::{CookieKey, CookieKeys};
+use worker::{Env, Url};
+
+/// Everything the per-request path needs, parsed and validated.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Where requests are forwarded (`ORIGIN_URL`).
+    pub origin: Url,
+    /// Where signals go (`TRAINER_URL`); signals are off when unset.
+    pub trainer: Option<Url>,
+    /// Bearer token and HMAC key for signals (`SIGNAL_TOKEN` secret).
+    pub signal_token: String,
+    /// Salt for user hashes (`PREWARM_SALT` secret): only HMAC(salt, id) leaves the worker.
+    pub salt: Vec<u8>,
+    /// State-cookie keys (`COOKIE_SECRET`, `COOKIE_KEY_ID`, and optionally
+    /// `COOKIE_SECRET_PREVIOUS` + `COOKIE_KEY_ID_PREVIOUS` during a rotation).
+    pub cookie_keys: CookieKeys,
+    /// How often the isolate checks the model pointer (`MODEL_CHECK_SECS`, default 30).
+    pub model_check_secs: u64,
+    /// KV edge cache TTL for reads (`MODEL_CACHE_TTL`, default 60, KV's minimum).
+    pub model_cache_ttl: u64,
+    /// Flush demand counts when this old (`SIGNAL_FLUSH_SECS`, default 10) ...
+    pub signal_flush_secs: u64,
+    /// ... or when this many items are pending (`SIGNAL_BATCH_MAX`, default 500).
+    pub signal_batch_max: usize,
+    /// Give up on a signal request after this long (`SIGNAL_TIMEOUT_MS`, default 3000).
+    pub signal_timeout_ms: u64,
+    /// At most this many signal requests in flight; more batches are dropped and counted
+    /// (`SIGNAL_MAX_IN_FLIGHT`, default 4), so a black-holed trainer cannot pile up work.
+    pub signal_max_in_flight: u32,
+    /// At most one prewarm signal per region × profile × reason per window
+    /// (`PREWARM_DEBOUNCE_SECS`, default 60).
+    pub prewarm_debounce_secs: u64,
+    /// Signal a rise when the forecast for the next slots exceeds the current slot by this
+    /// factor (`PREWARM_RISE_FACTOR`, default 1.5) within `PREWARM_RISE_SLOTS` (default 3).
+    pub prewarm_rise_factor: f32,
+    pub prewarm_rise_slots: usize,
+    /// The share of a region's traffic one isolate sees (`EDGE_TRAFFIC_SHARE`, default 1.0):
+    /// local counts are divided by it before comparing with the region's forecast.
+    pub edge_traffic_share: f32,
+    /// Share of users whose anonymised state is sampled to the trainer (`STATE_SAMPLE_RATE`).
+    pub state_sample_rate: f32,
+    /// Test-only fault injection (`PREWARM_FAULT_INJECTION=1`): a request carrying
+    /// `x-prewarm-fault: panic` panics inside prewarm code.
+    pub fault_injection: bool,
+}
+
+/// A configuration problem; the worker then passes requests through untouched.
+#[derive(Debug, Clone)]
+pub struct ConfigError(pub String);
+
+/// A var or secret, if set and not blank.
+pub fn text(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+fn number<T: std::str::FromStr>(env: &Env, name: &str, default: T) -> Result<T, ConfigError> {
+    match text(env, name) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|_| ConfigError(format!("{name}={raw:?} is not a valid number"))),
+    }
+}
+
+fn required(env: &Env, name: &str) -> Result<String, ConfigError> {
+    text(env, name).ok_or_else(|| ConfigError(format!("{name} is not set (wrangler secret put {name})")))
+}
+
+impl EdgeConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = |name: &str, raw: String| Url::parse(&raw).map_err(|e| ConfigError(format!("{name}: {e}")));
+        let origin = url("ORIGIN_URL", required(env, "ORIGIN_URL")?)?;
+        let trainer = text(env, "TRAINER_URL").map(|raw| url("TRAINER_URL", raw)).transpose()?;
+        let signal_token = if trainer.is_some() { required(env, "SIGNAL_TOKEN")? } else { String::new() };
+        let current = CookieKey::new(number(env, "COOKIE_KEY_ID", 1u8)?, required(env, "COOKIE_SECRET")?.into_bytes());
+        let previous = match text(env, "COOKIE_SECRET_PREVIOUS") {
+            Some(secret) => vec![CookieKey::new(number(env, "COOKIE_KEY_ID_PREVIOUS", 0u8)?, secret.into_bytes())],
+            None => Vec::new(),
+        };
+        let share: f32 = number(env, "EDGE_TRAFFIC_SHARE", 1.0)?;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError(format!("EDGE_TRAFFIC_SHARE={share} must be in (0, 1]")));
+        }
+        Ok(Self {
+            origin,
+            trainer,
+            signal_token,
+            salt: required(env, "PREWARM_SALT")?.into_bytes(),
+            cookie_keys: CookieKeys { current, previous },
+            model_check_secs: number(env, "MODEL_CHECK_SECS", 30)?,
+            model_cache_ttl: number(env, "MODEL_CACHE_TTL", 60)?,
+            signal_flush_secs: number(env, "SIGNAL_FLUSH_SECS", 10)?,
+            signal_batch_max: number(env, "SIGNAL_BATCH_MAX", 500)?,
+            signal_timeout_ms: number(env, "SIGNAL_TIMEOUT_MS", 3000)?,
+            signal_max_in_flight: number(env, "SIGNAL_MAX_IN_FLIGHT", 4)?,
+            prewarm_debounce_secs: number(env, "PREWARM_DEBOUNCE_SECS", 60)?,
+            prewarm_rise_factor: number(env, "PREWARM_RISE_FACTOR", 1.5)?,
+            prewarm_rise_slots: number(env, "PREWARM_RISE_SLOTS", 3)?,
+            edge_traffic_share: share,
+            state_sample_rate: number(env, "STATE_SAMPLE_RATE", 0.05f32)?.clamp(0.0, 1.0),
+            fault_injection: text(env, "PREWARM_FAULT_INJECTION").is_some_and(|v| v == "1"),
+        })
+    }
+}

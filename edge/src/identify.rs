@@ -1,0 +1,101 @@
+//! Who is this? A first-party random id cookie, hashed with the deployment's salt before it
+//! goes anywhere, and the signed behaviour-state cookie.
+
+use prewarm_shared::UnixSeconds;
+use prewarm_shared::signals::UserHash;
+use prewarm_shared::state::{BehaviourState, CookieKeys, StateError};
+use worker::js_sys::{self, Reflect};
+use worker::wasm_bindgen::{JsCast, JsValue};
+
+pub const ID_COOKIE: &str = "pw_id";
+pub const STATE_COOKIE: &str = "pw_state";
+/// The id lives a year; the state a month (behaviour older than that is not worth keeping).
+const ID_MAX_AGE_SECS: u64 = 365 * 86_400;
+const STATE_MAX_AGE_SECS: u64 = 30 * 86_400;
+/// 16 random bytes, hex.
+const ID_HEX_LEN: usize = 32;
+
+/// One visitor, as far as this request knows.
+#[derive(Debug)]
+pub struct Visitor {
+    /// The raw id: it goes into this visitor's own cookie and nowhere else.
+    raw_id: String,
+    /// What leaves the worker instead.
+    pub user: UserHash,
+    pub state: BehaviourState,
+    /// The id cookie must be (re)set on the response.
+    pub id_is_new: bool,
+    /// Why a state cookie that was present was not accepted.
+    pub rejected_state: Option<StateError>,
+}
+
+/// The value of one cookie in a `Cookie` header.
+fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').filter_map(|pair| pair.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.trim())
+}
+
+/// The `Cookie` header without prewarm's own cookies, so the origin never sees them.
+pub fn strip_own_cookies(header: &str) -> Option<String> {
+    let kept: Vec<&str> = header
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && name != ID_COOKIE && name != STATE_COOKIE
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+fn is_valid_id(id: &str) -> bool {
+    id.len() == ID_HEX_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// 128 random bits from the runtime's CSPRNG (`crypto.getRandomValues`).
+fn random_id() -> String {
+    let bytes = js_sys::Uint8Array::new_with_length(16);
+    let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).ok();
+    let get_random = crypto
+        .as_ref()
+        .and_then(|c| Reflect::get(c, &JsValue::from_str("getRandomValues")).ok())
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    if let (Some(crypto), Some(f)) = (crypto, get_random) {
+        let _ = f.call1(&crypto, &bytes);
+    }
+    bytes.to_vec().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads or creates the visitor's identity and state.
+pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, salt: &[u8], now: UnixSeconds) -> Visitor {
+    let existing = cookie_header.and_then(|h| cookie(h, ID_COOKIE)).filter(|id| is_valid_id(id));
+    let (raw_id, id_is_new) = match existing {
+        Some(id) => (id.to_owned(), false),
+        None => (random_id(), true),
+    };
+    let user = UserHash::derive(salt, raw_id.as_bytes());
+    let (state, rejected_state) = match cookie_header.and_then(|h| cookie(h, STATE_COOKIE)) {
+        // A state cookie only belongs with the id it came with: a new id starts fresh.
+        Some(value) if !id_is_new => match BehaviourState::from_cookie(value, keys) {
+            Ok(state) => (state, None),
+            Err(e) => (BehaviourState::new(now), Some(e)),
+        },
+        _ => (BehaviourState::new(now), None),
+    };
+    Visitor { raw_id, user, state, id_is_new, rejected_state }
+}
+
+impl Visitor {
+    /// `Set-Cookie` values for the response.
+    pub fn set_cookies(&self, keys: &CookieKeys) -> Vec<String> {
+        let attributes = "Path=/; Secure; HttpOnly; SameSite=Lax";
+        let mut out = Vec::with_capacity(2);
+        if self.id_is_new {
+            out.push(format!("{ID_COOKIE}={}; Max-Age={ID_MAX_AGE_SECS}; {attributes}", self.raw_id));
+        }
+        out.push(format!(
+            "{STATE_COOKIE}={}; Max-Age={STATE_MAX_AGE_SECS}; {attributes}",
+            self.state.to_cookie(&keys.current)
+        ));
+        out
+    }
+}

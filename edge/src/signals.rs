@@ -1,0 +1,248 @@
+//! Counting demand in the isolate and telling the trainer: batched demand counts and sampled
+//! states, and immediate (debounced) prewarm requests. Sending never delays a response: batches
+//! go out through `ctx.wait_until`, with a timeout and a cap on requests in flight; failures are
+//! counted and dropped, never retried inline.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures_util::future::{Either, select};
+use prewarm_shared::artifact::{ModelVersion, RegionModel};
+use prewarm_shared::signals::{
+    self, DemandCount, PrewarmReason, PrewarmRequest, SIGNATURE_HEADER, SampledState, SignalBatch, TIMESTAMP_HEADER,
+    UserHash,
+};
+use prewarm_shared::{FeatureVector, ProfileId, UnixSeconds};
+use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
+
+use crate::config::EdgeConfig;
+
+/// Sampled users contribute one state every this many requests.
+const SAMPLE_EVERY_REQUESTS: u16 = 4;
+
+type SliceKey = (String, ProfileId);
+
+#[derive(Default)]
+struct Aggregator {
+    demand: HashMap<(String, ProfileId, u64), (u32, u64)>,
+    prewarm: Vec<PrewarmRequest>,
+    states: Vec<SampledState>,
+    oldest: Option<u64>,
+    last_prewarm: HashMap<(String, ProfileId, PrewarmReason), u64>,
+    rise_checked_minute: HashMap<SliceKey, u64>,
+    model_version: Option<ModelVersion>,
+    in_flight: u32,
+    counters: SignalCounters,
+}
+
+/// Totals for the status endpoint.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SignalCounters {
+    pub batches_sent: u64,
+    pub batches_failed: u64,
+    pub batches_dropped: u64,
+    pub prewarm_raised: u64,
+}
+
+thread_local! {
+    static AGGREGATOR: RefCell<Aggregator> = RefCell::new(Aggregator::default());
+}
+
+pub fn counters() -> SignalCounters {
+    AGGREGATOR.with(|a| a.borrow().counters)
+}
+
+/// One forwarded request, as the aggregator needs it.
+pub struct Served<'a> {
+    pub model: &'a RegionModel,
+    pub profile: ProfileId,
+    pub user: &'a UserHash,
+    pub requests_by_user: u16,
+    pub features: &'a FeatureVector,
+    pub bytes: u64,
+    pub now: UnixSeconds,
+}
+
+impl Aggregator {
+    fn debounced(&mut self, key: (String, ProfileId, PrewarmReason), now: UnixSeconds, window: u64) -> bool {
+        match self.last_prewarm.get(&key) {
+            Some(&last) if now.0.saturating_sub(last) < window => false,
+            _ => {
+                self.last_prewarm.insert(key, now.0);
+                true
+            }
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.demand.len() + self.prewarm.len() + self.states.len()
+    }
+}
+
+/// Counts a request; returns a batch when one is due (a prewarm request, enough items, or age).
+pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
+    AGGREGATOR.with(|a| {
+        let mut a = a.borrow_mut();
+        let model = served.model;
+        let now = served.now;
+        let minute = now.minute();
+        let region = model.region.clone();
+        let count = {
+            let entry = a.demand.entry((region.clone(), served.profile, minute)).or_default();
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = entry.1.saturating_add(served.bytes);
+            entry.0
+        };
+        a.oldest.get_or_insert(now.0);
+        a.model_version = Some(model.model_version);
+        let forecast = &model.forecast;
+        if let Some(slot) = forecast.slot(now) {
+            // Above the band: this minute's count, scaled to a forecast step and to the whole region.
+            if let Some((_, upper)) = forecast.at(served.profile, slot) {
+                let per_step = count as f32 * forecast.step_secs as f32 / 60.0 / config.edge_traffic_share;
+                if per_step > upper
+                    && a.debounced(
+                        (region.clone(), served.profile, PrewarmReason::AboveBand),
+                        now,
+                        config.prewarm_debounce_secs,
+                    )
+                {
+                    a.prewarm.push(PrewarmRequest {
+                        region: region.clone(),
+                        profile: served.profile,
+                        minute,
+                        observed: per_step,
+                        forecast_upper: upper,
+                        reason: PrewarmReason::AboveBand,
+                    });
+                }
+            }
+            // A forecast rise ahead: checked once a minute per region × profile.
+            let slice = (region.clone(), served.profile);
+            if a.rise_checked_minute.get(&slice) != Some(&minute) {
+                a.rise_checked_minute.insert(slice, minute);
+                let ahead =
+                    (slot + 1..=slot + config.prewarm_rise_slots).filter_map(|s| forecast.at(served.profile, s));
+                let peak = ahead.map(|(expected, _)| expected).fold(0.0f32, f32::max);
+                if let Some((current, upper)) = forecast.at(served.profile, slot)
+                    && peak > current.max(1.0) * config.prewarm_rise_factor
+                    && a.debounced(
+                        (region.clone(), served.profile, PrewarmReason::ForecastRise),
+                        now,
+                        config.prewarm_debounce_secs,
+                    )
+                {
+                    a.prewarm.push(PrewarmRequest {
+                        region: region.clone(),
+                        profile: served.profile,
+                        minute,
+                        observed: count as f32 * forecast.step_secs as f32 / 60.0 / config.edge_traffic_share,
+                        forecast_upper: upper,
+                        reason: PrewarmReason::ForecastRise,
+                    });
+                }
+            }
+        }
+        let sampled = f32::from(served.user.0[0]) / 256.0 < config.state_sample_rate;
+        if sampled && served.requests_by_user.is_multiple_of(SAMPLE_EVERY_REQUESTS) {
+            a.states.push(SampledState {
+                user: *served.user,
+                region,
+                profile: served.profile,
+                at: now,
+                features: *served.features,
+            });
+        }
+        let due = !a.prewarm.is_empty()
+            || a.pending() >= config.signal_batch_max
+            || a.oldest.is_some_and(|t| now.0.saturating_sub(t) >= config.signal_flush_secs);
+        due.then(|| take(&mut a, now))
+    })
+}
+
+fn take(a: &mut Aggregator, now: UnixSeconds) -> SignalBatch {
+    let mut batch = SignalBatch::new(now, a.model_version);
+    batch.demand = a
+        .demand
+        .drain()
+        .map(|((region, profile, minute), (requests, bytes))| DemandCount { region, profile, minute, requests, bytes })
+        .collect();
+    batch.prewarm = std::mem::take(&mut a.prewarm);
+    batch.states = std::mem::take(&mut a.states);
+    batch.prewarm.iter().for_each(|_| a.counters.prewarm_raised += 1);
+    a.oldest = None;
+    // Old debounce and rise-check entries are useless after a while; keep the maps small.
+    if a.last_prewarm.len() > 4096 {
+        a.last_prewarm.clear();
+    }
+    if a.rise_checked_minute.len() > 4096 {
+        a.rise_checked_minute.clear();
+    }
+    batch
+}
+
+/// Sends a batch (run inside `ctx.wait_until`). Gives up after the configured timeout.
+pub async fn send(config: Rc<EdgeConfig>, batch: SignalBatch) {
+    let Some(trainer) = config.trainer.as_ref() else {
+        return;
+    };
+    let admitted = AGGREGATOR.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.in_flight >= config.signal_max_in_flight {
+            a.counters.batches_dropped += 1;
+            false
+        } else {
+            a.in_flight += 1;
+            true
+        }
+    });
+    if !admitted {
+        return;
+    }
+    let ok = post(&config, trainer, &batch).await;
+    AGGREGATOR.with(|a| {
+        let mut a = a.borrow_mut();
+        a.in_flight = a.in_flight.saturating_sub(1);
+        if ok {
+            a.counters.batches_sent += 1;
+        } else {
+            a.counters.batches_failed += 1;
+        }
+    });
+}
+
+async fn post(config: &EdgeConfig, trainer: &worker::Url, batch: &SignalBatch) -> bool {
+    let Ok(url) = trainer.join("/v1/signals") else {
+        return false;
+    };
+    let body = batch.to_json();
+    let signature = signals::sign(config.signal_token.as_bytes(), batch.sent_at, &body);
+    let headers = Headers::new();
+    let ok_headers = headers.set("content-type", "application/json").is_ok()
+        && headers.set("authorization", &format!("Bearer {}", config.signal_token)).is_ok()
+        && headers.set(TIMESTAMP_HEADER, &batch.sent_at.0.to_string()).is_ok()
+        && headers.set(SIGNATURE_HEADER, &signature).is_ok();
+    if !ok_headers {
+        return false;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(worker::js_sys::Uint8Array::from(&body[..]).into()));
+    let Ok(request) = Request::new_with_init(url.as_str(), &init) else {
+        return false;
+    };
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
+    let timeout = Box::pin(Delay::from(std::time::Duration::from_millis(config.signal_timeout_ms)));
+    match select(fetch, timeout).await {
+        Either::Left((Ok(response), _)) => (200..300).contains(&response.status_code()),
+        Either::Left((Err(_), _)) => false,
+        Either::Right(((), _)) => {
+            controller.abort();
+            false
+        }
+    }
+}

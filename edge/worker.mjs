@@ -1,0 +1,44 @@
+// The worker's entry point (wrangler.toml `main`). It runs the Rust worker built into ./build
+// and keeps one promise of the product: prewarm never fails a user's request. If prewarm code
+// panics, the request is passed through to the origin untouched and the panic is counted; the
+// Rust runtime re-instantiates its Wasm module on the next request.
+//
+// A panic inside an async Rust handler traps in a microtask: the handler's promise then never
+// settles, and only the global "error" event tells. So each request races its handler against
+// that event.
+import RustWorker from "./build/index.js";
+
+const pending = new Set();
+
+addEventListener("error", (event) => {
+  if (event.error instanceof WebAssembly.RuntimeError) {
+    for (const fail of pending) fail(event.error);
+  }
+});
+
+export default class PrewarmWorker extends RustWorker {
+  async fetch(request) {
+    let fail;
+    const crashed = new Promise((_, reject) => {
+      fail = reject;
+    });
+    pending.add(fail);
+    try {
+      return await Promise.race([super.fetch(request), crashed]);
+    } catch (error) {
+      globalThis.__prewarm_panics = (globalThis.__prewarm_panics ?? 0) + 1;
+      console.error("prewarm: passing a request through after an internal error:", String(error));
+      if (request.bodyUsed) {
+        // The body already went to the origin once; sending it again could repeat a write.
+        return new Response("prewarm: internal error after the request body was forwarded", { status: 502 });
+      }
+      const url = new URL(request.url);
+      const origin = new URL(this.env.ORIGIN_URL);
+      url.protocol = origin.protocol;
+      url.host = origin.host;
+      return fetch(new Request(url, request));
+    } finally {
+      pending.delete(fail);
+    }
+  }
+}

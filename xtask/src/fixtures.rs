@@ -1,0 +1,106 @@
+//! `cargo xtask edge-fixtures DIR`: published models for the worker tests, built by `shared`
+//! exactly as the trainer publishes them, with forecasts around the current time.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use prewarm_shared::artifact::{ModelBundle, ModelVersion, ProfileForecast, RegionModel};
+use prewarm_shared::{UnixSeconds, fixtures};
+
+const REGIONS: [&str; 3] = ["eu", "us", "apac"];
+const STEP_SECS: u32 = 300;
+const SLOTS: usize = 288;
+
+/// One model variant: its forecast band and a label suffix (so versions differ in content).
+struct Variant {
+    name: &'static str,
+    version: u32,
+    expected: f32,
+    upper: f32,
+    /// From this many slots after the current one, the expected demand is multiplied by this.
+    rise: Option<(usize, f32)>,
+}
+
+/// The forecast starts this many slots before "now".
+const SLOTS_BEFORE_NOW: usize = 12;
+
+const VARIANTS: [Variant; 4] = [
+    Variant { name: "model-v1", version: 1, expected: 1_000.0, upper: 2_000.0, rise: None },
+    Variant { name: "model-v2", version: 2, expected: 1_000.0, upper: 2_000.0, rise: None },
+    // A band so low that a handful of requests in a minute is a surge.
+    Variant { name: "model-surge", version: 3, expected: 0.5, upper: 1.0, rise: None },
+    // Demand is forecast to triple two slots from now.
+    Variant { name: "model-rise", version: 4, expected: 100.0, upper: 1_000_000.0, rise: Some((2, 3.0)) },
+];
+
+fn region(name: &str, variant: &Variant, start: UnixSeconds) -> RegionModel {
+    let mut model = fixtures::region_model(name);
+    model.model_version = ModelVersion(variant.version);
+    for profile in &mut model.profiles {
+        profile.label = format!("{} (v{})", profile.label, variant.version);
+    }
+    model.forecast.start = start;
+    model.forecast.step_secs = STEP_SECS;
+    model.forecast.series = model
+        .profiles
+        .iter()
+        .map(|p| {
+            let expected = (0..SLOTS)
+                .map(|slot| match variant.rise {
+                    Some((after, factor)) if slot >= SLOTS_BEFORE_NOW + after => variant.expected * factor,
+                    _ => variant.expected,
+                })
+                .collect();
+            ProfileForecast { profile: p.id, expected, upper: vec![variant.upper; SLOTS] }
+        })
+        .collect();
+    model
+}
+
+pub fn write(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    // Start an hour back, on a step boundary, so "now" is inside every forecast.
+    let step = u64::from(STEP_SECS);
+    let start = UnixSeconds((now / step - SLOTS_BEFORE_NOW as u64) * step);
+    for variant in &VARIANTS {
+        let models: Vec<RegionModel> = REGIONS.iter().map(|r| region(r, variant, start)).collect();
+        let (pointer, entries) = ModelBundle::encode(
+            &models,
+            ModelVersion(variant.version),
+            UnixSeconds(now),
+            "eu",
+            fixtures::region_map(),
+        )?;
+        let json = serde_json::json!({
+            "version": variant.version,
+            "default_profile": models[0].default_profile.0,
+            "profiles": models[0].profiles.iter().map(|p| serde_json::json!({"id": p.id.0, "label": p.label})).collect::<Vec<_>>(),
+            "regions": pointer.regions.iter().map(|r| serde_json::json!({"region": r.region, "key": r.hash.kv_key()})).collect::<Vec<_>>(),
+            // In write order: blobs first, the pointer last.
+            "entries": entries.iter().map(|e| serde_json::json!({"key": e.key, "base64": base64(&e.value)})).collect::<Vec<_>>(),
+        });
+        let path = dir.join(format!("{}.json", variant.name));
+        std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!("edge fixtures written to {}", dir.display());
+    Ok(())
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
