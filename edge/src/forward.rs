@@ -1,7 +1,7 @@
 //! Forwarding to the origin: same method, headers and streamed body, plus the profile tags the
 //! origin's balancer routes by; minus prewarm's cookies and client addresses.
 
-use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result, Url};
+use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result, Url, web_sys};
 
 use crate::identify::strip_own_cookies;
 
@@ -10,23 +10,24 @@ pub const REGION_HEADER: &str = "x-prewarm-region";
 pub const MODEL_HEADER: &str = "x-prewarm-model";
 
 /// Request headers never forwarded: hop-by-hop ones, client addresses (prewarm forwards no
-/// identity), and anything a client sends that claims to be a prewarm tag.
-fn is_dropped(name: &str) -> bool {
-    matches!(
-        name,
-        "host"
-            | "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "upgrade"
-            | "cf-connecting-ip"
-            | "cf-connecting-ipv6"
-            | "x-forwarded-for"
-            | "x-real-ip"
-            | "true-client-ip"
-            | "forwarded"
-    ) || name.starts_with("x-prewarm-")
-}
+/// identity), and anything a client sends that claims to be a prewarm tag or a fault trigger.
+const DROPPED_HEADERS: [&str; 15] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "x-forwarded-for",
+    "x-real-ip",
+    "true-client-ip",
+    "forwarded",
+    PROFILE_HEADER,
+    REGION_HEADER,
+    MODEL_HEADER,
+    "x-prewarm-fault",
+];
 
 /// The profile tags added to the forwarded request.
 #[derive(Debug, Clone)]
@@ -46,19 +47,18 @@ pub fn target(origin: &Url, incoming: &Url) -> Url {
 }
 
 /// Sends the request on to the origin and returns its response (body still streaming).
+/// Headers are copied inside the runtime in one call and then edited: moving every header
+/// across the Wasm boundary would cost more than the rest of the request.
 pub async fn forward(req: &Request, target: &Url, tags: Option<&Tags>) -> Result<Response> {
-    let headers = Headers::new();
-    for (name, value) in req.headers().entries() {
-        if is_dropped(&name) {
-            continue;
+    let headers = Headers(web_sys::Headers::new_with_headers(&req.inner().headers())?);
+    for name in DROPPED_HEADERS {
+        headers.delete(name)?;
+    }
+    if let Some(cookie) = headers.get("cookie")? {
+        match strip_own_cookies(&cookie) {
+            Some(kept) => headers.set("cookie", &kept)?,
+            None => headers.delete("cookie")?,
         }
-        if name == "cookie" {
-            if let Some(kept) = strip_own_cookies(&value) {
-                headers.append(&name, &kept)?;
-            }
-            continue;
-        }
-        headers.append(&name, &value)?;
     }
     if let Some(tags) = tags {
         headers.set(PROFILE_HEADER, &tags.profile)?;
@@ -76,13 +76,10 @@ pub async fn forward(req: &Request, target: &Url, tags: Option<&Tags>) -> Result
 }
 
 /// The origin's response with extra `Set-Cookie` headers. Fetched responses have immutable
-/// headers, so they are copied; the body keeps streaming.
+/// headers, so they are copied (inside the runtime); the body keeps streaming.
 pub fn with_cookies(response: Response, cookies: &[String]) -> Result<Response> {
     let status = response.status_code();
-    let headers = Headers::new();
-    for (name, value) in response.headers().entries() {
-        headers.append(&name, &value)?;
-    }
+    let headers = Headers(web_sys::Headers::new_with_headers(&response.headers().0)?);
     for cookie in cookies {
         headers.append("set-cookie", cookie)?;
     }

@@ -3,7 +3,7 @@
 import { createServer } from "node:http";
 import { Miniflare } from "miniflare";
 
-export const SCRIPT = "edge/worker.mjs";
+export const SCRIPT = process.env.EDGE_SCRIPT ?? "edge/worker.mjs";
 
 /** Starts an HTTP server on a free loopback port; `handler(req, body)` returns {status, headers, body}. */
 export async function startServer(handler) {

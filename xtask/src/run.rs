@@ -177,5 +177,15 @@ fn check_shared_tree(root: &Path) -> Result<()> {
 
 pub fn bench(root: &Path) -> Result<()> {
     step("benchmarks: shared (assignment, state, decode)");
-    cmd(Command::new("cargo").args(["bench", "-p", "prewarm-shared", "--bench", "shared"]).current_dir(root))
+    cmd(Command::new("cargo").args(["bench", "-p", "prewarm-shared", "--bench", "shared"]).current_dir(root))?;
+
+    tools::ensure_all(root)?;
+    tools::ensure_wrk()?;
+    build_worker(root, &tools::worker_env(root)?)?;
+    let wasm = std::fs::read(root.join("edge/build/index_bg.wasm"))?;
+    let gzip = Command::new("gzip").arg("-9c").arg(root.join("edge/build/index_bg.wasm")).output()?.stdout.len();
+    println!("\nworker wasm: {} KiB raw, {} KiB gzip (target <= 250 KiB gzip)", wasm.len() / 1024, gzip / 1024);
+    crate::fixtures::write(&root.join(EDGE_FIXTURES))?;
+    step("benchmark: requests/s through the prewarm worker vs a plain pass-through worker (workerd, wrk)");
+    cmd(Command::new("node").arg("edge/bench/throughput.mjs").current_dir(root))
 }

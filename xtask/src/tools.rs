@@ -22,6 +22,15 @@ pub fn ensure_all(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The load generator for the edge benchmark, from Debian's packages.
+pub fn ensure_wrk() -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    step("installing wrk (apt-get)");
+    cmd(Command::new("apt-get").args(["install", "-y", "-qq", "wrk"]).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 fn ensure_wasm_target() -> Result<()> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if !installed.lines().any(|l| l.trim() == WASM_TARGET) {
