@@ -1,5 +1,207 @@
-//! `prewarm`: the trainer's command line. The service and its subcommands land with the trainer issues.
+//! `prewarm`: the trainer's command line.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("prewarm trainer: not built yet (see the trainer issues)")
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use prewarm_shared::classify::ClassificationRules;
+use prewarm_trainer::config::TrainerConfig;
+use prewarm_trainer::ingest::import;
+use prewarm_trainer::publish::DirPublisher;
+use prewarm_trainer::store::Store;
+use prewarm_trainer::train::train_and_publish;
+use prewarm_trainer::web::{self, AppState, system_clock};
+
+#[derive(Parser)]
+#[command(name = "prewarm", version, about = "Predictive scaling driven by user-behaviour profiles: the trainer.")]
+struct Cli {
+    /// Configuration file (TOML); environment variables PREWARM_* override it.
+    #[arg(long, global = true, env = "PREWARM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (store, published models); overrides the file and PREWARM_DATA_DIR.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service: ingest events and signals, retrain periodically.
+    Serve {
+        /// Listen address; overrides the file and PREWARM_LISTEN.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Import access logs (common or combined format, plain or .gz) into the store.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Train profiles on the store and publish the next model version.
+    Train {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_config(cli: &Cli) -> Result<TrainerConfig> {
+    let mut config = TrainerConfig::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    Ok(config)
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { builder.json().init() } else { builder.init() }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.json_logs);
+    let config = load_config(&cli)?;
+    let rules = ClassificationRules::default();
+    match cli.command {
+        Command::Serve { listen } => serve(config, rules, listen),
+        Command::Import { ref files } => {
+            let mut store = Store::open(&config.store_path())?;
+            let mut last = std::time::Instant::now();
+            let summary = import::import_files(files, &mut store, &config, &rules, |lines| {
+                if last.elapsed().as_millis() >= 500 {
+                    eprint!("\rimported {lines} lines…");
+                    last = std::time::Instant::now();
+                }
+            })?;
+            eprintln!();
+            println!(
+                "{} files, {} lines: {} imported, {} unparseable, {:.2} s ({:.0} lines/s)",
+                summary.files,
+                summary.lines,
+                summary.imported,
+                summary.unparseable,
+                summary.seconds,
+                summary.lines as f64 / summary.seconds.max(1e-9)
+            );
+            for sample in &summary.samples {
+                println!("  unparseable: {sample}");
+            }
+            Ok(())
+        }
+        Command::Train { json } => {
+            let store = Store::open(&config.store_path())?;
+            let publisher = DirPublisher::new(config.models_dir());
+            let run = train_and_publish(&store, &config, &rules, &publisher, system_clock())?;
+            if json {
+                let regions: Vec<_> = run.regions.iter().map(|r| r.model.to_json()).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "version": run.version.0, "published": run.published, "regions": regions })
+                );
+                return Ok(());
+            }
+            println!(
+                "model version {} {}",
+                run.version.0,
+                if run.published { "published" } else { "unchanged (not republished)" }
+            );
+            for r in &run.regions {
+                let note = if r.borrowed_global { " (too few users: global profiles)" } else { "" };
+                println!("region {}: {} users, silhouette {:.2}{note}", r.model.region, r.users, r.silhouette);
+                for p in &r.model.profiles {
+                    let default = if p.id == r.model.default_profile { " [default for new users]" } else { "" };
+                    println!(
+                        "  profile {:>3}  {:<36} {:>5.1}% of users  cpu {:.2} ms ({:?})  bytes {:.0}  {:?}{default}",
+                        p.id.0,
+                        p.label,
+                        p.share_of_users * 100.0,
+                        p.cost.cpu_ms.median,
+                        p.cost.cpu_ms.source,
+                        p.cost.bytes.median,
+                        p.priority
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<std::net::SocketAddr>) -> Result<()> {
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    let store = Store::open(&config.store_path())
+        .with_context(|| format!("opening the store {}", config.store_path().display()))?;
+    let state = AppState {
+        config: Arc::new(config),
+        store: Arc::new(Mutex::new(store)),
+        rules: Arc::new(rules),
+        clock: system_clock,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(state.config.listen)
+            .await
+            .with_context(|| format!("binding {}", state.config.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "prewarm trainer listening");
+        tokio::spawn(periodic_training(state.clone()));
+        axum::serve(listener, web::router(state)).with_graceful_shutdown(shutdown()).await?;
+        Ok(())
+    })
+}
+
+/// Retrains and publishes every `train_interval_secs`, and prunes old events.
+async fn periodic_training(state: AppState) {
+    let interval = state.config.train_interval_secs;
+    if interval == 0 {
+        return;
+    }
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(interval));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let state = state.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let now = system_clock();
+            let cutoff = now.0.saturating_sub(state.config.retention_days * 86_400);
+            state.store.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?.prune_events(cutoff)?;
+            // A connection of its own: WAL readers do not block the ingest endpoint's writes.
+            let store = Store::open(&state.config.store_path())?;
+            let publisher = DirPublisher::new(state.config.models_dir());
+            let run = train_and_publish(&store, &state.config, &state.rules, &publisher, now)?;
+            anyhow::Ok(run.version.0)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(version)) => tracing::info!(version, "periodic training done"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "periodic training failed"),
+            Err(e) => tracing::warn!(error = %e, "periodic training panicked"),
+        }
+    }
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
+    tracing::info!("shutting down");
 }

@@ -1,0 +1,324 @@
+//! The trainer's configuration: one typed struct, loaded once from a TOML file, then
+//! environment variables (secrets belong there), then command-line flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything the trainer reads from its environment. Every field has a default except the
+/// secrets, which must be set for the endpoints that need them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerConfig {
+    /// Where the store, published models and archives live (`PREWARM_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Address `prewarm serve` listens on (`PREWARM_LISTEN`).
+    pub listen: SocketAddr,
+    /// Bearer token for `POST /v1/events` (`PREWARM_INGEST_TOKEN`).
+    pub ingest_token: Option<String>,
+    /// Bearer token and HMAC key shared with the edge for `POST /v1/signals` (`PREWARM_SIGNAL_TOKEN`).
+    pub signal_token: Option<String>,
+    /// Salt for hashing users in imported logs (`PREWARM_SALT`); use the edge's salt so both
+    /// hash the same way.
+    pub salt: Option<String>,
+    /// Largest accepted request body, after decompression.
+    pub max_body_bytes: usize,
+    /// A request taking longer is answered 408.
+    pub request_timeout_secs: u64,
+    /// Raw events older than this are pruned.
+    pub retention_days: u64,
+    /// `prewarm serve` retrains and publishes this often (0: only `prewarm train`).
+    pub train_interval_secs: u64,
+    /// The region for events whose client address matches no CIDR (and the only region by default).
+    pub default_region: String,
+    /// Regions: name, UTC offset of their users, and the client CIDRs that map to them (imports).
+    pub regions: Vec<RegionConfig>,
+    pub profiles: ProfileConfig,
+    pub costs: CostConfig,
+}
+
+/// One region.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    pub name: String,
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+}
+
+/// How profiles are found.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileConfig {
+    /// k is chosen in this range by silhouette.
+    pub k_min: usize,
+    pub k_max: usize,
+    /// `kmeans`, or `hierarchical` (agglomerative merging of k-means micro-clusters).
+    pub method: ClusterMethod,
+    /// A region with fewer users borrows the global profiles.
+    pub min_users_per_region: usize,
+    /// Points used to compute the silhouette of each candidate k.
+    pub silhouette_sample: usize,
+    /// k-means runs per k (the best inertia wins).
+    pub runs: usize,
+    pub max_iterations: u64,
+    /// Convergence when centroids move less than this share of the data's spread.
+    pub relative_tolerance: f64,
+    pub seed: u64,
+    /// Requests before a user leaves the default profile at the edge.
+    pub min_requests: u16,
+    /// Hysteresis at the edge, in standardised units.
+    pub hysteresis_margin: f32,
+    /// A new centroid further than this (standardised units) from every old one gets a new id.
+    pub max_match_distance: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterMethod {
+    Kmeans,
+    Hierarchical,
+}
+
+/// Cost proxies used when events do not carry measured costs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostConfig {
+    /// CPU milliseconds per millisecond of request duration.
+    pub cpu_ms_per_duration_ms: f32,
+    /// Memory MB·s per request, plus per KB transferred.
+    pub memory_mb_s_per_request: f32,
+    pub memory_mb_s_per_kb: f32,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("prewarm-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
+            ingest_token: None,
+            signal_token: None,
+            salt: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout_secs: 30,
+            retention_days: 35,
+            train_interval_secs: 3_600,
+            default_region: "global".into(),
+            regions: Vec::new(),
+            profiles: ProfileConfig::default(),
+            costs: CostConfig::default(),
+        }
+    }
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        Self {
+            k_min: 2,
+            k_max: 8,
+            method: ClusterMethod::Kmeans,
+            min_users_per_region: 50,
+            silhouette_sample: 2_000,
+            runs: 3,
+            max_iterations: 100,
+            relative_tolerance: 1e-4,
+            seed: 42,
+            min_requests: 3,
+            hysteresis_margin: 0.25,
+            max_match_distance: 2.0,
+        }
+    }
+}
+
+impl Default for CostConfig {
+    fn default() -> Self {
+        Self { cpu_ms_per_duration_ms: 0.3, memory_mb_s_per_request: 0.05, memory_mb_s_per_kb: 0.001 }
+    }
+}
+
+/// A configuration that cannot be used, with the place to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{name}={value:?}: {reason}")]
+    Env { name: &'static str, value: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// An IPv4 or IPv6 network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: u128,
+    prefix: u8,
+    v4: bool,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = text.split_once('/')?;
+        let addr: IpAddr = addr.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok()?;
+        let (bits, v4, max) = match addr {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), true, 32),
+            IpAddr::V6(a) => (u128::from(a), false, 128),
+        };
+        (prefix <= max).then_some(Self { network: bits & Self::mask(prefix, max), prefix, v4 })
+    }
+
+    fn mask(prefix: u8, max: u8) -> u128 {
+        if prefix == 0 { 0 } else { (u128::MAX << (128 - u32::from(prefix))) >> (128 - u32::from(max)) }
+    }
+
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) if self.v4 => u128::from(u32::from(a)) & Self::mask(self.prefix, 32) == self.network,
+            IpAddr::V6(a) if !self.v4 => u128::from(a) & Self::mask(self.prefix, 128) == self.network,
+            _ => false,
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// Loads the file (if any), then applies environment overrides, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Environment overrides; `lookup` is injected so tests need not touch the process environment.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = lookup("PREWARM_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = lookup("PREWARM_LISTEN") {
+            self.listen = v.parse().map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                name: "PREWARM_LISTEN",
+                value: v.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        for (name, slot) in [
+            ("PREWARM_INGEST_TOKEN", &mut self.ingest_token),
+            ("PREWARM_SIGNAL_TOKEN", &mut self.signal_token),
+            ("PREWARM_SALT", &mut self.salt),
+        ] {
+            if let Some(v) = lookup(name).filter(|v| !v.is_empty()) {
+                *slot = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.profiles;
+        if p.k_min < 1 || p.k_min > p.k_max || p.k_max > prewarm_shared::artifact::MAX_PROFILES {
+            return Err(ConfigError::Invalid(format!(
+                "profiles.k_min {} .. k_max {} is not a valid range",
+                p.k_min, p.k_max
+            )));
+        }
+        if p.runs == 0 || p.max_iterations == 0 || p.relative_tolerance.is_nan() || p.relative_tolerance <= 0.0 {
+            return Err(ConfigError::Invalid(
+                "profiles.runs, max_iterations and relative_tolerance must be > 0".into(),
+            ));
+        }
+        for token in [&self.ingest_token, &self.signal_token].into_iter().flatten() {
+            if token.len() < 16 {
+                return Err(ConfigError::Invalid("tokens must be at least 16 characters".into()));
+            }
+        }
+        for region in &self.regions {
+            for cidr in &region.cidrs {
+                if Cidr::parse(cidr).is_none() {
+                    return Err(ConfigError::Invalid(format!("region {}: {cidr:?} is not a CIDR", region.name)));
+                }
+            }
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid("max_body_bytes must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The region of a client address (imports), by the first matching CIDR.
+    pub fn region_of(&self, addr: Option<IpAddr>) -> &str {
+        addr.and_then(|a| {
+            self.regions.iter().find(|r| r.cidrs.iter().filter_map(|c| Cidr::parse(c)).any(|c| c.contains(a)))
+        })
+        .map_or(&self.default_region, |r| &r.name)
+    }
+
+    /// The configured UTC offset of a region's users (0 when unknown).
+    pub fn utc_offset_of(&self, region: &str) -> i32 {
+        self.regions.iter().find(|r| r.name == region).map_or(0, |r| r.utc_offset_minutes)
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("events.sqlite")
+    }
+
+    /// Where published models are kept (the directory publisher's root).
+    pub fn models_dir(&self) -> PathBuf {
+        self.data_dir.join("models")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_match_v4_and_v6() {
+        let c = Cidr::parse("10.1.0.0/16").expect("cidr");
+        assert!(c.contains("10.1.200.3".parse().expect("ip")));
+        assert!(!c.contains("10.2.0.1".parse().expect("ip")));
+        let c6 = Cidr::parse("2001:db8::/32").expect("cidr");
+        assert!(c6.contains("2001:db8::1".parse().expect("ip")));
+        assert!(!c6.contains("10.1.0.1".parse().expect("ip")));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(Cidr::parse("0.0.0.0/0").is_some_and(|c| c.contains("8.8.8.8".parse().expect("ip"))));
+    }
+
+    #[test]
+    fn file_then_env_with_clear_errors() {
+        let mut config: TrainerConfig = toml::from_str(
+            r#"
+            default_region = "eu"
+            [[regions]]
+            name = "us"
+            utc_offset_minutes = -300
+            cidrs = ["192.0.2.0/24"]
+            [profiles]
+            k_max = 6
+            "#,
+        )
+        .expect("parses");
+        config.apply_env(|n| (n == "PREWARM_SALT").then(|| "pepper".to_string())).expect("env");
+        config.validate().expect("valid");
+        assert_eq!(config.salt.as_deref(), Some("pepper"));
+        assert_eq!(config.region_of(Some("192.0.2.9".parse().expect("ip"))), "us");
+        assert_eq!(config.region_of(Some("198.51.100.1".parse().expect("ip"))), "eu");
+        assert_eq!(config.profiles.k_max, 6);
+        let unknown = toml::from_str::<TrainerConfig>("colour = 3");
+        assert!(unknown.is_err_and(|e| e.to_string().contains("colour")));
+        let bad = config.apply_env(|n| (n == "PREWARM_LISTEN").then(|| "nowhere".to_string()));
+        assert!(matches!(bad, Err(ConfigError::Env { name: "PREWARM_LISTEN", .. })));
+    }
+}

@@ -1,0 +1,163 @@
+//! Apache/Nginx access logs in the common and combined formats.
+//!
+//! `IP ident user [10/Oct/2000:13:55:36 -0700] "GET /path HTTP/1.1" 200 2326 "referrer" "agent"`;
+//! the common format stops after the byte count. Parsing borrows from the line and never
+//! allocates; a line that does not fit is an error with a reason, never a panic.
+
+use super::event::days_from_civil;
+
+/// One parsed log line, borrowing from the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLine<'a> {
+    pub client: &'a str,
+    pub time: u64,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    /// `-` (no body) is 0.
+    pub bytes: u64,
+    pub referrer: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// Why a line was not understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("no client address")]
+    NoClient,
+    #[error("no [timestamp]")]
+    NoTimestamp,
+    #[error("timestamp is not dd/Mon/yyyy:HH:MM:SS ±zzzz")]
+    BadTimestamp,
+    #[error("no quoted request line")]
+    NoRequest,
+    #[error("request line is not `METHOD /path PROTOCOL`")]
+    BadRequest,
+    #[error("status is not a number between 100 and 599")]
+    BadStatus,
+    #[error("byte count is neither a number nor '-'")]
+    BadBytes,
+}
+
+/// Splits off a double-quoted field (backslash escapes allowed inside).
+fn quoted(s: &str) -> Option<(&str, &str)> {
+    let s = s.strip_prefix('"')?;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some((&s[..i], &s[i + 1..])),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn month(name: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    MONTHS.iter().position(|m| *m == name).map(|i| i as i64 + 1)
+}
+
+/// `10/Oct/2000:13:55:36 -0700` → Unix seconds.
+pub fn parse_clf_time(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[20] != b' ' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
+    };
+    let (day, mon, year) = (num(0..2)?, month(s.get(3..6)?)?, num(7..11)?);
+    let (hour, minute, second) = (num(12..14)?, num(15..17)?, num(18..20)?);
+    let sign = match b[21] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let offset = sign * (num(22..24)? * 3600 + num(24..26)? * 60);
+    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    u64::try_from(days_from_civil(year, mon, day) * 86_400 + hour * 3600 + minute * 60 + second - offset).ok()
+}
+
+/// Parses one line of the common or combined format.
+pub fn parse(line: &str) -> Result<AccessLine<'_>, LineError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (client, rest) = line.split_once(' ').ok_or(LineError::NoClient)?;
+    if client.is_empty() {
+        return Err(LineError::NoClient);
+    }
+    let open = rest.find('[').ok_or(LineError::NoTimestamp)?;
+    let close = rest[open..].find(']').ok_or(LineError::NoTimestamp)? + open;
+    let time = parse_clf_time(&rest[open + 1..close]).ok_or(LineError::BadTimestamp)?;
+    let rest = rest[close + 1..].trim_start();
+    let (request, rest) = quoted(rest).ok_or(LineError::NoRequest)?;
+    let mut parts = request.split(' ');
+    let (method, path) = match (parts.next(), parts.next()) {
+        (Some(m), Some(p)) if !m.is_empty() && p.starts_with('/') => (m, p),
+        _ => return Err(LineError::BadRequest),
+    };
+    let mut fields = rest.trim_start().splitn(3, ' ');
+    let status: u16 = fields.next().and_then(|s| s.parse().ok()).ok_or(LineError::BadStatus)?;
+    if !(100..=599).contains(&status) {
+        return Err(LineError::BadStatus);
+    }
+    let bytes = match fields.next() {
+        Some("-") => 0,
+        Some(b) => b.parse().map_err(|_| LineError::BadBytes)?,
+        None => return Err(LineError::BadBytes),
+    };
+    let rest = fields.next().unwrap_or("").trim_start();
+    let (referrer, user_agent) = match quoted(rest) {
+        Some((referrer, rest)) => (Some(referrer), quoted(rest.trim_start()).map(|(ua, _)| ua)),
+        None => (None, None),
+    };
+    Ok(AccessLine { client, time, method, path, status, bytes, referrer, user_agent })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_line() {
+        let l = r#"83.149.9.216 - - [17/May/2015:10:05:03 +0000] "GET /presentations/logstash-monitorama-2013/images/kibana-search.png HTTP/1.1" 200 203023 "http://semicomplete.com/presentations/logstash-monitorama-2013/" "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_9_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/32.0.1700.77 Safari/537.36""#;
+        let p = parse(l).expect("parses");
+        assert_eq!(p.client, "83.149.9.216");
+        assert_eq!(p.time, 1_431_857_103);
+        assert_eq!(p.path, "/presentations/logstash-monitorama-2013/images/kibana-search.png");
+        assert_eq!((p.status, p.bytes), (200, 203_023));
+        assert!(p.user_agent.is_some_and(|ua| ua.starts_with("Mozilla/5.0 (Macintosh")));
+    }
+
+    #[test]
+    fn common_line_dash_bytes_and_offsets() {
+        let p = parse(r#"10.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /a.gif HTTP/1.0" 304 -"#).expect("parses");
+        assert_eq!(p.time, 971_211_336);
+        assert_eq!(p.bytes, 0);
+        assert_eq!(p.user_agent, None);
+    }
+
+    #[test]
+    fn bad_lines_say_why() {
+        assert_eq!(parse(""), Err(LineError::NoClient));
+        assert_eq!(parse("1.2.3.4 - - 17/May/2015"), Err(LineError::NoTimestamp));
+        assert_eq!(
+            parse(r#"1.2.3.4 - - [17/Foo/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1"#),
+            Err(LineError::BadTimestamp)
+        );
+        assert_eq!(parse(r#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "\x16\x03" 400 1"#), Err(LineError::BadRequest));
+        assert_eq!(
+            parse(r#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" abc 1"#),
+            Err(LineError::BadStatus)
+        );
+        assert_eq!(
+            parse(r#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 x"#),
+            Err(LineError::BadBytes)
+        );
+        assert_eq!(parse("1.2.3.4 - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1"), Err(LineError::NoRequest));
+    }
+}

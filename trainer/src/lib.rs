@@ -1,0 +1,11 @@
+//! The prewarm trainer, as a library: the `prewarm` binary is a thin command line over it.
+//! Modules follow the data: ingest → store → profile → publish, with `web` serving the API.
+
+pub mod config;
+pub mod ingest;
+pub mod profile;
+pub mod publish;
+pub mod store;
+pub mod synth;
+pub mod train;
+pub mod web;

@@ -1,0 +1,265 @@
+//! Behaviour profiles per region: feature vectors from the store, standardised, clustered,
+//! matched to the previous model's ids, labelled and costed; the result is one `RegionModel`
+//! per region, ready to publish.
+
+pub mod cluster;
+pub mod describe;
+pub mod evaluate;
+pub mod features;
+pub mod stable_ids;
+
+use std::collections::BTreeMap;
+
+use ndarray::Array2;
+use prewarm_shared::ProfileId;
+use prewarm_shared::artifact::{
+    AssignmentParams, ForecastTable, ModelVersion, Normalisation, PriorityClass, ProfileMeta, RegionModel,
+};
+use prewarm_shared::assign::assign_profile;
+use prewarm_shared::classify::ClassificationRules;
+use prewarm_shared::features::{FEATURE_DIM, FeatureSchema, FeatureVector, UnixSeconds, index};
+
+use self::cluster::{ClusterError, Clustering};
+use self::features::{UserFeatures, event_owner, user_features};
+use crate::config::TrainerConfig;
+use crate::ingest::event::Event;
+use crate::store::{Store, StoreError};
+
+/// The smallest standard deviation used to standardise a feature: a feature (nearly) constant
+/// in the training data must not turn tiny differences into huge distances.
+const MIN_SCALE: f64 = 0.05;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("no events in the store: nothing to train on (import logs or POST /v1/events first)")]
+    NoData,
+}
+
+/// One region's training outcome.
+#[derive(Debug, Clone)]
+pub struct TrainedRegion {
+    pub model: RegionModel,
+    pub users: usize,
+    /// The region had too few users and uses the global profiles.
+    pub borrowed_global: bool,
+    pub silhouette: f64,
+    pub retired: Vec<ProfileId>,
+    /// Each training user's profile index, in `users_of_region` order (for evaluation).
+    pub user_profiles: Vec<(prewarm_shared::signals::UserHash, ProfileId)>,
+}
+
+/// Standardisation parameters of a data set.
+struct Scaler {
+    mean: Vec<f64>,
+    scale: Vec<f64>,
+}
+
+impl Scaler {
+    fn fit(rows: &[&UserFeatures]) -> Self {
+        let n = rows.len().max(1) as f64;
+        let mut mean = vec![0.0; FEATURE_DIM];
+        for r in rows {
+            for (m, x) in mean.iter_mut().zip(&r.features) {
+                *m += f64::from(*x) / n;
+            }
+        }
+        let mut var = [0.0; FEATURE_DIM];
+        for r in rows {
+            for ((v, x), m) in var.iter_mut().zip(&r.features).zip(&mean) {
+                *v += (f64::from(*x) - m).powi(2) / n;
+            }
+        }
+        Self { mean, scale: var.iter().map(|v| v.sqrt().max(MIN_SCALE)).collect() }
+    }
+
+    fn matrix(&self, rows: &[&UserFeatures]) -> Array2<f64> {
+        Array2::from_shape_fn((rows.len(), FEATURE_DIM), |(i, j)| {
+            (f64::from(rows[i].features[j]) - self.mean[j]) / self.scale[j]
+        })
+    }
+
+    fn raw(&self, standardised: ndarray::ArrayView1<'_, f64>) -> FeatureVector {
+        let mut out = [0.0f32; FEATURE_DIM];
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = (standardised[j] * self.scale[j] + self.mean[j]) as f32;
+        }
+        out
+    }
+}
+
+/// Trains every region found in the store. `previous` is the currently published model (for
+/// stable ids); `now` stamps the (empty, until forecasting runs) forecast table.
+pub fn train(
+    store: &Store,
+    config: &TrainerConfig,
+    rules: &ClassificationRules,
+    previous: &[RegionModel],
+    version: ModelVersion,
+    now: UnixSeconds,
+) -> Result<Vec<TrainedRegion>, ProfileError> {
+    let events = store.events_by_user(None)?;
+    if events.is_empty() {
+        return Err(ProfileError::NoData);
+    }
+    let users = user_features(&events, |region| config.utc_offset_of(region));
+    let owners = event_owner(&events, &users);
+    let mut by_region: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, u) in users.iter().enumerate() {
+        by_region.entry(&u.region).or_default().push(i);
+    }
+    let all: Vec<usize> = (0..users.len()).collect();
+    let mut global: Option<(Scaler, Clustering)> = None;
+    let mut out = Vec::new();
+    for (region, members) in &by_region {
+        let borrowed = members.len() < config.profiles.min_users_per_region;
+        let fit = |indices: &[usize]| -> Result<(Scaler, Clustering), ProfileError> {
+            let rows: Vec<&UserFeatures> = indices.iter().map(|&i| &users[i]).collect();
+            let scaler = Scaler::fit(&rows);
+            let clustering = cluster::choose_k(&scaler.matrix(&rows), &config.profiles)?;
+            Ok((scaler, clustering))
+        };
+        let owned;
+        let (scaler, clustering) = if borrowed {
+            if global.is_none() {
+                global = Some(fit(&all)?);
+            }
+            let Some(g) = global.as_ref() else { unreachable!() };
+            (&g.0, &g.1)
+        } else {
+            owned = fit(members)?;
+            (&owned.0, &owned.1)
+        };
+        let previous_region = previous.iter().find(|m| m.region == *region);
+        out.push(build_region(
+            region,
+            members,
+            &users,
+            &events,
+            &owners,
+            scaler,
+            clustering,
+            previous_region,
+            config,
+            rules,
+            version,
+            now,
+            borrowed,
+        ));
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_region(
+    region: &str,
+    members: &[usize],
+    users: &[UserFeatures],
+    events: &[Event],
+    owners: &[usize],
+    scaler: &Scaler,
+    clustering: &Clustering,
+    previous: Option<&RegionModel>,
+    config: &TrainerConfig,
+    rules: &ClassificationRules,
+    version: ModelVersion,
+    now: UnixSeconds,
+    borrowed: bool,
+) -> TrainedRegion {
+    let k = clustering.centroids.nrows();
+    let raw: Vec<FeatureVector> = clustering.centroids.rows().into_iter().map(|c| scaler.raw(c)).collect();
+    // Stable ids: compare with the previous centroids in this training's standard units.
+    let (old_ids, old_raw): (Vec<ProfileId>, Vec<FeatureVector>) = previous
+        .map(|p| {
+            p.profiles
+                .iter()
+                .enumerate()
+                .filter_map(|(i, meta)| {
+                    let z = p.centroid(i)?;
+                    let mut raw = [0.0f32; FEATURE_DIM];
+                    for j in 0..FEATURE_DIM {
+                        raw[j] = z[j] * p.normalisation.scale[j] + p.normalisation.mean[j];
+                    }
+                    Some((meta.id, raw))
+                })
+                .unzip()
+        })
+        .unwrap_or_default();
+    let next_id = old_ids.iter().map(|id| id.0).max().map_or(1, |m| m.saturating_add(1));
+    let distance = |i: usize, j: usize| -> f64 {
+        (0..FEATURE_DIM)
+            .map(|f| ((f64::from(raw[i][f]) - f64::from(old_raw[j][f])) / scaler.scale[f]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let ids = stable_ids::assign_ids(k, &old_ids, distance, f64::from(config.profiles.max_match_distance), next_id);
+
+    // Region members and their clusters (a borrowed clustering labels all users; re-assign).
+    let member_rows: Vec<&UserFeatures> = members.iter().map(|&i| &users[i]).collect();
+    let (labels, _) = cluster::assign(&scaler.matrix(&member_rows), &clustering.centroids);
+    let mut counts = vec![0usize; k];
+    labels.iter().for_each(|&l| counts[l] += 1);
+    let profile_of_user: std::collections::HashMap<usize, usize> =
+        members.iter().zip(&labels).map(|(&u, &l)| (u, l)).collect();
+
+    let profiles: Vec<ProfileMeta> = (0..k)
+        .map(|c| {
+            let in_profile =
+                events.iter().zip(owners).filter(|(_, owner)| profile_of_user.get(owner) == Some(&c)).map(|(e, _)| e);
+            let cost = describe::costs(in_profile, &config.costs);
+            let priority =
+                if raw[c][index::DEVICE_BOT] > 0.5 { PriorityClass::BestEffort } else { PriorityClass::Standard };
+            ProfileMeta {
+                id: ids.ids[c],
+                label: describe::label(&raw[c]),
+                priority,
+                share_of_users: counts[c] as f32 / members.len().max(1) as f32,
+                cost,
+            }
+        })
+        .collect();
+    let mut profiles = profiles;
+    describe::disambiguate(&mut profiles, &raw);
+    let mut model = RegionModel {
+        region: region.to_owned(),
+        model_version: version,
+        schema: FeatureSchema::current(),
+        normalisation: Normalisation {
+            mean: scaler.mean.iter().map(|v| *v as f32).collect(),
+            scale: scaler.scale.iter().map(|v| *v as f32).collect(),
+        },
+        centroids: clustering.centroids.iter().map(|v| *v as f32).collect(),
+        default_profile: ids.ids[0],
+        profiles,
+        assignment: AssignmentParams {
+            min_requests: config.profiles.min_requests,
+            hysteresis_margin: config.profiles.hysteresis_margin,
+        },
+        rules: rules.clone(),
+        forecast: ForecastTable { start: now, step_secs: 300, upper_quantile: 0.9, series: Vec::new() },
+    };
+    // The default profile: where most newcomers land, judged on their first session alone.
+    let mut landing = vec![0usize; k];
+    for u in &member_rows {
+        let mut first = u.first_session.clone();
+        first.requests = first.requests.max(model.assignment.min_requests);
+        first.profile = None;
+        let id = assign_profile(&model, &first, &first.features());
+        if let Some(i) = model.profile_index(id) {
+            landing[i] += 1;
+        }
+    }
+    let most = landing.iter().enumerate().max_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+    model.default_profile = ids.ids[most];
+    TrainedRegion {
+        user_profiles: members.iter().zip(&labels).map(|(&u, &l)| (users[u].user, ids.ids[l])).collect(),
+        model,
+        users: members.len(),
+        borrowed_global: borrowed,
+        silhouette: clustering.silhouette.unwrap_or(0.0),
+        retired: ids.retired,
+    }
+}

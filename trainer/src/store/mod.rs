@@ -1,0 +1,294 @@
+//! The embedded event store: SQLite (bundled) in WAL mode with `synchronous=FULL`, so a commit
+//! is on disk before the ingest endpoint acknowledges it.
+//!
+//! Tables: `events` (validated, classified behaviour events, kept for `retention_days`),
+//! `demand` (requests per region × profile × minute, from the edge's signals), `prewarm_signals`,
+//! `sampled_states` (anonymised feature vectors from the edge) and `edge_reports` (which model
+//! version each signal batch came from). The schema version lives in SQLite's `user_version`.
+
+use std::path::Path;
+
+use prewarm_shared::classify::{ContentClass, Device, RequestClass, RouteClass};
+use prewarm_shared::signals::{SignalBatch, UserHash};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::ingest::event::Event;
+
+/// Why the store failed. `Full` and `ReadOnly` are the operator's to fix; the server answers 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store's disk is full")]
+    Full,
+    #[error("the store is read-only")]
+    ReadOnly,
+    #[error("store schema {found} is newer than this build understands ({supported})")]
+    FutureSchema { found: i64, supported: i64 },
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full,
+            Some(rusqlite::ErrorCode::ReadOnly) => StoreError::ReadOnly,
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// Schema migrations, in order; `user_version` says how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        user BLOB NOT NULL,
+        region TEXT NOT NULL,
+        route INTEGER NOT NULL,
+        content INTEGER NOT NULL,
+        device INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        duration_ms REAL NOT NULL,
+        rtt_ms INTEGER,
+        utc_offset INTEGER,
+        cpu_ms REAL,
+        memory_mb_s REAL,
+        value REAL
+    );
+    CREATE INDEX events_time ON events(time);
+    CREATE TABLE demand (
+        region TEXT NOT NULL,
+        profile INTEGER NOT NULL,
+        minute INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (region, profile, minute)
+    ) WITHOUT ROWID;
+    CREATE TABLE prewarm_signals (
+        id INTEGER PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        region TEXT NOT NULL,
+        profile INTEGER NOT NULL,
+        minute INTEGER NOT NULL,
+        observed REAL NOT NULL,
+        forecast_upper REAL NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE sampled_states (
+        id INTEGER PRIMARY KEY,
+        user BLOB NOT NULL,
+        region TEXT NOT NULL,
+        profile INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        features BLOB NOT NULL
+    );
+    CREATE TABLE edge_reports (
+        received_at INTEGER NOT NULL,
+        model_version INTEGER
+    );
+"#];
+
+/// A handle on the store. Not `Sync`: the server keeps it behind a mutex and uses it from
+/// blocking tasks.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+fn content_index(c: ContentClass) -> i64 {
+    ContentClass::ALL.iter().position(|x| *x == c).unwrap_or(0) as i64
+}
+fn device_index(d: Device) -> i64 {
+    Device::ALL.iter().position(|x| *x == d).unwrap_or(0) as i64
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::configure(conn)
+    }
+
+    /// A private in-memory store, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::configure(Connection::open_in_memory()?)
+    }
+
+    fn configure(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Self { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::FutureSchema { found: version, supported });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Stores events in one transaction; when this returns, they are on disk.
+    pub fn insert_events(&mut self, events: &[Event]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (time, user, region, route, content, device, status, bytes, duration_ms, \
+                 rtt_ms, utc_offset, cpu_ms, memory_mb_s, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            for e in events {
+                stmt.execute(params![
+                    e.time as i64,
+                    &e.user.0[..],
+                    e.region,
+                    i64::from(e.class.route.0),
+                    content_index(e.class.content),
+                    device_index(e.device),
+                    i64::from(e.status),
+                    e.bytes as i64,
+                    f64::from(e.duration_ms),
+                    e.rtt_ms.map(i64::from),
+                    e.utc_offset_minutes.map(i64::from),
+                    e.cpu_ms.map(f64::from),
+                    e.memory_mb_s.map(f64::from),
+                    e.value.map(f64::from),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(events.len())
+    }
+
+    /// Stores one signal batch from the edge in one transaction.
+    pub fn insert_signals(&mut self, batch: &SignalBatch, received_at: u64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut demand = tx.prepare_cached(
+                "INSERT INTO demand (region, profile, minute, requests, bytes) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (region, profile, minute) DO UPDATE SET requests = requests + excluded.requests, \
+                 bytes = bytes + excluded.bytes",
+            )?;
+            for d in &batch.demand {
+                demand.execute(params![d.region, d.profile.0, d.minute as i64, d.requests, d.bytes as i64])?;
+            }
+            let mut prewarm = tx.prepare_cached(
+                "INSERT INTO prewarm_signals (received_at, region, profile, minute, observed, forecast_upper, reason) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for p in &batch.prewarm {
+                let reason = serde_json::to_value(p.reason).ok().and_then(|v| v.as_str().map(str::to_owned));
+                prewarm.execute(params![
+                    received_at as i64,
+                    p.region,
+                    p.profile.0,
+                    p.minute as i64,
+                    f64::from(p.observed),
+                    f64::from(p.forecast_upper),
+                    reason.unwrap_or_default()
+                ])?;
+            }
+            let mut states = tx.prepare_cached(
+                "INSERT INTO sampled_states (user, region, profile, at, features) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for s in &batch.states {
+                let features: Vec<u8> = s.features.iter().flat_map(|f| f.to_le_bytes()).collect();
+                states.execute(params![&s.user.0[..], s.region, s.profile.0, s.at.0 as i64, features])?;
+            }
+            tx.execute(
+                "INSERT INTO edge_reports (received_at, model_version) VALUES (?1, ?2)",
+                params![received_at as i64, batch.model_version.map(|v| v.0)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn count_events(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Regions with events, with their user counts.
+    pub fn regions(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT region, COUNT(DISTINCT user) FROM events GROUP BY region ORDER BY region")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every event of a region (or of all regions), ordered by user then time: the order in
+    /// which behaviour states are rebuilt.
+    pub fn events_by_user(&self, region: Option<&str>) -> Result<Vec<Event>, StoreError> {
+        let sql = "SELECT time, user, region, route, content, device, status, bytes, duration_ms, rtt_ms, \
+                   utc_offset, cpu_ms, memory_mb_s, value FROM events WHERE (?1 IS NULL OR region = ?1) ORDER BY user, time";
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(params![region], |r| {
+            let user: Vec<u8> = r.get(1)?;
+            let mut hash = [0u8; 32];
+            if user.len() == 32 {
+                hash.copy_from_slice(&user);
+            }
+            let content: i64 = r.get(4)?;
+            let device: i64 = r.get(5)?;
+            Ok(Event {
+                time: r.get::<_, i64>(0)? as u64,
+                user: UserHash(hash),
+                region: r.get(2)?,
+                class: RequestClass {
+                    route: RouteClass(r.get::<_, i64>(3)? as u8),
+                    content: ContentClass::ALL.get(content as usize).copied().unwrap_or(ContentClass::Text),
+                },
+                device: Device::ALL.get(device as usize).copied().unwrap_or(Device::Desktop),
+                status: r.get::<_, i64>(6)? as u16,
+                bytes: r.get::<_, i64>(7)? as u64,
+                duration_ms: r.get::<_, f64>(8)? as f32,
+                rtt_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u32),
+                utc_offset_minutes: r.get::<_, Option<i64>>(10)?.map(|v| v as i32),
+                cpu_ms: r.get::<_, Option<f64>>(11)?.map(|v| v as f32),
+                memory_mb_s: r.get::<_, Option<f64>>(12)?.map(|v| v as f32),
+                value: r.get::<_, Option<f64>>(13)?.map(|v| v as f32),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Demand counts received from the edge for one region × profile, by minute.
+    pub fn demand(&self, region: &str, profile: u16) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT minute, requests FROM demand WHERE region = ?1 AND profile = ?2 ORDER BY minute")?;
+        let rows =
+            stmt.query_map(params![region, profile], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of prewarm signals received.
+    pub fn count_prewarm_signals(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM prewarm_signals", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Deletes events older than `before` (Unix seconds); returns how many.
+    pub fn prune_events(&mut self, before: u64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute("DELETE FROM events WHERE time < ?1", params![before as i64])?)
+    }
+
+    /// The newest event time, if any.
+    pub fn latest_event_time(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT MAX(time) FROM events", [], |r| r.get::<_, Option<i64>>(0))
+            .optional()?
+            .flatten()
+            .map(|t| t as u64))
+    }
+}

@@ -1,0 +1,62 @@
+//! One training run, end to end: profiles from the store, then a publish of the new model
+//! version to the directory publisher.
+
+use prewarm_shared::UnixSeconds;
+use prewarm_shared::artifact::{ModelBundle, ModelVersion, RegionMap, RegionModel};
+use prewarm_shared::classify::ClassificationRules;
+
+use crate::config::TrainerConfig;
+use crate::profile::{self, ProfileError, TrainedRegion};
+use crate::publish::{DirPublisher, PublishError};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("cannot encode the model: {0}")]
+    Artifact(#[from] prewarm_shared::ArtifactError),
+}
+
+/// The outcome of a run.
+#[derive(Debug)]
+pub struct TrainRun {
+    pub version: ModelVersion,
+    pub regions: Vec<TrainedRegion>,
+    /// False when the model is identical in content to the published one.
+    pub published: bool,
+}
+
+/// Trains on everything in the store and publishes the result as the next version.
+pub fn train_and_publish(
+    store: &Store,
+    config: &TrainerConfig,
+    rules: &ClassificationRules,
+    publisher: &DirPublisher,
+    now: UnixSeconds,
+) -> Result<TrainRun, TrainError> {
+    let previous = publisher.current()?;
+    let previous_models: Vec<RegionModel> = previous.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
+    let version = ModelVersion(previous.as_ref().map_or(1, |(p, _)| p.version.0 + 1));
+    let regions = profile::train(store, config, rules, &previous_models, version, now)?;
+    let models: Vec<RegionModel> = regions.iter().map(|r| r.model.clone()).collect();
+    // Publishing identical content again is a no-op (versions aside).
+    let unchanged = previous_models.len() == models.len()
+        && previous_models.iter().zip(&models).all(|(a, b)| {
+            let mut b = b.clone();
+            b.model_version = a.model_version;
+            b.forecast.start = a.forecast.start;
+            *a == b
+        });
+    if unchanged {
+        return Ok(TrainRun { version: ModelVersion(version.0 - 1), regions, published: false });
+    }
+    let default_region =
+        models.iter().find(|m| m.region == config.default_region).or(models.first()).map_or("", |m| m.region.as_str());
+    let region_map = RegionMap::default();
+    let (_, entries) = ModelBundle::encode(&models, version, now, default_region, region_map)?;
+    publisher.publish(&entries)?;
+    Ok(TrainRun { version, regions, published: true })
+}

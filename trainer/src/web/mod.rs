@@ -1,0 +1,165 @@
+//! The HTTP API of `prewarm serve`. Handlers are thin: authenticate, parse, call a function
+//! without HTTP in it, map the result. One error type turns failures into precise statuses.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prewarm_shared::UnixSeconds;
+use prewarm_shared::classify::ClassificationRules;
+use prewarm_shared::signals::{self, SIGNATURE_HEADER, SignalBatch, TIMESTAMP_HEADER, tokens_match};
+use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::TrainerConfig;
+use crate::ingest::{self, BodyError, IngestReport};
+use crate::store::{Store, StoreError};
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<TrainerConfig>,
+    pub store: Arc<Mutex<Store>>,
+    pub rules: Arc<ClassificationRules>,
+    /// The clock, injected so tests can pin it.
+    pub clock: fn() -> UnixSeconds,
+}
+
+pub fn system_clock() -> UnixSeconds {
+    UnixSeconds(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+/// Every way a request can fail, with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    BadSignature(#[from] signals::SignatureError),
+    #[error("this endpoint is disabled: {0} is not configured")]
+    NotConfigured(&'static str),
+    #[error("unsupported content encoding {0:?}: send identity or gzip")]
+    UnsupportedEncoding(String),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("{0}")]
+    BadSignals(#[from] signals::SignalError),
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AppError::Unauthorized | AppError::BadSignature(_) => StatusCode::UNAUTHORIZED,
+            AppError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Body(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Body(BodyError::BadGzip(_)) | AppError::BadSignals(_) => StatusCode::BAD_REQUEST,
+            AppError::Store(StoreError::Full | StoreError::ReadOnly) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut response = (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+fn authorize(headers: &HeaderMap, expected: Option<&String>, name: &'static str) -> Result<(), AppError> {
+    let expected = expected.ok_or(AppError::NotConfigured(name))?;
+    match bearer(headers) {
+        Some(token) if tokens_match(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(AppError::Unauthorized),
+    }
+}
+
+fn decoded_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>, AppError> {
+    match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::trim) {
+        None | Some("identity") => Ok(body.to_vec()),
+        Some("gzip") => Ok(ingest::gunzip(&body, limit)?),
+        Some(other) => Err(AppError::UnsupportedEncoding(other.to_owned())),
+    }
+}
+
+/// Runs store work off the async runtime.
+async fn with_store<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, AppError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = store.lock().map_err(|_| AppError::Internal("store lock poisoned".into()))?;
+        work(&mut guard).map_err(AppError::from)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?
+}
+
+/// `POST /v1/events`: NDJSON (optionally gzip). Valid lines are committed before the reply.
+async fn post_events(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
+    authorize(&headers, state.config.ingest_token.as_ref(), "ingest_token (PREWARM_INGEST_TOKEN)")?;
+    let body = decoded_body(&headers, body, state.config.max_body_bytes)?;
+    let (events, report): (_, IngestReport) = ingest::parse_ndjson(&body, &state.rules);
+    if !events.is_empty() {
+        with_store(&state, move |store| store.insert_events(&events)).await?;
+    }
+    let status = if report.accepted == 0 && report.rejected > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    Ok((status, axum::Json(report)).into_response())
+}
+
+/// `POST /v1/signals`: the edge's batches, with its bearer token and HMAC signature.
+async fn post_signals(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
+    let token = state.config.signal_token.as_ref();
+    authorize(&headers, token, "signal_token (PREWARM_SIGNAL_TOKEN)")?;
+    let header_text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    let now = (state.clock)();
+    signals::verify(
+        token.map_or(&[][..], |t| t.as_bytes()),
+        header_text(TIMESTAMP_HEADER),
+        header_text(SIGNATURE_HEADER),
+        &body,
+        now,
+    )?;
+    let batch = SignalBatch::from_json(&body)?;
+    let counts = json!({
+        "demand": batch.demand.len(),
+        "prewarm": batch.prewarm.len(),
+        "states": batch.states.len(),
+    });
+    with_store(&state, move |store| store.insert_signals(&batch, now.0)).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(counts)).into_response())
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<Response, AppError> {
+    let events = with_store(&state, |store| store.count_events()).await?;
+    Ok(axum::Json(json!({ "ok": true, "events": events })).into_response())
+}
+
+/// The router with its limits: body size (before decompression; gzip is bounded separately)
+/// and a request timeout.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/signals", post(post_signals))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .with_state(state)
+}

@@ -1,0 +1,106 @@
+//! Training on data with known kinds of users, retraining with drift, and real access logs.
+
+use prewarm_shared::UnixSeconds;
+use prewarm_shared::artifact::{CostSource, ModelVersion};
+use prewarm_shared::classify::ClassificationRules;
+use prewarm_trainer::config::TrainerConfig;
+use prewarm_trainer::ingest::import::import_files;
+use prewarm_trainer::profile::{self, evaluate::adjusted_rand_index};
+use prewarm_trainer::store::Store;
+use prewarm_trainer::synth::{self, SynthUser};
+
+/// 2024-01-01 00:00 UTC, a Monday.
+const START: u64 = 1_704_067_200;
+
+fn store_with(events: &[prewarm_trainer::ingest::event::Event]) -> Store {
+    let mut store = Store::in_memory().expect("store");
+    store.insert_events(events).expect("insert");
+    store
+}
+
+fn truth_and_found(users: &[SynthUser], region: &profile::TrainedRegion) -> (Vec<usize>, Vec<usize>) {
+    let found: std::collections::HashMap<_, _> = region.user_profiles.iter().map(|(u, p)| (*u, p.0 as usize)).collect();
+    users.iter().filter_map(|u| Some((u.kind, *found.get(&u.user)?))).unzip()
+}
+
+#[test]
+fn training_recovers_the_true_kinds_and_picks_k() {
+    let kinds = synth::standard_kinds();
+    let (events, users) = synth::generate(&kinds, "eu", 60, 40, 4, START, 14, 7);
+    let store = store_with(&events);
+    let config = TrainerConfig::default();
+    let trained =
+        profile::train(&store, &config, &ClassificationRules::default(), &[], ModelVersion(1), UnixSeconds(START))
+            .expect("trains");
+    assert_eq!(trained.len(), 1);
+    let region = &trained[0];
+    assert_eq!(region.model.k(), kinds.len(), "k chosen by silhouette: {:?}", region.model.profiles);
+    let (truth, found) = truth_and_found(&users, region);
+    let ari = adjusted_rand_index(&truth, &found);
+    assert!(ari > 0.9, "adjusted Rand index {ari}");
+    let labels: Vec<&str> = region.model.profiles.iter().map(|p| p.label.as_str()).collect();
+    assert!(labels.iter().any(|l| l.starts_with("mobile · video")), "{labels:?}");
+    assert!(labels.iter().any(|l| l.starts_with("desktop · api")), "{labels:?}");
+    // Costs are measured (the synthetic events carry cpu_ms) and differ by kind.
+    let api = region.model.profiles.iter().find(|p| p.label.starts_with("desktop · api")).expect("api profile");
+    let video = region.model.profiles.iter().find(|p| p.label.starts_with("mobile · video")).expect("video profile");
+    assert_eq!(api.cost.cpu_ms.source, CostSource::Measured);
+    assert!(api.cost.cpu_ms.median > 2.0 * video.cost.cpu_ms.median);
+    assert!(video.cost.bytes.median > 100.0 * api.cost.bytes.median);
+    region.model.validate().expect("publishable");
+}
+
+#[test]
+fn ids_stay_stable_when_the_same_population_drifts() {
+    let kinds = synth::standard_kinds();
+    let rules = ClassificationRules::default();
+    let config = TrainerConfig::default();
+    let (events, _) = synth::generate(&kinds, "eu", 60, 40, 4, START, 14, 1);
+    let first = profile::train(&store_with(&events), &config, &rules, &[], ModelVersion(1), UnixSeconds(START))
+        .expect("first training");
+    // A month later: the same kinds, other users, shifted hours and heavier sessions.
+    let mut drifted = kinds.clone();
+    for kind in &mut drifted {
+        kind.hour.0 += 1.0;
+        kind.session_requests.1 += kind.session_requests.1 / 4;
+    }
+    let (events, _) = synth::generate(&drifted, "eu", 60, 40, 4, START + 28 * 86_400, 14, 2);
+    let previous = vec![first[0].model.clone()];
+    let second = profile::train(&store_with(&events), &config, &rules, &previous, ModelVersion(2), UnixSeconds(START))
+        .expect("second training");
+    let by_label = |r: &profile::TrainedRegion, prefix: &str| {
+        r.model.profiles.iter().find(|p| p.label.starts_with(prefix)).map(|p| p.id)
+    };
+    for prefix in ["mobile · video", "desktop · api", "tablet", "bot"] {
+        let before = by_label(&first[0], prefix).expect("before");
+        assert_eq!(by_label(&second[0], prefix), Some(before), "{prefix} kept its id");
+    }
+    assert!(second[0].retired.is_empty());
+}
+
+#[test]
+fn real_access_logs_import_and_train_into_labelled_costed_profiles() {
+    let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/apache_logs/access.log.gz");
+    assert!(log.exists(), "{} is missing", log.display());
+    let config = TrainerConfig { salt: Some("test-salt".into()), ..TrainerConfig::default() };
+    let rules = ClassificationRules::default();
+    let mut store = Store::in_memory().expect("store");
+    let summary = import_files(&[log], &mut store, &config, &rules, |_| {}).expect("imports");
+    assert_eq!(summary.lines, 10_000);
+    assert_eq!(summary.imported + summary.unparseable, 10_000);
+    assert_eq!(store.count_events().expect("count"), summary.imported as u64);
+    let trained = profile::train(&store, &config, &rules, &[], ModelVersion(1), UnixSeconds(START)).expect("trains");
+    let region = &trained[0];
+    assert!(region.users > 1_000, "{} users", region.users);
+    assert!(region.model.k() >= 2);
+    for p in &region.model.profiles {
+        assert!(p.label.contains(" · "), "{}", p.label);
+        // Logs carry sizes but no timings: bytes are measured, CPU and memory estimated.
+        assert_eq!(p.cost.bytes.source, CostSource::Measured);
+        assert_eq!(p.cost.cpu_ms.source, CostSource::Estimated);
+    }
+    let labels: std::collections::HashSet<&str> = region.model.profiles.iter().map(|p| p.label.as_str()).collect();
+    assert_eq!(labels.len(), region.model.k(), "labels are unique");
+    let shares: f32 = region.model.profiles.iter().map(|p| p.share_of_users).sum();
+    assert!((shares - 1.0).abs() < 1e-3, "every user is in a profile");
+}
