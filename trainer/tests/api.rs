@@ -1,0 +1,182 @@
+//! The HTTP API in-process (`tower::ServiceExt::oneshot`): auth, validation, limits, signals.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use prewarm_shared::artifact::ModelVersion;
+use prewarm_shared::classify::ClassificationRules;
+use prewarm_shared::signals::{self, DemandCount, SignalBatch};
+use prewarm_shared::{ProfileId, UnixSeconds};
+use prewarm_trainer::config::TrainerConfig;
+use prewarm_trainer::store::Store;
+use prewarm_trainer::web::{AppState, router};
+use tower::ServiceExt;
+
+const INGEST: &str = "ingest-token-0123456789";
+const SIGNAL: &str = "signal-token-0123456789";
+const NOW: UnixSeconds = UnixSeconds(1_800_000_000);
+
+fn fixed_clock() -> UnixSeconds {
+    NOW
+}
+
+fn state() -> AppState {
+    let config = TrainerConfig {
+        ingest_token: Some(INGEST.into()),
+        signal_token: Some(SIGNAL.into()),
+        max_body_bytes: 64 * 1024,
+        ..TrainerConfig::default()
+    };
+    AppState {
+        config: Arc::new(config),
+        store: Arc::new(Mutex::new(Store::in_memory().expect("store"))),
+        rules: Arc::new(ClassificationRules::default()),
+        clock: fixed_clock,
+    }
+}
+
+fn event(user: u8, time: u64) -> String {
+    format!(
+        r#"{{"time":{time},"user":"{}","region":"eu","path":"/watch/1","content_type":"video/mp4","user_agent":"Mozilla/5.0 (iPhone) Mobile","status":200,"bytes":1000,"duration_ms":12}}"#,
+        format!("{user:02x}").repeat(32)
+    )
+}
+
+async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let response = router(state.clone()).oneshot(request).await.expect("response");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+fn post_events(token: Option<&str>) -> axum::http::request::Builder {
+    let builder = Request::post("/v1/events").header("content-type", "application/x-ndjson");
+    match token {
+        Some(token) => builder.header("authorization", format!("Bearer {token}")),
+        None => builder,
+    }
+}
+
+fn events_request(token: Option<&str>, body: Vec<u8>) -> Request<Body> {
+    post_events(token).body(Body::from(body)).expect("request")
+}
+
+fn count(state: &AppState) -> u64 {
+    state.store.lock().expect("lock").count_events().expect("count")
+}
+
+#[tokio::test]
+async fn writes_without_the_right_token_get_401_and_store_nothing() {
+    let s = state();
+    for token in [None, Some("wrong-token-0123456789"), Some(SIGNAL)] {
+        let (status, body) = send(&s, events_request(token, event(1, 1_700_000_000).into_bytes())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("bearer")));
+    }
+    let signal = Request::post("/v1/signals").body(Body::from("{}")).expect("request");
+    assert_eq!(send(&s, signal).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(count(&s), 0);
+}
+
+#[tokio::test]
+async fn each_line_is_validated_and_good_lines_are_stored() {
+    let s = state();
+    let body = format!("{}\n{{\"time\":1}}\n{}\nnot json\n", event(1, 1_700_000_000), event(2, 1_700_000_060));
+    let (status, report) = send(&s, events_request(Some(INGEST), body.into_bytes())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["accepted"], 2);
+    assert_eq!(report["rejected"], 2);
+    assert_eq!(report["rejections"][0]["line"], 2);
+    assert!(report["rejections"][0]["reason"].as_str().is_some_and(|r| r.contains("missing field")));
+    assert_eq!(report["rejections"][1]["line"], 4);
+    assert_eq!(count(&s), 2, "accepted lines are durable when the reply arrives");
+
+    let (status, report) = send(&s, events_request(Some(INGEST), b"garbage\n".to_vec())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(report["accepted"], 0);
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_accepted_and_bad_or_huge_ones_refused() {
+    let s = state();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for i in 0..50 {
+        writeln!(gz, "{}", event(i, 1_700_000_000 + u64::from(i))).expect("write");
+    }
+    let request = |body: Vec<u8>, encoding: &str| {
+        post_events(Some(INGEST)).header("content-encoding", encoding).body(Body::from(body)).expect("request")
+    };
+    let (status, report) = send(&s, request(gz.finish().expect("gzip"), "gzip")).await;
+    assert_eq!((status, report["accepted"].as_u64()), (StatusCode::OK, Some(50)));
+
+    let (status, body) = send(&s, request(b"not gzip".to_vec(), "gzip")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("gzip")));
+
+    let (status, _) = send(&s, request(b"x".to_vec(), "br")).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b'\n'; 10 * 1024 * 1024]).expect("write");
+    let (status, _) = send(&s, request(bomb.finish().expect("gzip"), "gzip")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let (status, _) = send(&s, events_request(Some(INGEST), vec![b' '; 100 * 1024])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(count(&s), 50);
+}
+
+fn signed_signals(batch: &SignalBatch, at: UnixSeconds, token: &str) -> Request<Body> {
+    let body = batch.to_json();
+    Request::post("/v1/signals")
+        .header("authorization", format!("Bearer {token}"))
+        .header(signals::TIMESTAMP_HEADER, at.0.to_string())
+        .header(signals::SIGNATURE_HEADER, signals::sign(token.as_bytes(), at, &body))
+        .body(Body::from(body))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn signed_signals_are_stored_and_forged_or_replayed_ones_refused() {
+    let s = state();
+    let mut batch = SignalBatch::new(NOW, Some(ModelVersion(3)));
+    batch.demand.push(DemandCount {
+        region: "eu".into(),
+        profile: ProfileId(2),
+        minute: 30_000_000,
+        requests: 7,
+        bytes: 10,
+    });
+    let (status, body) = send(&s, signed_signals(&batch, NOW, SIGNAL)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(send(&s, signed_signals(&batch, NOW, SIGNAL)).await.0, StatusCode::ACCEPTED);
+    let demand = s.store.lock().expect("lock").demand("eu", 2).expect("demand");
+    assert_eq!(demand, vec![(30_000_000, 14)], "counts from two batches add up");
+
+    // Replayed ten minutes later: the timestamp is outside the window.
+    let old = UnixSeconds(NOW.0 - 600);
+    let (status, body) = send(&s, signed_signals(&batch, old, SIGNAL)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("timestamp")));
+    // Right bearer, signature made with another key.
+    let mut forged = signed_signals(&batch, NOW, "another-key-0123456789");
+    forged.headers_mut().insert("authorization", format!("Bearer {SIGNAL}").parse().expect("header"));
+    assert_eq!(send(&s, forged).await.0, StatusCode::UNAUTHORIZED);
+    // Valid signature over a batch this build cannot read.
+    let mut wrong = batch.clone();
+    wrong.version = 99;
+    let (status, body) = send(&s, signed_signals(&wrong, NOW, SIGNAL)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("version")));
+}
+
+#[tokio::test]
+async fn health_reports_the_store() {
+    let s = state();
+    let (status, body) = send(&s, Request::get("/healthz").body(Body::empty()).expect("request")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["events"], 0);
+}
