@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+mod bench;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use prewarm_shared::classify::ClassificationRules;
@@ -41,6 +43,17 @@ enum Command {
     Import {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Measure ingest and import against their baselines and print the figures.
+    Bench {
+        /// The access log to import (repeated `--copies` times); default: ../shared's sample.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        copies: usize,
+        /// Events sent through the HTTP endpoint.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
     },
     /// Train profiles on the store and publish the next model version.
     Train {
@@ -97,6 +110,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench { ref log, copies, events } => bench(log.clone(), copies, events),
         Command::Train { json } => {
             let store = Store::open(&config.store_path())?;
             let publisher = DirPublisher::new(config.models_dir());
@@ -134,6 +148,31 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn bench(log: Option<PathBuf>, copies: usize, events: usize) -> Result<()> {
+    println!("ingest: {events} events as NDJSON in 1,000-event batches over 4 keep-alive connections");
+    let raw = bench::ingest_raw(events)?;
+    let http = bench::ingest_http(events, 1_000, 4)?;
+    println!("  raw rusqlite loop (WAL, synchronous=FULL, 10k-row transactions): {raw:>10.0} rows/s");
+    println!("  POST /v1/events, durable before the reply:                         {http:>10.0} events/s");
+    println!("  ratio: {:.2} (target >= 0.5)", http / raw);
+
+    let log = log.unwrap_or_else(|| PathBuf::from("../shared/data/apache_logs/access.log.gz"));
+    let file = std::env::temp_dir().join(format!("prewarm-bench-{}.log", std::process::id()));
+    let bytes = bench::repeat_log(&log, copies, &file).with_context(|| format!("reading {}", log.display()))?;
+    println!("\nimport: {} repeated {copies}x ({} MB)", log.display(), bytes / 1_000_000);
+    let (lines, ours) = bench::import_rate(&file)?;
+    println!("  prewarm import (parse, classify, hash, store): {ours:>10.0} lines/s ({lines} lines)");
+    match bench::goaccess_rate(&file, lines)? {
+        Some(goaccess) => {
+            println!("  GoAccess --log-format=COMBINED:                {goaccess:>10.0} lines/s");
+            println!("  ratio: {:.1}x (target >= 5x)", ours / goaccess);
+        }
+        None => println!("  GoAccess is not installed (apt-get install goaccess): no ratio"),
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok(())
 }
 
 fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<std::net::SocketAddr>) -> Result<()> {
