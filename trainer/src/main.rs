@@ -55,6 +55,16 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         events: usize,
     },
+    /// Time k-means on a raw f64 matrix (the reference set from ../shared/bench/blobs.py).
+    BenchKmeans {
+        data: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        columns: usize,
+        #[arg(long, default_value_t = 16)]
+        k: usize,
+        #[arg(long, default_value = "1,3")]
+        runs: String,
+    },
     /// Train profiles on the store and publish the next model version.
     Train {
         /// Print the result as JSON.
@@ -111,6 +121,17 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench { ref log, copies, events } => bench(log.clone(), copies, events),
+        Command::BenchKmeans { ref data, columns, k, ref runs } => {
+            let matrix = bench::read_f64_matrix(data, columns)?;
+            println!("k-means, k = {k}, on {} x {columns} ({})", matrix.nrows(), data.display());
+            for runs in runs.split(',').filter_map(|r| r.trim().parse::<usize>().ok()) {
+                let (seconds, inertia) = bench::kmeans(&matrix, k, runs)?;
+                println!(
+                    "  prewarm (linfa, k-means++, {runs} run(s), relative tolerance): {seconds:>7.2} s  inertia {inertia:.0}"
+                );
+            }
+            Ok(())
+        }
         Command::Train { json } => {
             let store = Store::open(&config.store_path())?;
             let publisher = DirPublisher::new(config.models_dir());

@@ -74,6 +74,14 @@ fn counted(command: &mut Command, tally: &mut Tally) -> Result<bool> {
     Ok(child.wait()?.success())
 }
 
+/// Where cargo puts build output (honours CARGO_TARGET_DIR).
+fn target_dir(root: &Path) -> Result<PathBuf> {
+    Ok(match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => root.join("target"),
+    })
+}
+
 pub fn build_worker(root: &Path, env: &[(String, PathBuf)]) -> Result<()> {
     step("building the edge worker (wasm32, size-tuned release)");
     let mut build = Command::new("worker-build");
@@ -179,8 +187,25 @@ pub fn bench(root: &Path) -> Result<()> {
     step("benchmarks: shared (assignment, state, decode)");
     cmd(Command::new("cargo").args(["bench", "-p", "prewarm-shared", "--bench", "shared"]).current_dir(root))?;
 
+    step("benchmarks: trainer ingest and import (release build)");
+    cmd(Command::new("cargo").args(["build", "--release", "--locked", "-p", "prewarm-trainer"]).current_dir(root))?;
+    tools::ensure_apt("goaccess")?;
+    let prewarm = target_dir(root)?.join("release/prewarm");
+    let log = root.join("../shared/data/apache_logs/access.log.gz");
+    cmd(Command::new(&prewarm).arg("bench").arg("--log").arg(&log).current_dir(root))?;
+
+    step("benchmark: k-means on the reference data set (../shared/bench/blobs.py) vs scikit-learn");
+    tools::ensure_python_packages(&["numpy", "scikit-learn"])?;
+    let blobs = std::env::temp_dir().join("prewarm-blobs");
+    let data = blobs.join("blobs_1m_16.f64");
+    if !data.exists() {
+        cmd(Command::new("python3").arg(root.join("../shared/bench/blobs.py")).arg(&blobs))?;
+    }
+    cmd(Command::new(&prewarm).arg("bench-kmeans").arg(&data).current_dir(root))?;
+    cmd(Command::new("python3").arg(root.join("trainer/benches/sklearn_kmeans.py")).arg(&data))?;
+
     tools::ensure_all(root)?;
-    tools::ensure_wrk()?;
+    tools::ensure_apt("wrk")?;
     build_worker(root, &tools::worker_env(root)?)?;
     let wasm = std::fs::read(root.join("edge/build/index_bg.wasm"))?;
     let gzip = Command::new("gzip").arg("-9c").arg(root.join("edge/build/index_bg.wasm")).output()?.stdout.len();

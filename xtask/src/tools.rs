@@ -22,13 +22,24 @@ pub fn ensure_all(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The load generator for the edge benchmark, from Debian's packages.
-pub fn ensure_wrk() -> Result<()> {
-    if Command::new("wrk").arg("--version").output().is_ok() {
+/// A benchmark tool from Debian's packages (wrk, goaccess), installed when missing.
+pub fn ensure_apt(package: &str) -> Result<()> {
+    if Command::new(package).arg("--version").output().is_ok() {
         return Ok(());
     }
-    step("installing wrk (apt-get)");
-    cmd(Command::new("apt-get").args(["install", "-y", "-qq", "wrk"]).env("DEBIAN_FRONTEND", "noninteractive"))
+    step(&format!("installing {package} (apt-get)"));
+    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+    cmd(Command::new("apt-get").args(["install", "-y", "-qq", package]).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Python packages for the reference baselines (scikit-learn), installed when missing.
+pub fn ensure_python_packages(packages: &[&str]) -> Result<()> {
+    let probe = Command::new("python3").args(["-c", "import numpy, sklearn"]).output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    step(&format!("installing {} (pip)", packages.join(", ")));
+    cmd(Command::new("python3").args(["-m", "pip", "install", "-q"]).args(packages))
 }
 
 fn ensure_wasm_target() -> Result<()> {

@@ -3,7 +3,7 @@
 
 use linfa::DatasetBase;
 use linfa::prelude::*;
-use linfa_clustering::KMeans;
+use linfa_clustering::{KMeans, KMeansInit};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use rand_xoshiro::Xoshiro256Plus;
 use rand_xoshiro::rand_core::SeedableRng;
@@ -53,22 +53,50 @@ pub fn assign(data: &Array2<f64>, centroids: &Array2<f64>) -> (Vec<usize>, f64) 
     (labels, inertia)
 }
 
-/// One k-means fit with linfa: k-means++ initialisation, `runs` restarts, a tolerance relative
-/// to the data's total variance (linfa's default is absolute, which is slow on large data).
-pub fn kmeans(data: &Array2<f64>, k: usize, config: &ProfileConfig, seed: u64) -> Result<Clustering, ClusterError> {
-    if data.nrows() < k {
-        return Err(ClusterError::TooFewPoints { points: data.nrows(), k });
-    }
+/// Above this many points, k-means is seeded on a sample and then refined on all the data.
+const SAMPLE_ABOVE: usize = 100_000;
+/// The sample's size: big enough to place every cluster a profile could matter for.
+const SAMPLE_SIZE: usize = 50_000;
+
+fn linfa_fit(
+    data: &Array2<f64>,
+    k: usize,
+    config: &ProfileConfig,
+    seed: u64,
+    init: KMeansInit<f64>,
+    runs: usize,
+) -> Result<Array2<f64>, ClusterError> {
     let total_variance: f64 = data.var_axis(Axis(0), 0.0).sum();
     let tolerance = (config.relative_tolerance * total_variance).max(f64::EPSILON);
     let dataset = DatasetBase::from(data.clone());
     let model = KMeans::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
-        .n_runs(config.runs)
+        .init_method(init)
+        .n_runs(runs)
         .max_n_iterations(config.max_iterations)
         .tolerance(tolerance)
         .fit(&dataset)
         .map_err(|e| ClusterError::KMeans(e.to_string()))?;
-    let centroids = model.centroids().clone();
+    Ok(model.centroids().clone())
+}
+
+/// k-means with linfa: k-means++ initialisation, `runs` restarts (the lowest inertia wins),
+/// and a tolerance relative to the data's total variance (linfa's default is absolute, which
+/// is slow on large data). On large data the restarts run on a sample, and the best seeding is
+/// refined on every point: restarts are where k-means escapes poor local minima, and they
+/// need not see a million points to do it.
+pub fn kmeans(data: &Array2<f64>, k: usize, config: &ProfileConfig, seed: u64) -> Result<Clustering, ClusterError> {
+    if data.nrows() < k {
+        return Err(ClusterError::TooFewPoints { points: data.nrows(), k });
+    }
+    let centroids = if data.nrows() > SAMPLE_ABOVE {
+        let stride = data.nrows() / SAMPLE_SIZE;
+        let rows: Vec<usize> = (0..data.nrows()).step_by(stride.max(1)).take(SAMPLE_SIZE).collect();
+        let sample = data.select(Axis(0), &rows);
+        let seeded = linfa_fit(&sample, k, config, seed, KMeansInit::KMeansPlusPlus, config.runs)?;
+        linfa_fit(data, k, config, seed, KMeansInit::Precomputed(seeded), 1)?
+    } else {
+        linfa_fit(data, k, config, seed, KMeansInit::KMeansPlusPlus, config.runs)?
+    };
     let (labels, inertia) = assign(data, &centroids);
     Ok(Clustering { centroids, labels, inertia, silhouette: None })
 }
