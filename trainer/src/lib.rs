@@ -2,6 +2,7 @@
 //! Modules follow the data: ingest → store → profile → publish, with `web` serving the API.
 
 pub mod config;
+pub mod forecast;
 pub mod ingest;
 pub mod profile;
 pub mod publish;

@@ -65,6 +65,13 @@ enum Command {
         #[arg(long, default_value = "1,3")]
         runs: String,
     },
+    /// Rolling-origin forecast evaluation of a per-minute CSV (`time,requests`); the defaults
+    /// are the reference protocol (hourly sums, 24 h horizon, daily origins after 14 days).
+    Backtest {
+        csv: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Train profiles on the store and publish the next model version.
     Train {
         /// Print the result as JSON.
@@ -129,6 +136,29 @@ fn main() -> Result<()> {
                 println!(
                     "  prewarm (linfa, k-means++, {runs} run(s), relative tolerance): {seconds:>7.2} s  inertia {inertia:.0}"
                 );
+            }
+            Ok(())
+        }
+        Command::Backtest { ref csv, json } => {
+            use prewarm_trainer::forecast::{backtest, series::Series};
+            let points = Series::read_minute_csv(csv)?;
+            let hourly = backtest::hourly_from_minutes(&points)?;
+            let report = backtest::backtest(&hourly, &backtest::Protocol::hourly());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            println!(
+                "{}: {} hours, {} windows evaluated, {} excluded (missing or masked data), {:.2} s",
+                csv.display(),
+                report.points,
+                report.windows,
+                report.excluded_windows,
+                report.seconds
+            );
+            println!("  {:<22} {:>7} {:>7} {:>7} {:>8}", "method", "MASE", "sMAPE", "WAPE", "pinball");
+            for s in &report.scores {
+                println!("  {:<22} {:>7.3} {:>7.3} {:>7.3} {:>8.3}", s.method, s.mase, s.smape, s.wape, s.pinball);
             }
             Ok(())
         }

@@ -1,0 +1,6 @@
+//! Demand forecasting: series with gaps and outages masked, MSTL + AutoETS (augurs) against
+//! seasonal-naive baselines, rolling-origin backtests, and skill gating.
+
+pub mod backtest;
+pub mod model;
+pub mod series;
