@@ -220,3 +220,38 @@ pub fn kmeans(data: &ndarray::Array2<f64>, k: usize, runs: usize) -> anyhow::Res
     let clustering = prewarm_trainer::profile::cluster::kmeans(data, k, &config, config.seed)?;
     Ok((started.elapsed().as_secs_f64(), clustering.inertia))
 }
+
+/// Seconds to fit MSTL + AutoETS and forecast a day for `count` hourly series of four weeks.
+pub fn forecast_many(count: usize) -> anyhow::Result<f64> {
+    use prewarm_trainer::forecast::model::{Method, forecast};
+    let mut rng = prewarm_trainer::synth::SplitMix::new(3);
+    let series: Vec<Vec<f64>> = (0..count)
+        .map(|_| {
+            let (level, phase, noise) = (50.0 + 500.0 * rng.unit(), 24.0 * rng.unit(), 0.1 + 0.2 * rng.unit());
+            (0..24 * 28)
+                .map(|h| {
+                    let day = (std::f64::consts::TAU * ((h as f64 + phase) % 24.0) / 24.0).sin();
+                    let weekend = if (h / 24) % 7 >= 5 { 0.7 } else { 1.0 };
+                    (level * (1.0 + 0.5 * day) * weekend * (1.0 + noise * rng.normal())).max(0.0)
+                })
+                .collect()
+        })
+        .collect();
+    // Series are independent: one thread per core.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = series
+            .chunks(series.len().div_ceil(threads))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk.iter().try_for_each(|h| forecast(Method::Mstl, h, &[24, 168], 24, 0.8).map(drop))
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().map_err(|_| anyhow::anyhow!("a forecasting thread panicked"))?.map_err(anyhow::Error::from)
+        })
+    })?;
+    Ok(started.elapsed().as_secs_f64())
+}

@@ -48,6 +48,19 @@ fn training_recovers_the_true_kinds_and_picks_k() {
     assert!(api.cost.cpu_ms.median > 2.0 * video.cost.cpu_ms.median);
     assert!(video.cost.bytes.median > 100.0 * api.cost.bytes.median);
     region.model.validate().expect("publishable");
+
+    // Each profile has a day of forecasts, and the evening viewers' forecast peaks in the evening.
+    let table = &region.model.forecast;
+    assert_eq!(table.series.len(), kinds.len());
+    assert!(
+        table.series.iter().all(|s| s.expected.len() == 288 && s.upper.iter().zip(&s.expected).all(|(u, e)| u >= e))
+    );
+    let video_forecast = table.series.iter().find(|s| s.profile == video.id).expect("video forecast");
+    let peak_slot =
+        (0..288).max_by(|&a, &b| video_forecast.expected[a].total_cmp(&video_forecast.expected[b])).expect("peak");
+    let peak_utc_hour = ((table.start.0 + peak_slot as u64 * 300) % 86_400) / 3600;
+    // 21:00 local at UTC+1 is 20:00 UTC; sessions last up to an hour or so.
+    assert!((18..=22).contains(&peak_utc_hour), "video demand peaks at {peak_utc_hour}:00 UTC");
 }
 
 #[test]

@@ -2,5 +2,6 @@
 //! seasonal-naive baselines, rolling-origin backtests, and skill gating.
 
 pub mod backtest;
+pub mod demand;
 pub mod model;
 pub mod series;

@@ -241,6 +241,14 @@ fn build_region(
         rules: rules.clone(),
         forecast: ForecastTable { start: now, step_secs: 300, upper_quantile: 0.9, series: Vec::new() },
     };
+    // Each profile's request history, forecast for the next day.
+    let mut requests: Vec<(ProfileId, Vec<u64>)> = ids.ids.iter().map(|id| (*id, Vec::new())).collect();
+    for (event, owner) in events.iter().zip(owners) {
+        if let Some(&c) = profile_of_user.get(owner) {
+            requests[c].1.push(event.time);
+        }
+    }
+    model.forecast = crate::forecast::demand::table(&requests, now);
     // The default profile: where most newcomers land, judged on their first session alone.
     let mut landing = vec![0usize; k];
     for u in &member_rows {

@@ -1,0 +1,70 @@
+//! The forecast table a model carries: expected requests and an upper band per profile and
+//! step, for the next day, from each profile's request history.
+
+use prewarm_shared::ProfileId;
+use prewarm_shared::UnixSeconds;
+use prewarm_shared::artifact::{ForecastTable, ProfileForecast};
+
+use super::model::{self, Method};
+use super::series::Series;
+
+/// Step of published forecasts (the edge compares a minute's count scaled to this).
+pub const STEP_SECS: u64 = 300;
+/// One day of steps.
+pub const HORIZON_STEPS: usize = 288;
+/// Band coverage: the upper bound is the 90th percentile.
+pub const LEVEL: f64 = 0.8;
+/// Zero runs this long (steps) against a busy norm are outages.
+const OUTAGE_MIN_STEPS: usize = 6;
+
+/// Forecasts each profile's requests per step from its request times. The table starts at the
+/// step after the data ends, or at `now` when the data reaches it; history shorter than two
+/// weeks drops the weekly period, shorter than two days falls back to the last day repeated.
+pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds) -> ForecastTable {
+    let end = requests.iter().flat_map(|(_, t)| t.iter().copied()).max().unwrap_or(now.0);
+    let data_end = (end / STEP_SECS + 1) * STEP_SECS;
+    // Forecast up to now + horizon, but never more than a week past the data.
+    let start =
+        if now.0 > data_end && now.0 - data_end <= 7 * 86_400 { now.0 / STEP_SECS * STEP_SECS } else { data_end };
+    let skip = ((start - data_end) / STEP_SECS) as usize;
+    let first = requests.iter().flat_map(|(_, t)| t.iter().copied()).min().unwrap_or(start);
+    let series = requests
+        .iter()
+        .map(|(profile, times)| {
+            let mut counts = vec![Some(0.0); ((data_end - first / STEP_SECS * STEP_SECS) / STEP_SECS) as usize];
+            let base = first / STEP_SECS * STEP_SECS;
+            for t in times {
+                if let Some(c) = counts.get_mut(((t - base) / STEP_SECS) as usize) {
+                    *c = Some(c.unwrap_or(0.0) + 1.0);
+                }
+            }
+            let mut s = Series { start: base, step_secs: STEP_SECS, values: counts };
+            let day = (86_400 / STEP_SECS) as usize;
+            s.mask_outages(day, OUTAGE_MIN_STEPS, 1.0);
+            let history = s.imputed(day, 7 * day);
+            let periods: Vec<usize> = [day, 7 * day].into_iter().filter(|p| history.len() >= 2 * p).collect();
+            let horizon = skip + HORIZON_STEPS;
+            let f = if periods.is_empty() {
+                model::seasonal_naive(&history, day.min(history.len().max(1)), horizon, LEVEL)
+            } else {
+                model::forecast(Method::Mstl, &history, &periods, horizon, LEVEL)
+                    .or_else(|_| model::seasonal_naive(&history, day.min(history.len()), horizon, LEVEL))
+            };
+            let (expected, upper) = match f {
+                Ok(f) => (f.point[skip..].to_vec(), f.upper[skip..].to_vec()),
+                Err(_) => (vec![0.0; HORIZON_STEPS], vec![0.0; HORIZON_STEPS]),
+            };
+            ProfileForecast {
+                profile: *profile,
+                expected: expected.iter().map(|v| *v as f32).collect(),
+                upper: upper.iter().map(|v| *v as f32).collect(),
+            }
+        })
+        .collect();
+    ForecastTable {
+        start: UnixSeconds(start),
+        step_secs: STEP_SECS as u32,
+        upper_quantile: (0.5 + LEVEL / 2.0) as f32,
+        series,
+    }
+}
