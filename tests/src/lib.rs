@@ -138,3 +138,115 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// The repository root (where `node_modules`, `edge/` and `wrangler.toml` live).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).expect("repository root")
+}
+
+/// Runs `prewarm` with a data directory; panics with its output when it fails.
+pub fn prewarm(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(prewarm_bin());
+    command.arg("--data-dir").arg(data_dir).args(args).current_dir(repo_root());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run prewarm");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "prewarm {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// A tiny origin on loopback: answers every request 200 and records the request heads.
+#[derive(Debug)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Origin {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                        head.push(byte[0]);
+                    }
+                    if let Ok(mut seen) = record.lock() {
+                        seen.push(String::from_utf8_lossy(&head).into_owned());
+                    }
+                    let body = b"<html>origin</html>";
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes());
+                    let _ = stream.write_all(body);
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+}
+
+/// The worker in local workerd through `wrangler dev`, reading the local KV in `persist_to`.
+#[derive(Debug)]
+pub struct WranglerDev {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl WranglerDev {
+    /// Starts the prebuilt worker (edge/worker.mjs) with `config`, waits until it answers.
+    pub fn start(config: &Path, persist_to: &Path) -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new(repo_root().join("node_modules/.bin/wrangler"))
+            .args(["dev", "-c"])
+            .arg(config)
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &free_port().to_string()])
+            .args(["--show-interactive-dev-session=false", "--persist-to"])
+            .arg(persist_to)
+            .env("CI", "true")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .current_dir(repo_root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wrangler dev (run `cargo xtask test`, which installs it)");
+        let dev = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if matches!(request(addr, "GET", "/__prewarm/health", &[], b""), Ok((200 | 503, _))) {
+                return dev;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("wrangler dev did not answer on {addr}");
+    }
+}
+
+impl Drop for WranglerDev {
+    fn drop(&mut self) {
+        // SIGTERM lets wrangler stop workerd too; SIGKILL would orphan it.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -72,6 +72,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write seeded synthetic behaviour events (NDJSON, the /v1/events schema) with ground truth.
+    Synth {
+        /// Where the events go (one JSON object per line).
+        #[arg(long)]
+        out: PathBuf,
+        /// Each user's true kind, as CSV `user,region,kind`.
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        users_per_kind: usize,
+        #[arg(long, default_value_t = 14)]
+        days: u64,
+        /// Regions as `name:utc_offset_minutes`, comma-separated.
+        #[arg(long, default_value = "eu:60,us:-300")]
+        regions: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Push the current model (or a rollback) from <data_dir>/models to Workers KV targets.
+    Publish {
+        /// Roll back to this version, or to the one before the current with `--rollback` alone.
+        #[arg(long, num_args = 0..=1, default_missing_value = "previous")]
+        rollback: Option<String>,
+        /// The local KV that `wrangler dev --persist-to DIR` reads.
+        #[arg(long)]
+        local_kv: Option<PathBuf>,
+        /// The wrangler executable for `--local-kv`.
+        #[arg(long, default_value = "node_modules/.bin/wrangler")]
+        wrangler: PathBuf,
+        /// The wrangler configuration declaring the KV binding.
+        #[arg(long, default_value = "wrangler.toml")]
+        wrangler_config: PathBuf,
+    },
+    /// Summarise a published model: regions, profiles, costs, forecast peaks.
+    Inspect {
+        /// A models directory (default: <data_dir>/models) or a single artifact file.
+        path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Train profiles on the store and publish the next model version.
     Train {
         /// Print the result as JSON.
@@ -136,6 +176,127 @@ fn main() -> Result<()> {
                 println!(
                     "  prewarm (linfa, k-means++, {runs} run(s), relative tolerance): {seconds:>7.2} s  inertia {inertia:.0}"
                 );
+            }
+            Ok(())
+        }
+        Command::Synth { ref out, ref truth, users_per_kind, days, ref regions, seed } => {
+            use prewarm_trainer::synth;
+            use std::io::Write;
+            let kinds = synth::standard_kinds();
+            // The history ends at today's midnight (UTC), so its forecasts reach the present.
+            let today = system_clock().0 / 86_400 * 86_400;
+            let start = today - days * 86_400;
+            let mut events = std::io::BufWriter::new(
+                std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+            );
+            let mut truth_rows = vec!["user,region,kind".to_owned()];
+            let mut count = 0;
+            for (i, spec) in regions.split(',').enumerate() {
+                let (name, offset) =
+                    spec.split_once(':').with_context(|| format!("region {spec:?} is not name:offset"))?;
+                let offset: i32 = offset.trim().parse().with_context(|| format!("region {spec:?}: bad UTC offset"))?;
+                let sessions = (days as usize / 3).max(2);
+                let (requests, users) = synth::generate_requests(
+                    &kinds,
+                    name.trim(),
+                    offset,
+                    users_per_kind,
+                    sessions,
+                    start,
+                    days,
+                    seed + i as u64,
+                );
+                for r in &requests {
+                    writeln!(events, "{}", r.to_ndjson())?;
+                }
+                count += requests.len();
+                truth_rows
+                    .extend(users.iter().map(|u| format!("{},{},{}", u.user.to_hex(), u.region, kinds[u.kind].name)));
+            }
+            events.flush()?;
+            if let Some(path) = truth {
+                std::fs::write(path, truth_rows.join("\n") + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{count} events for {} users written to {}", truth_rows.len() - 1, out.display());
+            Ok(())
+        }
+        Command::Publish { ref rollback, ref local_kv, ref wrangler, ref wrangler_config } => {
+            use prewarm_trainer::publish::local_kv::LocalKv;
+            let publisher = DirPublisher::new(config.models_dir());
+            let entries = match rollback.as_deref() {
+                None => publisher.current_entries()?,
+                Some("previous") => publisher.rollback(None)?,
+                Some(v) => publisher
+                    .rollback(Some(v.parse().with_context(|| format!("--rollback {v:?} is not a version"))?))?,
+            };
+            let pointer = entries.last().map(|e| prewarm_shared::ModelPointer::from_artifact(&e.value)).transpose()?;
+            let version = pointer.map_or(0, |p| p.version.0);
+            if rollback.is_some() {
+                println!("rolled back {} to version {version}", publisher.root().display());
+            }
+            if let Some(dir) = local_kv {
+                let kv = LocalKv {
+                    wrangler: wrangler.clone(),
+                    config: wrangler_config.clone(),
+                    binding: "PREWARM_MODEL".into(),
+                    persist_to: dir.clone(),
+                };
+                kv.publish(&entries)?;
+                println!(
+                    "version {version}: {} blobs and the pointer written to the local KV in {}",
+                    entries.len() - 1,
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Inspect { ref path, json } => {
+            let path = path.clone().unwrap_or_else(|| config.models_dir());
+            let regions = if path.is_dir() {
+                DirPublisher::new(&path).current()?.map(|(_, r)| r).unwrap_or_default()
+            } else {
+                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                vec![
+                    prewarm_shared::RegionModel::from_artifact(&bytes)
+                        .with_context(|| format!("{} is not a region model", path.display()))?,
+                ]
+            };
+            if json {
+                println!("{}", serde_json::Value::Array(regions.iter().map(|r| r.to_json()).collect()));
+                return Ok(());
+            }
+            for r in &regions {
+                println!("region {} (model version {}, {} profiles)", r.region, r.model_version.0, r.k());
+                for p in &r.profiles {
+                    let peak = r.forecast.series.iter().find(|s| s.profile == p.id).and_then(|s| {
+                        let i = (0..s.expected.len()).max_by(|&a, &b| s.expected[a].total_cmp(&s.expected[b]))?;
+                        Some((
+                            r.forecast.start.0 + i as u64 * u64::from(r.forecast.step_secs),
+                            s.expected[i],
+                            s.upper[i],
+                        ))
+                    });
+                    println!(
+                        "  {:>3} {:<40} {:>5.1}% users  {:?}  cpu {:.1} ms ({:?})  mem {:.2} MB·s ({:?})  {:.0} B",
+                        p.id.0,
+                        p.label,
+                        p.share_of_users * 100.0,
+                        p.priority,
+                        p.cost.cpu_ms.median,
+                        p.cost.cpu_ms.source,
+                        p.cost.memory_mb_s.median,
+                        p.cost.memory_mb_s.source,
+                        p.cost.bytes.median
+                    );
+                    if let Some((at, expected, upper)) = peak {
+                        println!(
+                            "      forecast peak {expected:.1} req/step (band {upper:.1}) at {:02}:{:02} UTC",
+                            at % 86_400 / 3600,
+                            at % 3600 / 60
+                        );
+                    }
+                }
             }
             Ok(())
         }

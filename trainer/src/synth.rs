@@ -122,6 +122,36 @@ pub struct SynthUser {
     pub kind: usize,
 }
 
+/// One generated request: the event and the raw request it came from.
+#[derive(Debug, Clone)]
+pub struct SynthRequest {
+    pub event: Event,
+    pub path: String,
+    pub content_type: &'static str,
+}
+
+impl SynthRequest {
+    /// The request as one line of `POST /v1/events`.
+    pub fn to_ndjson(&self) -> String {
+        let e = &self.event;
+        serde_json::json!({
+            "time": e.time,
+            "user": e.user.to_hex(),
+            "region": e.region,
+            "path": self.path,
+            "content_type": self.content_type,
+            "device": e.device.name(),
+            "status": e.status,
+            "bytes": e.bytes,
+            "duration_ms": e.duration_ms,
+            "rtt_ms": e.rtt_ms,
+            "utc_offset_minutes": e.utc_offset_minutes,
+            "cpu_ms": e.cpu_ms,
+        })
+        .to_string()
+    }
+}
+
 /// Events for `users_per_kind` users of each kind in one region over `days` days from `start`
 /// (Unix seconds, a midnight UTC), with `sessions` sessions each. Times are local at `utc_offset`.
 #[allow(clippy::too_many_arguments)]
@@ -135,6 +165,23 @@ pub fn generate(
     days: u64,
     seed: u64,
 ) -> (Vec<Event>, Vec<SynthUser>) {
+    let (requests, users) =
+        generate_requests(kinds, region, utc_offset_minutes, users_per_kind, sessions, start, days, seed);
+    (requests.into_iter().map(|r| r.event).collect(), users)
+}
+
+/// Like [`generate`], keeping each request's path and content type.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_requests(
+    kinds: &[UserKind],
+    region: &str,
+    utc_offset_minutes: i32,
+    users_per_kind: usize,
+    sessions: usize,
+    start: u64,
+    days: u64,
+    seed: u64,
+) -> (Vec<SynthRequest>, Vec<SynthUser>) {
     let rules = ClassificationRules::default();
     let mut rng = SplitMix::new(seed);
     let mut events = Vec::new();
@@ -171,7 +218,7 @@ pub fn generate(
                         .unwrap_or(&kind.requests[0]);
                     let path = template.replace("{n}", &rng.below(500).to_string());
                     let jitter = 0.5 + rng.unit();
-                    events.push(Event {
+                    let event = Event {
                         time: t,
                         user,
                         region: region.to_owned(),
@@ -185,7 +232,8 @@ pub fn generate(
                         cpu_ms: Some(kind.cpu_ms * jitter as f32),
                         memory_mb_s: None,
                         value: None,
-                    });
+                    };
+                    events.push(SynthRequest { event, path, content_type });
                     t += u64::from(kind.seconds_between_requests) / 2
                         + rng.below(u64::from(kind.seconds_between_requests));
                 }

@@ -39,7 +39,7 @@ pub fn train_and_publish(
 ) -> Result<TrainRun, TrainError> {
     let previous = publisher.current()?;
     let previous_models: Vec<RegionModel> = previous.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
-    let version = ModelVersion(previous.as_ref().map_or(1, |(p, _)| p.version.0 + 1));
+    let version = ModelVersion(publisher.next_version()?);
     let regions = profile::train(store, config, rules, &previous_models, version, now)?;
     let models: Vec<RegionModel> = regions.iter().map(|r| r.model.clone()).collect();
     // Publishing identical content again is a no-op (versions aside).
@@ -51,7 +51,8 @@ pub fn train_and_publish(
             *a == b
         });
     if unchanged {
-        return Ok(TrainRun { version: ModelVersion(version.0 - 1), regions, published: false });
+        let current = previous.as_ref().map_or(version, |(p, _)| p.version);
+        return Ok(TrainRun { version: current, regions, published: false });
     }
     let default_region =
         models.iter().find(|m| m.region == config.default_region).or(models.first()).map_or("", |m| m.region.as_str());

@@ -1,4 +1,5 @@
-//! `prewarm import FILE...`: access logs (common or combined, plain or gzip) into the store.
+//! `prewarm import FILE...`: access logs (common or combined) or NDJSON events, plain or gzip,
+//! into the store.
 //!
 //! Logs have no user id: a user is HMAC(salt, client address + "\n" + User-Agent), a documented
 //! approximation (users behind one NAT with one browser merge; one user on two networks splits).
@@ -199,13 +200,21 @@ fn parse_files(
             if text.trim().is_empty() {
                 continue;
             }
-            match access_log::parse(&text) {
-                Ok(line) => batch.push(event_from_log(&line, salt, config, rules, &mut cache)),
+            // NDJSON events (the /v1/events schema) or an access log, told apart by the line.
+            let parsed = if text.trim_start().starts_with('{') {
+                super::event::parse_line(&text, rules).map_err(|e| e.to_string())
+            } else {
+                access_log::parse(&text)
+                    .map(|line| event_from_log(&line, salt, config, rules, &mut cache))
+                    .map_err(|e| e.to_string())
+            };
+            match parsed {
+                Ok(event) => batch.push(event),
                 Err(e) => {
-                    report.reject(number, e.to_string());
                     if summary.samples.len() < 5 {
                         summary.samples.push(format!("{}:{number}: {e}", path.display()));
                     }
+                    report.reject(number, e);
                 }
             }
             if batch.len() == BATCH {

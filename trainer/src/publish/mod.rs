@@ -1,10 +1,18 @@
-//! Publishing models. For now the directory publisher (the source of truth and archive); the
-//! Workers KV publishers build on the same key layout: immutable blobs under `model/<hash>`,
-//! the `current` pointer written last.
+//! Publishing models: the directory publisher is the source of truth and archive; the same
+//! entries then go to Workers KV (local, for `wrangler dev`, or the Cloudflare REST API).
+//!
+//! Every target gets immutable content-addressed blobs (`model/<hash>`) first and the `current`
+//! pointer last, so an edge sees the old model or the new one, never a mix. An interrupted
+//! publish leaves the previous pointer, which names blobs that are all still there.
+
+pub mod local_kv;
 
 use std::path::{Path, PathBuf};
 
 use prewarm_shared::artifact::{ArtifactError, KvEntry, ModelPointer, POINTER_KEY, RegionModel, verify_blob};
+
+/// Pointer versions kept for rollback (and the blobs they name).
+pub const KEPT_VERSIONS: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -14,9 +22,18 @@ pub enum PublishError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
     Artifact { path: PathBuf, source: ArtifactError },
+    #[error("nothing has been published yet in {0}")]
+    NothingPublished(PathBuf),
+    #[error("version {0} is not among the kept versions")]
+    UnknownVersion(u32),
+    #[error("no version before {0} to roll back to")]
+    NoEarlierVersion(u32),
+    #[error("{target}: {message}")]
+    Target { target: &'static str, message: String },
 }
 
-/// A directory laid out like the KV namespace: `current` and `model/<hash>`.
+/// A directory laid out like the KV namespace (`current`, `model/<hash>`), plus
+/// `versions/<n>` copies of every pointer for rollback.
 #[derive(Debug, Clone)]
 pub struct DirPublisher {
     root: PathBuf,
@@ -31,41 +48,141 @@ impl DirPublisher {
         self.root.join(key)
     }
 
-    /// Writes blobs first (each atomically, by rename), then the pointer: a reader sees the old
-    /// model or the new one.
+    fn version_path(&self, version: u32) -> PathBuf {
+        self.root.join("versions").join(version.to_string())
+    }
+
+    /// Writes blobs first (each atomically, by rename), then the pointer.
     pub fn publish(&self, entries: &[KvEntry]) -> Result<(), PublishError> {
         for entry in entries {
             let path = self.path(&entry.key);
-            if entry.key != POINTER_KEY && path.exists() {
+            if entry.key == POINTER_KEY {
+                let pointer = ModelPointer::from_artifact(&entry.value)
+                    .map_err(|source| PublishError::Artifact { path: path.clone(), source })?;
+                write_atomic(&self.version_path(pointer.version.0), &entry.value)?;
+            } else if path.exists() {
                 continue; // content-addressed: already there
             }
             write_atomic(&path, &entry.value)?;
         }
-        Ok(())
+        self.prune()
     }
 
-    /// The current pointer and the region blobs it names, if a model was published.
-    pub fn current(&self) -> Result<Option<(ModelPointer, Vec<RegionModel>)>, PublishError> {
+    /// Every entry of the current model, blobs first and the pointer last.
+    pub fn current_entries(&self) -> Result<Vec<KvEntry>, PublishError> {
         let pointer_path = self.path(POINTER_KEY);
-        let bytes = match std::fs::read(&pointer_path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(PublishError::Read { path: pointer_path, source }),
-        };
-        let pointer = ModelPointer::from_artifact(&bytes)
-            .map_err(|source| PublishError::Artifact { path: pointer_path.clone(), source })?;
-        let mut regions = Vec::with_capacity(pointer.regions.len());
-        for entry in &pointer.regions {
-            let path = self.path(&entry.hash.kv_key());
-            let blob = std::fs::read(&path).map_err(|source| PublishError::Read { path: path.clone(), source })?;
-            verify_blob(entry, &blob).map_err(|source| PublishError::Artifact { path: path.clone(), source })?;
-            regions.push(RegionModel::from_artifact(&blob).map_err(|source| PublishError::Artifact { path, source })?);
+        let pointer_bytes = read(&pointer_path)?.ok_or_else(|| PublishError::NothingPublished(self.root.clone()))?;
+        self.entries_for(pointer_bytes)
+    }
+
+    fn entries_for(&self, pointer_bytes: Vec<u8>) -> Result<Vec<KvEntry>, PublishError> {
+        let pointer = ModelPointer::from_artifact(&pointer_bytes)
+            .map_err(|source| PublishError::Artifact { path: self.path(POINTER_KEY), source })?;
+        let mut entries = Vec::with_capacity(pointer.regions.len() + 1);
+        for region in &pointer.regions {
+            let key = region.hash.kv_key();
+            let path = self.path(&key);
+            let value = read(&path)?.ok_or_else(|| PublishError::Read {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "blob missing"),
+            })?;
+            verify_blob(region, &value).map_err(|source| PublishError::Artifact { path, source })?;
+            entries.push(KvEntry { key, value });
         }
+        entries.push(KvEntry { key: POINTER_KEY.to_owned(), value: pointer_bytes });
+        Ok(entries)
+    }
+
+    /// The current pointer and the region models it names, if a model was published.
+    pub fn current(&self) -> Result<Option<(ModelPointer, Vec<RegionModel>)>, PublishError> {
+        let entries = match self.current_entries() {
+            Ok(entries) => entries,
+            Err(PublishError::NothingPublished(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some((pointer_entry, blobs)) = entries.split_last() else { return Ok(None) };
+        let pointer = ModelPointer::from_artifact(&pointer_entry.value)
+            .map_err(|source| PublishError::Artifact { path: self.path(POINTER_KEY), source })?;
+        let regions = blobs
+            .iter()
+            .map(|b| {
+                RegionModel::from_artifact(&b.value)
+                    .map_err(|source| PublishError::Artifact { path: self.path(&b.key), source })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Some((pointer, regions)))
+    }
+
+    /// Kept versions, oldest first.
+    pub fn versions(&self) -> Result<Vec<u32>, PublishError> {
+        let dir = self.root.join("versions");
+        let mut versions: Vec<u32> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(PublishError::Read { path: dir, source }),
+        };
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// Points `current` back at a kept version (default: the one before the current), and
+    /// returns the entries to push to other targets.
+    pub fn rollback(&self, to: Option<u32>) -> Result<Vec<KvEntry>, PublishError> {
+        let current = self.current()?.ok_or_else(|| PublishError::NothingPublished(self.root.clone()))?.0.version.0;
+        let versions = self.versions()?;
+        let target = match to {
+            Some(v) if versions.contains(&v) => v,
+            Some(v) => return Err(PublishError::UnknownVersion(v)),
+            None => *versions.iter().rev().find(|v| **v < current).ok_or(PublishError::NoEarlierVersion(current))?,
+        };
+        let pointer_bytes = read(&self.version_path(target))?.ok_or(PublishError::UnknownVersion(target))?;
+        let entries = self.entries_for(pointer_bytes.clone())?;
+        write_atomic(&self.path(POINTER_KEY), &pointer_bytes)?;
+        Ok(entries)
+    }
+
+    /// The next version number: one past every version ever kept.
+    pub fn next_version(&self) -> Result<u32, PublishError> {
+        Ok(self.versions()?.last().map_or(1, |v| v + 1))
+    }
+
+    /// Keeps the newest [`KEPT_VERSIONS`] pointers and the blobs they (and `current`) name.
+    fn prune(&self) -> Result<(), PublishError> {
+        let versions = self.versions()?;
+        let (old, kept) = versions.split_at(versions.len().saturating_sub(KEPT_VERSIONS));
+        for v in old {
+            let _ = std::fs::remove_file(self.version_path(*v));
+        }
+        let mut live = std::collections::HashSet::new();
+        let pointers = kept.iter().map(|v| self.version_path(*v)).chain([self.path(POINTER_KEY)]);
+        for path in pointers {
+            if let Some(bytes) = read(&path)?
+                && let Ok(pointer) = ModelPointer::from_artifact(&bytes)
+            {
+                live.extend(pointer.regions.iter().map(|r| r.hash.kv_key()));
+            }
+        }
+        if let Ok(blobs) = std::fs::read_dir(self.root.join("model")) {
+            for blob in blobs.flatten() {
+                let key = format!("model/{}", blob.file_name().to_string_lossy());
+                if !live.contains(&key) {
+                    let _ = std::fs::remove_file(blob.path());
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+}
+
+fn read(path: &Path) -> Result<Option<Vec<u8>>, PublishError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PublishError::Read { path: path.to_owned(), source }),
     }
 }
 
