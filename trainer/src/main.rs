@@ -117,6 +117,9 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Ground truth (`prewarm synth --truth`): report how well profiles recover it.
+        #[arg(long)]
+        truth: Option<PathBuf>,
     },
 }
 
@@ -323,7 +326,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Train { json } => {
+        Command::Train { json, ref truth } => {
             let store = Store::open(&config.store_path())?;
             let publisher = DirPublisher::new(config.models_dir());
             let run = train_and_publish(&store, &config, &rules, &publisher, system_clock())?;
@@ -340,6 +343,35 @@ fn main() -> Result<()> {
                 run.version.0,
                 if run.published { "published" } else { "unchanged (not republished)" }
             );
+            if let Some(path) = truth {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let kinds: std::collections::HashMap<&str, &str> = text
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| {
+                        let mut f = l.split(',');
+                        Some((f.next()?, f.nth(1)?))
+                    })
+                    .collect();
+                let mut names: Vec<&str> = kinds.values().copied().collect();
+                names.sort_unstable();
+                names.dedup();
+                let (mut true_kind, mut found) = (Vec::new(), Vec::new());
+                // Profiles are per region: compare (region, kind) with (region, profile).
+                for (region_index, r) in run.regions.iter().enumerate() {
+                    for (user, profile) in &r.user_profiles {
+                        if let Some(kind) = kinds.get(user.to_hex().as_str()) {
+                            true_kind.push(names.iter().position(|n| n == kind).unwrap_or(0) + 1000 * region_index);
+                            found.push(usize::from(profile.0) + 1000 * region_index);
+                        }
+                    }
+                }
+                let ari = prewarm_trainer::profile::evaluate::adjusted_rand_index(&true_kind, &found);
+                println!(
+                    "profiles vs true kinds: adjusted Rand index {ari:.3} over {} users (1 = perfect)",
+                    true_kind.len()
+                );
+            }
             for r in &run.regions {
                 let note = if r.borrowed_global { " (too few users: global profiles)" } else { "" };
                 println!("region {}: {} users, silhouette {:.2}{note}", r.model.region, r.users, r.silhouette);

@@ -40,6 +40,10 @@ pub fn label(raw: &FeatureVector) -> String {
             _ => "night",
         }
     };
+    // Activity concentrated on Saturday and Sunday says more than the hour.
+    let (ws, wc) = (raw[index::WEEKDAY_SIN], raw[index::WEEKDAY_COS]);
+    let weekday = (ws.atan2(wc).rem_euclid(std::f32::consts::TAU) / std::f32::consts::TAU) * 7.0;
+    let when = if (ws * ws + wc * wc).sqrt() >= 0.45 && (4.5..6.6).contains(&weekday) { "weekend" } else { when };
     format!("{device} · {content} · {when}")
 }
 
@@ -107,6 +111,7 @@ mod tests {
         let labels: Vec<String> = fixtures::profiles().iter().map(|(raw, _)| label(raw)).collect();
         assert_eq!(labels[0], "mobile · video · evening");
         assert_eq!(labels[1], "desktop · api · office hours");
+        assert!(labels[2].ends_with(" · text · weekend"), "{}", labels[2]);
         assert!(labels[3].starts_with("bot · text"));
     }
 }
