@@ -50,8 +50,13 @@ pub struct Trainer {
 impl Trainer {
     /// Starts the server and waits until `/healthz` answers.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_binary(&prewarm_bin(), data_dir, env)
+    }
+
+    /// Like [`Trainer::start`], with an explicit `prewarm` binary.
+    pub fn start_binary(bin: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let mut command = Command::new(prewarm_bin());
+        let mut command = Command::new(bin);
         command
             .args(["--data-dir"])
             .arg(data_dir)
@@ -96,6 +101,17 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    request_with_head(addr, method, path, headers, body).map(|(status, _, body)| (status, body))
+}
+
+/// Like [`request`], also returning the response head (status line and headers).
+pub fn request_with_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut head =
@@ -106,23 +122,49 @@ pub fn request(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
+    // Read by the response's own framing: some servers keep the socket open after
+    // `Connection: close`, so waiting for EOF would wait for their idle timeout.
     let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text_end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete HTTP response"))?;
-    let head = String::from_utf8_lossy(&response[..text_end]);
+    let mut buf = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete HTTP response"));
+        }
+        response.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&response[..head_end]).into_owned();
+    let lower = head.to_ascii_lowercase();
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status"))?;
-    let mut body = response[text_end + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let length = lower.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
+    let chunked = lower.contains("transfer-encoding: chunked");
+    let mut body = response[head_end + 4..].to_vec();
+    loop {
+        let complete = match (length, chunked) {
+            (Some(length), _) => body.len() >= length,
+            (None, true) => body.ends_with(b"0\r\n\r\n"),
+            (None, false) => method == "HEAD" || status == 204 || status == 304,
+        };
+        if complete {
+            break;
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    if chunked {
         body = dechunk(&body);
     }
-    Ok((status, body))
+    Ok((status, head, body))
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

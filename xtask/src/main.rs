@@ -1,6 +1,7 @@
 //! Developer commands: `cargo xtask test`, `cargo xtask build-worker`, `cargo xtask bench`,
 //! `cargo xtask demo`. Each installs what it needs first, so a fresh machine needs nothing else.
 
+mod demo;
 mod fixtures;
 mod run;
 mod tools;
@@ -17,7 +18,9 @@ commands:
   build-worker   build the edge worker (wasm32, release) into edge/build
   bench          run the benchmarks and print their figures
   edge-fixtures  write the published models the worker tests load (tests/edge/.fixtures)
-  demo           the whole loop on this machine (not built yet: see the demo issue)
+  demo [--duration SECONDS]
+                 the whole loop on this machine: history, profiles, a published model, a real
+                 worker under live traffic with a surge, and its signals at the trainer
 ";
 
 fn main() -> Result<()> {
@@ -32,7 +35,11 @@ fn main() -> Result<()> {
         Some("bench") => run::bench(&root),
         Some("edge-fixtures") => fixtures::write(&root.join(run::EDGE_FIXTURES)),
         Some("demo") => {
-            bail!("`cargo xtask demo` is not built yet (the demo issue); `cargo xtask test` works")
+            let seconds = match args.get(1).map(String::as_str) {
+                Some("--duration") => args.get(2).and_then(|s| s.parse().ok()).context("--duration takes seconds")?,
+                _ => 60,
+            };
+            demo::demo(&root, std::time::Duration::from_secs(seconds))
         }
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");

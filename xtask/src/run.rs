@@ -75,7 +75,7 @@ fn counted(command: &mut Command, tally: &mut Tally) -> Result<bool> {
 }
 
 /// Where cargo puts build output (honours CARGO_TARGET_DIR).
-fn target_dir(root: &Path) -> Result<PathBuf> {
+pub fn target_dir(root: &Path) -> Result<PathBuf> {
     Ok(match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => root.join("target"),
@@ -146,6 +146,18 @@ pub fn test(root: &Path) -> Result<()> {
             Command::new("node").args(["--test", "--test-reporter=tap"]).arg(&node_tests).current_dir(root),
             &mut tally,
         )?;
+    }
+    step("a short demo, end to end (cargo xtask demo --duration 10)");
+    match crate::demo::demo(root, std::time::Duration::from_secs(10)) {
+        Ok(()) => {
+            println!("demo: ok");
+            tally.passed += 1;
+        }
+        Err(e) => {
+            println!("demo: FAILED: {e:#}");
+            tally.failed += 1;
+            ok = false;
+        }
     }
     println!("\nsummary: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
     println!("{} passed, {} failed", tally.passed, tally.failed);

@@ -103,6 +103,17 @@ fn insert_sql(rows: usize) -> String {
     )
 }
 
+/// Totals of what the edge has signalled.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EdgeSummary {
+    pub signal_batches: u64,
+    pub demand_requests: u64,
+    /// (reason, count)
+    pub prewarm_signals: Vec<(String, u64)>,
+    pub sampled_states: u64,
+    pub edge_model_version: Option<u32>,
+}
+
 /// A handle on the store. Not `Sync`: the server keeps it behind a mutex and uses it from
 /// blocking tasks.
 #[derive(Debug)]
@@ -298,6 +309,32 @@ impl Store {
         let rows =
             stmt.query_map(params![region, profile], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// What the edge reported: demand requests, prewarm signals by reason, and the newest
+    /// model version a batch came from.
+    pub fn edge_summary(&self) -> Result<EdgeSummary, StoreError> {
+        let demand_requests: i64 =
+            self.conn.query_row("SELECT COALESCE(SUM(requests), 0) FROM demand", [], |r| r.get(0))?;
+        let mut stmt =
+            self.conn.prepare("SELECT reason, COUNT(*) FROM prewarm_signals GROUP BY reason ORDER BY reason")?;
+        let prewarm = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let batches: i64 = self.conn.query_row("SELECT COUNT(*) FROM edge_reports", [], |r| r.get(0))?;
+        let model: Option<i64> = self
+            .conn
+            .query_row("SELECT model_version FROM edge_reports ORDER BY received_at DESC LIMIT 1", [], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let states: i64 = self.conn.query_row("SELECT COUNT(*) FROM sampled_states", [], |r| r.get(0))?;
+        Ok(EdgeSummary {
+            signal_batches: batches as u64,
+            demand_requests: demand_requests as u64,
+            prewarm_signals: prewarm,
+            sampled_states: states as u64,
+            edge_model_version: model.map(|v| v as u32),
+        })
     }
 
     /// Number of prewarm signals received.

@@ -149,6 +149,12 @@ async fn healthz(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(axum::Json(json!({ "ok": true, "events": events })).into_response())
 }
 
+/// `GET /v1/status`: what is stored and what the edge has signalled.
+async fn status(State(state): State<AppState>) -> Result<Response, AppError> {
+    let (events, edge) = with_store(&state, |store| Ok((store.count_events()?, store.edge_summary()?))).await?;
+    Ok(axum::Json(json!({ "events": events, "edge": edge })).into_response())
+}
+
 /// The router with its limits: body size (before decompression; gzip is bounded separately)
 /// and a request timeout.
 pub fn router(state: AppState) -> Router {
@@ -158,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/signals", post(post_signals))
         .route("/healthz", get(healthz))
+        .route("/v1/status", get(status))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))

@@ -1,0 +1,308 @@
+//! `cargo xtask demo`: the whole loop on this machine. Behaviour history in, profiles found and
+//! checked against the truth, a model published to the local KV of a real worker in workerd,
+//! live traffic (with a surge) through that worker, and its signals arriving at the trainer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use prewarm_tests::{Origin, TempDir, Trainer, WranglerDev, request, request_with_head};
+
+use crate::run::{cmd, step};
+use crate::tools;
+
+const SALT: &str = "demo-salt-not-for-production";
+const SIGNAL_TOKEN: &str = "demo-signal-token-0123456789";
+const INGEST_TOKEN: &str = "demo-ingest-token-0123456789";
+
+/// A kind of live visitor the driver plays.
+struct Visitor {
+    kind: &'static str,
+    user_agent: &'static str,
+    path: &'static str,
+    accept: &'static str,
+}
+
+const VISITORS: [Visitor; 4] = [
+    Visitor {
+        kind: "mobile video viewer",
+        user_agent: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+        path: "/watch/{n}/segment.ts",
+        accept: "*/*",
+    },
+    Visitor {
+        kind: "desktop API client",
+        user_agent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+        path: "/api/v1/orders/{n}",
+        accept: "application/json",
+    },
+    Visitor {
+        kind: "tablet reader",
+        user_agent: "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15",
+        path: "/articles/{n}",
+        accept: "text/html",
+    },
+    Visitor {
+        kind: "crawler",
+        user_agent: "Mozilla/5.0 (compatible; Googlebot/2.1)",
+        path: "/articles/{n}",
+        accept: "text/html",
+    },
+];
+
+fn prewarm(bin: &Path, data: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin).arg("--data-dir").arg(data).args(args).env("PREWARM_SALT", SALT).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("prewarm {args:?} failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(stdout)
+}
+
+fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    request(addr, "GET", path, &[], b"")
+        .ok()
+        .and_then(|(_, body)| serde_json::from_slice(&body).ok())
+        .unwrap_or_default()
+}
+
+/// Totals the live driver keeps.
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    ok: AtomicU64,
+}
+
+/// One virtual visitor: a cookie jar and a request every `interval`, until `stop`.
+fn visit(
+    worker: SocketAddr,
+    visitor: &'static Visitor,
+    id: u64,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) {
+    let mut jar: HashMap<String, String> = HashMap::new();
+    let mut n = id * 1000;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let path = visitor.path.replace("{n}", &(n % 500).to_string());
+        let cookie = jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let mut headers = vec![("User-Agent", visitor.user_agent), ("Accept", visitor.accept)];
+        if !cookie.is_empty() {
+            headers.push(("Cookie", &cookie));
+        }
+        tally.sent.fetch_add(1, Ordering::Relaxed);
+        if let Ok((status, head, _)) = request_with_head(worker, "GET", &path, &headers, b"") {
+            if status == 200 {
+                tally.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            for line in head.lines() {
+                if let Some(value) = line.strip_prefix("set-cookie: ").or_else(|| line.strip_prefix("Set-Cookie: "))
+                    && let Some((name, rest)) = value.split_once('=')
+                    && name.starts_with("pw_")
+                {
+                    jar.insert(name.to_owned(), rest.split(';').next().unwrap_or("").to_owned());
+                }
+            }
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// The model's expected requests per second for the current forecast slot, summed over profiles.
+fn forecast_rate(models: &serde_json::Value, now: u64) -> f64 {
+    let mut total = 0.0;
+    for region in models.as_array().into_iter().flatten().take(1) {
+        let forecast = &region["forecast"];
+        let (start, step) =
+            (forecast["start"].as_u64().unwrap_or(0), forecast["step_secs"].as_u64().unwrap_or(300).max(1));
+        let slot = (now.saturating_sub(start) / step) as usize;
+        for series in forecast["series"].as_array().into_iter().flatten() {
+            total += series["expected"][slot].as_f64().unwrap_or(0.0) / step as f64;
+        }
+    }
+    total
+}
+
+pub fn demo(root: &Path, duration: Duration) -> Result<()> {
+    let started = Instant::now();
+    step("installing what is missing");
+    tools::ensure_all(root)?;
+    step("building the trainer and the worker");
+    cmd(Command::new("cargo").args(["build", "--locked", "-p", "prewarm-trainer"]).current_dir(root))?;
+    crate::run::build_worker(root, &tools::worker_env(root)?)?;
+    let bin = crate::run::target_dir(root)?.join("debug/prewarm");
+    let dir = TempDir::new("demo");
+    let data = dir.0.join("data");
+    let events = dir.0.join("history.ndjson");
+    let truth = dir.0.join("truth.csv");
+
+    step("1/6 generating four weeks of behaviour: 2 regions × 4 kinds of users × 100, with ground truth");
+    let path = |p: &Path| p.to_str().map(str::to_owned).context("non-UTF-8 temp path");
+    print!(
+        "{}",
+        prewarm(&bin, &data, &["synth", "--out", &path(&events)?, "--truth", &path(&truth)?, "--days", "28"])?
+    );
+    step("2/6 importing it into a fresh embedded store");
+    print!("{}", prewarm(&bin, &data, &["import", &path(&events)?])?);
+    step("3/6 training profiles per region, with costs and a day of forecasts");
+    let trained = prewarm(&bin, &data, &["train", "--truth", &path(&truth)?])?;
+    print!("{trained}");
+    let ari: f64 = trained
+        .lines()
+        .find_map(|l| l.split("adjusted Rand index ").nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+
+    step("4/6 starting the trainer (prewarm serve), an origin and the worker (wrangler dev), then publishing");
+    let trainer = Trainer::start_binary(
+        &bin,
+        &data,
+        &[("PREWARM_SIGNAL_TOKEN", SIGNAL_TOKEN), ("PREWARM_INGEST_TOKEN", INGEST_TOKEN), ("PREWARM_SALT", SALT)],
+    );
+    let origin = Origin::start();
+    let models =
+        serde_json::from_str::<serde_json::Value>(&prewarm(&bin, &data, &["inspect", "--json"])?).unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    // The driver plays a sample of the modelled population: tell the worker which share, so it
+    // compares like with like against the region's forecast.
+    let normal_rate = VISITORS.len() as f64 * 2.0; // 4 kinds × 2 visitors × 1 request/s
+    let modelled = forecast_rate(&models, now);
+    let share = if modelled > 0.0 { (normal_rate / modelled / 1.5).clamp(0.001, 1.0) } else { 1.0 };
+    println!(
+        "forecast now: {modelled:.2} req/s in the default region; the live driver sends {normal_rate:.0} req/s, a share of {share:.3}"
+    );
+    let config = dir.0.join("wrangler.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"prewarm-demo\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\n[vars]\nORIGIN_URL = \"http://{}\"\n\
+             TRAINER_URL = \"http://{}\"\nSIGNAL_TOKEN = \"{SIGNAL_TOKEN}\"\nPREWARM_SALT = \"{SALT}\"\nCOOKIE_SECRET = \"demo-cookie-secret\"\n\
+             MODEL_CHECK_SECS = \"2\"\nSIGNAL_FLUSH_SECS = \"2\"\nPREWARM_DEBOUNCE_SECS = \"20\"\nEDGE_TRAFFIC_SHARE = \"{share}\"\n\
+             STATE_SAMPLE_RATE = \"0.5\"\n[[kv_namespaces]]\nbinding = \"PREWARM_MODEL\"\nid = \"00000000000000000000000000000000\"\n",
+            root.join("edge/worker.mjs").display(),
+            origin.addr,
+            trainer.addr
+        ),
+    )?;
+    let kv = dir.0.join("kv");
+    let wrangler = root.join("node_modules/.bin/wrangler");
+    print!(
+        "{}",
+        prewarm(
+            &bin,
+            &data,
+            &[
+                "publish",
+                "--local-kv",
+                &path(&kv)?,
+                "--wrangler",
+                &path(&wrangler)?,
+                "--wrangler-config",
+                &path(&config)?
+            ]
+        )?
+    );
+    let worker = WranglerDev::start(&config, &kv);
+    let mut loaded = serde_json::Value::Null;
+    for _ in 0..100 {
+        let _ = request(worker.addr, "GET", "/", &[], b"");
+        loaded = json(worker.addr, "/__prewarm/status");
+        if loaded["model"]["version"].as_u64().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "worker at http://{} loaded model version {} (regions {})",
+        worker.addr, loaded["model"]["version"], loaded["model"]["regions_loaded"]
+    );
+
+    step(&format!(
+        "5/6 live traffic through the worker for {} s: normal, then a surge of video viewers",
+        duration.as_secs()
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let worker_addr = worker.addr;
+    let spawn = |visitor: &'static Visitor, id: u64| {
+        let (stop, tally) = (stop.clone(), tally.clone());
+        std::thread::spawn(move || visit(worker_addr, visitor, id, Duration::from_secs(1), stop, tally))
+    };
+    let mut threads = Vec::new();
+    let kinds: Vec<&str> = VISITORS.iter().map(|v| v.kind).collect();
+    println!("  2 visitors of each kind, one request per second each: {}", kinds.join(", "));
+    for (k, visitor) in VISITORS.iter().enumerate() {
+        for i in 0..2 {
+            threads.push(spawn(visitor, (k * 10 + i) as u64));
+        }
+    }
+    let prewarm_count = |status: &serde_json::Value| -> u64 {
+        status["edge"]["prewarm_signals"].as_array().into_iter().flatten().filter_map(|p| p[1].as_u64()).sum()
+    };
+    let report = |phase: &str| {
+        let status = json(trainer.addr, "/v1/status");
+        println!(
+            "  [{phase}] {:>5} requests sent, {:>5} answered 200 | trainer: {} signal batches, {} requests counted, prewarm signals {}",
+            tally.sent.load(Ordering::Relaxed),
+            tally.ok.load(Ordering::Relaxed),
+            status["edge"]["signal_batches"],
+            status["edge"]["demand_requests"],
+            status["edge"]["prewarm_signals"]
+        );
+        status
+    };
+    let half = duration / 2;
+    let phase_end = Instant::now() + half;
+    while Instant::now() < phase_end {
+        std::thread::sleep(Duration::from_secs(5).min(half));
+        report("normal");
+    }
+    let before_surge = prewarm_count(&json(trainer.addr, "/v1/status"));
+    println!("  surge: 8 more mobile video viewers join");
+    for i in 0..8 {
+        threads.push(spawn(&VISITORS[0], 100 + i));
+    }
+    let surge_end = Instant::now() + half;
+    while Instant::now() < surge_end {
+        std::thread::sleep(Duration::from_secs(5).min(half));
+        report("surge ");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    std::thread::sleep(Duration::from_secs(3)); // the last signal batches
+
+    step("6/6 summary");
+    let status = report("final ");
+    let edge = json(worker.addr, "/__prewarm/status");
+    let (sent, ok) = (tally.sent.load(Ordering::Relaxed), tally.ok.load(Ordering::Relaxed));
+    let after_surge = prewarm_count(&status);
+    let seen = origin.seen.lock().map(|s| s.len()).unwrap_or(0);
+    println!("profiles vs true kinds: adjusted Rand index {ari:.3} (target >= 0.8)");
+    println!("worker: {ok} of {sent} demo requests answered 200; the origin saw {seen} requests tagged with profiles");
+    println!("worker status: model version {}, counters {}", edge["model"]["version"], edge["counters"]);
+    println!(
+        "prewarm signals at the trainer: {before_surge} before the surge, {} during it",
+        after_surge.saturating_sub(before_surge)
+    );
+    println!(
+        "not built yet: the capacity plan (so no plan rising ahead of the surge, and no comparison with reactive scaling); see the README's Status"
+    );
+    println!("data directory (removed on exit): {}; total {:.0} s", dir.0.display(), started.elapsed().as_secs_f64());
+    drop(worker);
+    drop(trainer);
+    if ok != sent {
+        bail!("{} demo requests were not answered 200", sent - ok);
+    }
+    if ari.is_nan() || ari < 0.8 {
+        bail!("profiles recovered the true kinds poorly: adjusted Rand index {ari:.3}");
+    }
+    Ok(())
+}
