@@ -249,7 +249,17 @@ pub struct WranglerDev {
 
 impl WranglerDev {
     /// Starts the prebuilt worker (edge/worker.mjs) with `config`, waits until it answers.
+    /// wrangler's output goes to `wrangler.log` beside the config.
     pub fn start(config: &Path, persist_to: &Path) -> Self {
+        let log = config.with_file_name("wrangler.log");
+        let output = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null())
+        };
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let child = Command::new(repo_root().join("node_modules/.bin/wrangler"))
@@ -261,8 +271,8 @@ impl WranglerDev {
             .env("CI", "true")
             .env("WRANGLER_SEND_METRICS", "false")
             .current_dir(repo_root())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .expect("start wrangler dev (run `cargo xtask test`, which installs it)");
         let dev = Self { child, addr };

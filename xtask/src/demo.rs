@@ -296,11 +296,14 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         "not built yet: the capacity plan (so no plan rising ahead of the surge, and no comparison with reactive scaling); see the README's Status"
     );
     println!("data directory (removed on exit): {}; total {:.0} s", dir.0.display(), started.elapsed().as_secs_f64());
-    drop(worker);
-    drop(trainer);
     if ok != sent {
+        let log = std::fs::read_to_string(dir.0.join("wrangler.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        eprintln!("wrangler dev's last lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         bail!("{} demo requests were not answered 200", sent - ok);
     }
+    drop(worker);
+    drop(trainer);
     if ari.is_nan() || ari < 0.8 {
         bail!("profiles recovered the true kinds poorly: adjusted Rand index {ari:.3}");
     }
