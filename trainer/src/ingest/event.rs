@@ -3,6 +3,9 @@
 
 use prewarm_shared::classify::{ClassificationRules, Device, RequestClass};
 use prewarm_shared::signals::UserHash;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 /// Longest accepted path, region name and User-Agent: longer values are rejected, not cut.
@@ -13,22 +16,25 @@ pub const MAX_USER_AGENT_LEN: usize = 1024;
 /// One line of `POST /v1/events`, as sent. Documented field by field in the README.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventLine {
+pub struct EventLine<'a> {
     /// Unix seconds (number) or RFC 3339 UTC (`2026-11-28T14:00:00Z`).
     pub time: serde_json::Value,
     /// HMAC-SHA256(salt, user id) in hex: never a raw identifier.
-    pub user: String,
-    pub region: String,
-    pub path: String,
-    #[serde(default)]
-    pub content_type: Option<String>,
-    #[serde(default)]
-    pub accept: Option<String>,
-    #[serde(default)]
-    pub user_agent: Option<String>,
+    #[serde(borrow)]
+    pub user: Cow<'a, str>,
+    #[serde(borrow)]
+    pub region: Cow<'a, str>,
+    #[serde(borrow)]
+    pub path: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub content_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub accept: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub user_agent: Option<Cow<'a, str>>,
     /// Instead of a User-Agent: `desktop`, `mobile`, `tablet` or `bot`.
-    #[serde(default)]
-    pub device: Option<String>,
+    #[serde(default, borrow)]
+    pub device: Option<Cow<'a, str>>,
     pub status: u16,
     pub bytes: u64,
     pub duration_ms: f64,
@@ -142,9 +148,29 @@ fn finite_non_negative(name: &'static str, v: f64) -> Result<f32, EventError> {
     if v.is_finite() && v >= 0.0 { Ok(v as f32) } else { Err(field(name, "must be a finite number >= 0")) }
 }
 
-impl EventLine {
+/// User-Agent → device, remembered within one batch: classifying an agent scans it for dozens of
+/// markers, and a batch repeats few agents many times.
+#[derive(Debug, Default)]
+pub struct DeviceCache<'a> {
+    known: HashMap<Cow<'a, str>, Device>,
+}
+
+impl<'a> DeviceCache<'a> {
+    fn device(&mut self, user_agent: Cow<'a, str>) -> Device {
+        if let Some(device) = self.known.get(&user_agent) {
+            return *device;
+        }
+        let device = Device::from_user_agent(&user_agent);
+        if self.known.len() < 4096 {
+            self.known.insert(user_agent, device);
+        }
+        device
+    }
+}
+
+impl<'a> EventLine<'a> {
     /// Validates and classifies one line.
-    pub fn validate(self, rules: &ClassificationRules) -> Result<Event, EventError> {
+    pub fn validate(self, rules: &ClassificationRules, devices: &mut DeviceCache<'a>) -> Result<Event, EventError> {
         let time = parse_time(&self.time)?;
         let user = UserHash::from_hex(&self.user)
             .ok_or_else(|| field("user", "expected 64 hex digits (HMAC-SHA256 of the user id), never a raw id"))?;
@@ -160,9 +186,9 @@ impl EventLine {
         if !(100..=599).contains(&self.status) {
             return Err(field("status", "must be an HTTP status between 100 and 599"));
         }
-        let device = match (&self.device, &self.user_agent) {
+        let device = match (&self.device, self.user_agent) {
             (Some(d), _) => Device::parse(d).ok_or_else(|| field("device", "one of desktop, mobile, tablet, bot"))?,
-            (None, Some(ua)) if ua.len() <= MAX_USER_AGENT_LEN => Device::from_user_agent(ua),
+            (None, Some(ua)) if ua.len() <= MAX_USER_AGENT_LEN => devices.device(ua),
             (None, Some(_)) => return Err(field("user_agent", format!("at most {MAX_USER_AGENT_LEN} bytes"))),
             (None, None) => return Err(field("user_agent", "either `user_agent` or `device` is required")),
         };
@@ -176,7 +202,7 @@ impl EventLine {
             time,
             user,
             class: rules.classify(&self.path, self.accept.as_deref(), self.content_type.as_deref()),
-            region: self.region,
+            region: self.region.into_owned(),
             device,
             status: self.status,
             bytes: self.bytes,
@@ -191,9 +217,13 @@ impl EventLine {
 }
 
 /// Parses and validates one NDJSON line.
-pub fn parse_line(line: &str, rules: &ClassificationRules) -> Result<Event, EventError> {
-    let raw: EventLine = serde_json::from_str(line).map_err(|e| EventError::Json(e.to_string()))?;
-    raw.validate(rules)
+pub fn parse_line<'a>(
+    line: &'a str,
+    rules: &ClassificationRules,
+    devices: &mut DeviceCache<'a>,
+) -> Result<Event, EventError> {
+    let raw: EventLine<'a> = serde_json::from_str(line).map_err(|e| EventError::Json(e.to_string()))?;
+    raw.validate(rules, devices)
 }
 
 #[cfg(test)]
@@ -212,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_valid_line_is_classified_like_the_edge_would() {
-        let e = parse_line(&line(""), &ClassificationRules::default()).expect("valid");
+        let e = parse_line(&line(""), &ClassificationRules::default(), &mut DeviceCache::default()).expect("valid");
         assert_eq!(e.device, Device::Mobile);
         assert_eq!(e.class.content, ContentClass::Video);
         assert_eq!(e.time, 1_700_000_000);
@@ -227,17 +257,26 @@ mod tests {
             (r#","utc_offset_minutes":9999"#, "utc_offset_minutes"),
         ];
         for (extra, name) in cases {
-            match parse_line(&line(extra), &rules) {
+            match parse_line(&line(extra), &rules, &mut DeviceCache::default()) {
                 Err(EventError::Field { field, .. }) => assert_eq!(field, name),
                 other => panic!("{extra}: {other:?}"),
             }
         }
         let bad_user = line("").replace(USER, "alice@example.com");
-        assert!(matches!(parse_line(&bad_user, &rules), Err(EventError::Field { field: "user", .. })));
+        assert!(matches!(
+            parse_line(&bad_user, &rules, &mut DeviceCache::default()),
+            Err(EventError::Field { field: "user", .. })
+        ));
         let bad_time = line("").replace("1700000000", "\"yesterday\"");
-        assert!(matches!(parse_line(&bad_time, &rules), Err(EventError::Field { field: "time", .. })));
-        assert!(matches!(parse_line("{not json", &rules), Err(EventError::Json(_))));
-        assert!(matches!(parse_line(&line(r#","extra":1"#), &rules), Err(EventError::Json(_))));
+        assert!(matches!(
+            parse_line(&bad_time, &rules, &mut DeviceCache::default()),
+            Err(EventError::Field { field: "time", .. })
+        ));
+        assert!(matches!(parse_line("{not json", &rules, &mut DeviceCache::default()), Err(EventError::Json(_))));
+        assert!(matches!(
+            parse_line(&line(r#","extra":1"#), &rules, &mut DeviceCache::default()),
+            Err(EventError::Json(_))
+        ));
     }
 
     #[test]

@@ -202,7 +202,8 @@ fn parse_files(
             }
             // NDJSON events (the /v1/events schema) or an access log, told apart by the line.
             let parsed = if text.trim_start().starts_with('{') {
-                super::event::parse_line(&text, rules).map_err(|e| e.to_string())
+                super::event::parse_line(&text, rules, &mut super::event::DeviceCache::default())
+                    .map_err(|e| e.to_string())
             } else {
                 access_log::parse(&text)
                     .map(|line| event_from_log(&line, salt, config, rules, &mut cache))

@@ -10,7 +10,7 @@ use std::io::Read;
 use prewarm_shared::classify::ClassificationRules;
 use serde::Serialize;
 
-use self::event::{Event, parse_line};
+use self::event::{DeviceCache, Event, parse_line};
 
 /// How many rejected lines a reply lists in full.
 pub const REPORTED_REJECTIONS: usize = 20;
@@ -65,6 +65,7 @@ pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
 pub fn parse_ndjson(body: &[u8], rules: &ClassificationRules) -> (Vec<Event>, IngestReport) {
     let mut events = Vec::new();
     let mut report = IngestReport::default();
+    let mut devices = DeviceCache::default();
     for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(u8::is_ascii_whitespace) {
@@ -73,7 +74,7 @@ pub fn parse_ndjson(body: &[u8], rules: &ClassificationRules) -> (Vec<Event>, In
         let line = i + 1;
         match std::str::from_utf8(raw) {
             Err(_) => report.reject(line, "line is not valid UTF-8".into()),
-            Ok(text) => match parse_line(text, rules) {
+            Ok(text) => match parse_line(text, rules, &mut devices) {
                 Ok(event) => events.push(event),
                 Err(e) => report.reject(line, e.to_string()),
             },
