@@ -36,6 +36,8 @@ pub struct TrainerConfig {
     pub regions: Vec<RegionConfig>,
     pub profiles: ProfileConfig,
     pub costs: CostConfig,
+    /// Capacity planning: instance shape, lead time, min/max, budget, stabilisation.
+    pub plan: crate::plan::PlanConfig,
 }
 
 /// One region.
@@ -110,6 +112,7 @@ impl Default for TrainerConfig {
             regions: Vec::new(),
             profiles: ProfileConfig::default(),
             costs: CostConfig::default(),
+            plan: crate::plan::PlanConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod forecast;
 pub mod ingest;
+pub mod plan;
 pub mod profile;
 pub mod publish;
 pub mod store;

@@ -112,6 +112,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The pre-provisioning plan for the published model, with the edge's recent prewarm signals.
+    Plan {
+        /// Steps to show per region.
+        #[arg(long, default_value_t = 12)]
+        steps: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Train profiles on the store and publish the next model version.
     Train {
         /// Print the result as JSON.
@@ -300,6 +308,31 @@ fn main() -> Result<()> {
                         );
                     }
                 }
+            }
+            Ok(())
+        }
+        Command::Plan { steps, json } => {
+            let models = DirPublisher::new(config.models_dir()).current()?.map(|(_, r)| r).unwrap_or_default();
+            let store = Store::open(&config.store_path())?;
+            let now = system_clock();
+            let signals = store.recent_prewarm(now.0.saturating_sub(config.plan.nowcast_decay_secs))?;
+            let plans = prewarm_trainer::plan::plan_regions(&models, &config.plan, now, &signals);
+            if json {
+                let view: Vec<_> = plans
+                    .iter()
+                    .map(|(r, p)| serde_json::json!({"region": r, "steps": &p[..p.len().min(steps)]}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(view));
+                return Ok(());
+            }
+            for (region, plan) in &plans {
+                let units: Vec<String> = plan.iter().take(steps).map(|s| s.units.to_string()).collect();
+                let boosted = signals.iter().filter(|s| &s.0 == region).count();
+                println!(
+                    "region {region}: units for the next {} steps of 5 min: {}  ({boosted} recent prewarm signals)",
+                    units.len(),
+                    units.join(" ")
+                );
             }
             Ok(())
         }

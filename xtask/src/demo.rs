@@ -160,11 +160,31 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         .unwrap_or(f64::NAN);
 
     step("4/6 starting the trainer (prewarm serve), an origin and the worker (wrangler dev), then publishing");
+    // Instances sized for the synthetic population (a few units at its evening peak), so the
+    // plan's movements are visible; a 5-minute provisioning delay.
+    let trainer_config = dir.0.join("trainer.toml");
+    std::fs::write(
+        &trainer_config,
+        "train_interval_secs = 0\n[plan]\nlead_time_secs = 300\nmin_units = 1\nmax_units = 500\n\
+         [plan.instance]\ncpu_ms_per_sec = 5.0\nmemory_mb = 16.0\nbytes_per_sec = 200000.0\n",
+    )?;
     let trainer = Trainer::start_binary(
         &bin,
         &data,
-        &[("PREWARM_SIGNAL_TOKEN", SIGNAL_TOKEN), ("PREWARM_INGEST_TOKEN", INGEST_TOKEN), ("PREWARM_SALT", SALT)],
+        &[
+            ("PREWARM_CONFIG", &path(&trainer_config)?),
+            ("PREWARM_SIGNAL_TOKEN", SIGNAL_TOKEN),
+            ("PREWARM_INGEST_TOKEN", INGEST_TOKEN),
+            ("PREWARM_SALT", SALT),
+        ],
     );
+    let plan_units = |trainer: SocketAddr| -> Vec<u64> {
+        let plan = json(trainer, "/v1/plan");
+        let steps = plan["regions"].as_array().and_then(|r| r.first()).map(|r| r["steps"].clone()).unwrap_or_default();
+        steps.as_array().into_iter().flatten().take(6).filter_map(|s| s["units"].as_u64()).collect()
+    };
+    let plan_before = plan_units(trainer.addr);
+    println!("plan for the default region, next 30 min in 5-min steps (units): {plan_before:?}");
     let origin = Origin::start();
     let models =
         serde_json::from_str::<serde_json::Value>(&prewarm(&bin, &data, &["inspect", "--json"])?).unwrap_or_default();
@@ -284,6 +304,7 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     let edge = json(worker.addr, "/__prewarm/status");
     let (sent, ok) = (tally.sent.load(Ordering::Relaxed), tally.ok.load(Ordering::Relaxed));
     let after_surge = prewarm_count(&status);
+    let plan_after = plan_units(trainer.addr);
     let seen = origin.seen.lock().map(|s| s.len()).unwrap_or(0);
     println!("profiles vs true kinds: adjusted Rand index {ari:.3} (target >= 0.8)");
     println!("worker: {ok} of {sent} demo requests answered 200; the origin saw {seen} requests tagged with profiles");
@@ -292,8 +313,9 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         "prewarm signals at the trainer: {before_surge} before the surge, {} during it",
         after_surge.saturating_sub(before_surge)
     );
+    println!("plan, next 30 min (units): before the live traffic {plan_before:?}, after the surge {plan_after:?}");
     println!(
-        "not built yet: the capacity plan (so no plan rising ahead of the surge, and no comparison with reactive scaling); see the README's Status"
+        "not built yet: actuation and the comparison with reactive scaling (the replay simulator); see the README's Status"
     );
     println!("data directory (removed on exit): {}; total {:.0} s", dir.0.display(), started.elapsed().as_secs_f64());
     if ok != sent {

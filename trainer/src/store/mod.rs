@@ -343,6 +343,18 @@ impl Store {
         })
     }
 
+    /// Prewarm signals received since `since` (Unix seconds): (region, profile, at, observed).
+    pub fn recent_prewarm(&self, since: u64) -> Result<Vec<(String, u16, u64, f32)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT region, profile, received_at, observed FROM prewarm_signals WHERE received_at >= ?1")?;
+        let rows = stmt.query_map(params![since as i64], |r| {
+            let observed: f64 = r.get(3)?;
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u16, r.get::<_, i64>(2)? as u64, observed as f32))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Number of prewarm signals received.
     pub fn count_prewarm_signals(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row("SELECT COUNT(*) FROM prewarm_signals", [], |r| r.get::<_, i64>(0))? as u64)

@@ -155,6 +155,22 @@ async fn status(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(axum::Json(json!({ "events": events, "edge": edge })).into_response())
 }
 
+/// `GET /v1/plan`: the plan per region for the published model and recent prewarm signals.
+async fn get_plan(State(state): State<AppState>) -> Result<Response, AppError> {
+    let config = state.config.clone();
+    let now = (state.clock)();
+    let since = now.0.saturating_sub(config.plan.nowcast_decay_secs);
+    let signals = with_store(&state, move |store| store.recent_prewarm(since)).await?;
+    let models = crate::publish::DirPublisher::new(config.models_dir())
+        .current()
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map(|(_, r)| r)
+        .unwrap_or_default();
+    let plans = crate::plan::plan_regions(&models, &config.plan, now, &signals);
+    let view: Vec<_> = plans.iter().map(|(region, steps)| json!({ "region": region, "steps": steps })).collect();
+    Ok(axum::Json(json!({ "regions": view, "prewarm_signals_in_effect": signals.len() })).into_response())
+}
+
 /// The router with its limits: body size (before decompression; gzip is bounded separately)
 /// and a request timeout.
 pub fn router(state: AppState) -> Router {
@@ -165,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/signals", post(post_signals))
         .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
+        .route("/v1/plan", get(get_plan))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
