@@ -38,6 +38,8 @@ pub struct TrainerConfig {
     pub costs: CostConfig,
     /// Capacity planning: instance shape, lead time, min/max, budget, stabilisation.
     pub plan: crate::plan::PlanConfig,
+    /// Cloudflare Workers KV (REST API) target for `prewarm publish --kv`.
+    pub kv: Option<crate::publish::kv_rest::KvRestConfig>,
 }
 
 /// One region.
@@ -113,6 +115,7 @@ impl Default for TrainerConfig {
             profiles: ProfileConfig::default(),
             costs: CostConfig::default(),
             plan: crate::plan::PlanConfig::default(),
+            kv: None,
         }
     }
 }
@@ -216,6 +219,9 @@ impl TrainerConfig {
                 value: v.clone(),
                 reason: e.to_string(),
             })?;
+        }
+        if let (Some(kv), Some(token)) = (self.kv.as_mut(), lookup("PREWARM_CF_API_TOKEN").filter(|t| !t.is_empty())) {
+            kv.api_token = Some(token);
         }
         for (name, slot) in [
             ("PREWARM_INGEST_TOKEN", &mut self.ingest_token),

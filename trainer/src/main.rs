@@ -104,6 +104,9 @@ enum Command {
         /// The wrangler configuration declaring the KV binding.
         #[arg(long, default_value = "wrangler.toml")]
         wrangler_config: PathBuf,
+        /// Also write to Cloudflare Workers KV through its REST API (the `[kv]` configuration).
+        #[arg(long)]
+        kv: bool,
     },
     /// Summarise a published model: regions, profiles, costs, forecast peaks.
     Inspect {
@@ -232,7 +235,7 @@ fn main() -> Result<()> {
             println!("{count} events for {} users written to {}", truth_rows.len() - 1, out.display());
             Ok(())
         }
-        Command::Publish { ref rollback, ref local_kv, ref wrangler, ref wrangler_config } => {
+        Command::Publish { ref rollback, ref local_kv, ref wrangler, ref wrangler_config, kv: to_kv } => {
             use prewarm_trainer::publish::local_kv::LocalKv;
             let publisher = DirPublisher::new(config.models_dir());
             let entries = match rollback.as_deref() {
@@ -258,6 +261,18 @@ fn main() -> Result<()> {
                     "version {version}: {} blobs and the pointer written to the local KV in {}",
                     entries.len() - 1,
                     dir.display()
+                );
+            }
+            if to_kv {
+                let kv = config
+                    .kv
+                    .as_ref()
+                    .context("--kv needs a [kv] section (account_id, namespace_id) and PREWARM_CF_API_TOKEN")?;
+                kv.publish(&entries)?;
+                println!(
+                    "version {version}: {} blobs and the pointer written to Workers KV namespace {}",
+                    entries.len() - 1,
+                    kv.namespace_id
                 );
             }
             Ok(())

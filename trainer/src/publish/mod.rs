@@ -5,6 +5,7 @@
 //! pointer last, so an edge sees the old model or the new one, never a mix. An interrupted
 //! publish leaves the previous pointer, which names blobs that are all still there.
 
+pub mod kv_rest;
 pub mod local_kv;
 
 use std::path::{Path, PathBuf};
