@@ -270,6 +270,8 @@ impl WranglerDev {
             .arg(persist_to)
             .env("CI", "true")
             .env("WRANGLER_SEND_METRICS", "false")
+            // Offline: use Miniflare's placeholder `request.cf` at once instead of trying to fetch it.
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .current_dir(repo_root())
             .stdout(output())
             .stderr(output())

@@ -76,6 +76,16 @@ fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
 struct Tally {
     sent: AtomicU64,
     ok: AtomicU64,
+    /// The first failure, for the summary.
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn fail(&self, what: String) {
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert(what);
+        }
+    }
 }
 
 /// One virtual visitor: a cookie jar and a request every `interval`, until `stop`.
@@ -98,9 +108,16 @@ fn visit(
             headers.push(("Cookie", &cookie));
         }
         tally.sent.fetch_add(1, Ordering::Relaxed);
-        if let Ok((status, head, _)) = request_with_head(worker, "GET", &path, &headers, b"") {
+        let started = Instant::now();
+        let outcome = request_with_head(worker, "GET", &path, &headers, b"");
+        if let Err(e) = &outcome {
+            tally.fail(format!("GET {path}: {e} after {} ms", started.elapsed().as_millis()));
+        }
+        if let Ok((status, head, _)) = outcome {
             if status == 200 {
                 tally.ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                tally.fail(format!("GET {path}: status {status}"));
             }
             for line in head.lines() {
                 if let Some(value) = line.strip_prefix("set-cookie: ").or_else(|| line.strip_prefix("Set-Cookie: "))
@@ -320,8 +337,9 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     println!("data directory (removed on exit): {}; total {:.0} s", dir.0.display(), started.elapsed().as_secs_f64());
     if ok != sent {
         let log = std::fs::read_to_string(dir.0.join("wrangler.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        eprintln!("wrangler dev's last lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        let unusual: Vec<&str> = log.lines().filter(|l| !l.contains(" 200 OK")).take(60).collect();
+        eprintln!("first failure: {:?}", tally.first_error.lock().ok().and_then(|f| f.clone()));
+        eprintln!("wrangler dev's log, without its 200 lines:\n{}", unusual.join("\n"));
         bail!("{} demo requests were not answered 200", sent - ok);
     }
     drop(worker);
