@@ -75,6 +75,31 @@ impl Aggregator {
         }
     }
 
+    /// Queues a prewarm request unless one with the same reason went out within the window.
+    #[allow(clippy::too_many_arguments)]
+    fn raise(
+        &mut self,
+        reason: PrewarmReason,
+        region: &str,
+        profile: ProfileId,
+        now: UnixSeconds,
+        observed: f32,
+        forecast_upper: f32,
+        config: &EdgeConfig,
+    ) {
+        if self.debounced((region.to_owned(), profile, reason), now, config.prewarm_debounce_secs) {
+            let minute = now.minute();
+            self.prewarm.push(PrewarmRequest {
+                region: region.to_owned(),
+                profile,
+                minute,
+                observed,
+                forecast_upper,
+                reason,
+            });
+        }
+    }
+
     fn pending(&self) -> usize {
         self.demand.len() + self.prewarm.len() + self.states.len()
     }
@@ -98,25 +123,13 @@ pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
         a.model_version = Some(model.model_version);
         let forecast = &model.forecast;
         if let Some(slot) = forecast.slot(now) {
-            // Above the band: this minute's count, scaled to a forecast step and to the whole region.
-            if let Some((_, upper)) = forecast.at(served.profile, slot) {
-                let per_step = count as f32 * forecast.step_secs as f32 / 60.0 / config.edge_traffic_share;
-                if per_step > upper
-                    && a.debounced(
-                        (region.clone(), served.profile, PrewarmReason::AboveBand),
-                        now,
-                        config.prewarm_debounce_secs,
-                    )
-                {
-                    a.prewarm.push(PrewarmRequest {
-                        region: region.clone(),
-                        profile: served.profile,
-                        minute,
-                        observed: per_step,
-                        forecast_upper: upper,
-                        reason: PrewarmReason::AboveBand,
-                    });
-                }
+            // This minute's count, scaled to a forecast step and to the whole region.
+            let per_step = count as f32 * forecast.step_secs as f32 / 60.0 / config.edge_traffic_share;
+            let current = forecast.at(served.profile, slot);
+            if let Some((_, upper)) = current
+                && per_step > upper
+            {
+                a.raise(PrewarmReason::AboveBand, &region, served.profile, now, per_step, upper, config);
             }
             // A forecast rise ahead: checked once a minute per region × profile.
             let slice = (region.clone(), served.profile);
@@ -125,22 +138,10 @@ pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
                 let ahead =
                     (slot + 1..=slot + config.prewarm_rise_slots).filter_map(|s| forecast.at(served.profile, s));
                 let peak = ahead.map(|(expected, _)| expected).fold(0.0f32, f32::max);
-                if let Some((current, upper)) = forecast.at(served.profile, slot)
-                    && peak > current.max(1.0) * config.prewarm_rise_factor
-                    && a.debounced(
-                        (region.clone(), served.profile, PrewarmReason::ForecastRise),
-                        now,
-                        config.prewarm_debounce_secs,
-                    )
+                if let Some((expected, upper)) = current
+                    && peak > expected.max(1.0) * config.prewarm_rise_factor
                 {
-                    a.prewarm.push(PrewarmRequest {
-                        region: region.clone(),
-                        profile: served.profile,
-                        minute,
-                        observed: count as f32 * forecast.step_secs as f32 / 60.0 / config.edge_traffic_share,
-                        forecast_upper: upper,
-                        reason: PrewarmReason::ForecastRise,
-                    });
+                    a.raise(PrewarmReason::ForecastRise, &region, served.profile, now, per_step, upper, config);
                 }
             }
         }

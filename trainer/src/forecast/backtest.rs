@@ -205,13 +205,7 @@ mod tests {
     use super::*;
 
     fn seasonal(hours: usize) -> Vec<f64> {
-        (0..hours)
-            .map(|h| {
-                let day = (std::f64::consts::TAU * (h % 24) as f64 / 24.0).sin();
-                let weekend = if (h / 24) % 7 >= 5 { 0.6 } else { 1.0 };
-                (100.0 + 50.0 * day) * weekend
-            })
-            .collect()
+        crate::forecast::seasonal_hours(hours, 0.0)
     }
 
     fn mae(forecast: &[f64], actual: &[f64]) -> f64 {

@@ -77,15 +77,8 @@ pub fn seasonal_naive(history: &[f64], lag: usize, horizon: usize, level: f64) -
 mod tests {
     use super::*;
 
-    /// Two weeks of hourly demand: daily and weekly shapes plus a trend.
     fn seasonal(hours: usize) -> Vec<f64> {
-        (0..hours)
-            .map(|h| {
-                let day = (std::f64::consts::TAU * (h % 24) as f64 / 24.0).sin();
-                let weekend = if (h / 24) % 7 >= 5 { 0.6 } else { 1.0 };
-                (100.0 + 50.0 * day) * weekend + h as f64 * 0.05
-            })
-            .collect()
+        crate::forecast::seasonal_hours(hours, 0.05)
     }
 
     #[test]
