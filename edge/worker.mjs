@@ -26,7 +26,9 @@ RustWorker.prototype.fetch = function (request) {
   });
   pending.add(fail);
   const env = this.env;
-  return Promise.race([rustFetch.call(this, request), crashed])
+  // A terminated Wasm module throws synchronously: make that a rejection too.
+  const handled = new Promise((resolve) => resolve(rustFetch.call(this, request)));
+  return Promise.race([handled, crashed])
     .catch((error) => {
       globalThis.__prewarm_panics = (globalThis.__prewarm_panics ?? 0) + 1;
       console.error("prewarm: passing a request through after an internal error:", String(error));
