@@ -39,12 +39,12 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Import access logs (common or combined format, plain or .gz) into the store.
+    /// Import access logs (common or combined format) or NDJSON events, plain or .gz, into the store.
     Import {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Measure ingest and import against their baselines and print the figures.
+    /// Measure ingest, import and forecasting against their baselines and print the figures.
     Bench {
         /// The access log to import (repeated `--copies` times); default: ../shared's sample.
         #[arg(long)]
