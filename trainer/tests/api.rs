@@ -25,6 +25,8 @@ fn fixed_clock() -> UnixSeconds {
 
 fn state() -> AppState {
     let config = TrainerConfig {
+        // A data directory of its own: nothing published there.
+        data_dir: std::env::temp_dir().join(format!("prewarm-api-test-{}", std::process::id())),
         ingest_token: Some(INGEST.into()),
         signal_token: Some(SIGNAL.into()),
         max_body_bytes: 64 * 1024,
@@ -179,4 +181,54 @@ async fn health_reports_the_store() {
     let (status, body) = send(&s, Request::get("/healthz").body(Body::empty()).expect("request")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["events"], 0);
+}
+
+#[tokio::test]
+async fn status_reports_what_the_edge_signalled_and_plan_answers_without_a_model() {
+    let s = state();
+    let mut batch = SignalBatch::new(NOW, Some(ModelVersion(4)));
+    batch.demand.push(DemandCount {
+        region: "eu".into(),
+        profile: ProfileId(1),
+        minute: 30_000_000,
+        requests: 9,
+        bytes: 1,
+    });
+    batch.prewarm.push(signals::PrewarmRequest {
+        region: "eu".into(),
+        profile: ProfileId(1),
+        minute: 30_000_000,
+        observed: 50.0,
+        forecast_upper: 10.0,
+        reason: signals::PrewarmReason::AboveBand,
+    });
+    assert_eq!(send(&s, signed_signals(&batch, NOW, SIGNAL)).await.0, StatusCode::ACCEPTED);
+    let (status, body) = send(&s, Request::get("/v1/status").body(Body::empty()).expect("request")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["edge"]["demand_requests"], 9);
+    assert_eq!(body["edge"]["prewarm_signals"], serde_json::json!([["above_band", 1]]));
+    assert_eq!(body["edge"]["edge_model_version"], 4);
+    let (status, body) = send(&s, Request::get("/v1/plan").body(Body::empty()).expect("request")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["regions"], serde_json::json!([]), "nothing published in this data dir");
+    assert_eq!(body["prewarm_signals_in_effect"], 1);
+
+    // Publish a model whose forecast covers now: the plan has steps, and the surge raises them.
+    let mut model = prewarm_shared::fixtures::region_model("eu");
+    model.forecast.start = UnixSeconds(NOW.0 - 600);
+    let (_, entries) = prewarm_shared::artifact::ModelBundle::encode(
+        &[model],
+        ModelVersion(1),
+        NOW,
+        "eu",
+        prewarm_shared::fixtures::region_map(),
+    )
+    .expect("encode");
+    let publisher = prewarm_trainer::publish::DirPublisher::new(s.config.models_dir());
+    publisher.publish(&entries).expect("publish");
+    let (_, body) = send(&s, Request::get("/v1/plan").body(Body::empty()).expect("request")).await;
+    let steps = body["regions"][0]["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty());
+    assert_eq!(steps[0]["at"], NOW.0 - 600 + 900, "the first step is one lead time (300 s) ahead, on a step boundary");
+    let _ = std::fs::remove_dir_all(&s.config.data_dir);
 }
