@@ -147,6 +147,18 @@ pub fn test(root: &Path) -> Result<()> {
             &mut tally,
         )?;
     }
+    step("a short demo, end to end (cargo xtask demo --duration 10)");
+    match crate::demo::demo(root, std::time::Duration::from_secs(10)) {
+        Ok(()) => {
+            println!("demo: ok");
+            tally.passed += 1;
+        }
+        Err(e) => {
+            println!("demo: FAILED: {e:#}");
+            tally.failed += 1;
+            ok = false;
+        }
+    }
     println!("\nsummary: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
     println!("{} passed, {} failed", tally.passed, tally.failed);
     if !ok || tally.failed > 0 {
