@@ -193,9 +193,18 @@ async fn try_refresh(kv: &KvStore, cache_ttl: u64, now: UnixSeconds) -> Result<(
     let pointer = ModelPointer::from_artifact(&bytes).map_err(|e| LoadError::Decode(format!("pointer: {e}")))?;
     let mut regions = HashMap::with_capacity(served.len());
     for name in served {
-        if let Some(entry) = pointer.entry(&name) {
-            regions.insert(name, Rc::new(load_region(kv, cache_ttl, entry).await?));
-        }
+        let Some(entry) = pointer.entry(&name) else { continue };
+        // A region whose blob did not change keeps its decoded model: no KV read, no decode.
+        let unchanged = CACHE.with(|c| {
+            let c = c.borrow();
+            let same_blob = c.pointer.as_ref().and_then(|p| p.entry(&name)).is_some_and(|old| old.hash == entry.hash);
+            same_blob.then(|| c.regions.get(&name).cloned()).flatten()
+        });
+        let model = match unchanged {
+            Some(model) => model,
+            None => Rc::new(load_region(kv, cache_ttl, entry).await?),
+        };
+        regions.insert(name, model);
     }
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
