@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod plan;
 pub mod profile;
 pub mod publish;
+pub mod simulate;
 pub mod store;
 pub mod synth;
 pub mod train;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 mod bench;
+mod simulate_cli;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -72,6 +73,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a trace under a capacity model: prewarm against reactive HPA, seasonal-naive,
+    /// AWS-style predictive scaling, a static peak and an oracle.
+    Simulate(simulate_cli::SimulateArgs),
     /// Write seeded synthetic behaviour events (NDJSON, the /v1/events schema) with ground truth.
     Synth {
         /// Where the events go (one JSON object per line).
@@ -351,6 +355,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Simulate(ref args) => simulate_cli::run(args, &config),
         Command::Backtest { ref csv, json } => {
             use prewarm_trainer::forecast::{backtest, series::Series};
             let points = Series::read_minute_csv(csv)?;

@@ -365,6 +365,14 @@ impl Store {
         Ok(self.conn.execute("DELETE FROM events WHERE time < ?1", params![before as i64])?)
     }
 
+    /// Events per minute over all regions, `(minute start, requests)`: the aggregate a replay
+    /// scales.
+    pub fn requests_per_minute(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT time / 60 * 60 AS m, COUNT(*) FROM events GROUP BY m ORDER BY m")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The newest event time, if any.
     pub fn latest_event_time(&self) -> Result<Option<u64>, StoreError> {
         Ok(self
