@@ -131,11 +131,21 @@ pub struct Prewarm<'s> {
     pub nowcast_minutes: usize,
     pub stabilisation_minutes: usize,
     recent: VecDeque<u32>,
+    /// Before the first forecast exists, scaling is reactive.
+    fallback: Hpa,
 }
 
 impl<'s> Prewarm<'s> {
     pub fn new(schedule: &'s HourlySchedule, model: CapacityModel, headroom: f64) -> Self {
-        Self { schedule, model, headroom, nowcast_minutes: 60, stabilisation_minutes: 5, recent: VecDeque::new() }
+        Self {
+            schedule,
+            model,
+            headroom,
+            nowcast_minutes: 60,
+            stabilisation_minutes: 5,
+            recent: VecDeque::new(),
+            fallback: Hpa::new(0.7, model.unit_rpm),
+        }
     }
 
     /// Observed / forecast over the last `nowcast_minutes` with data, each minute compared with
@@ -165,7 +175,7 @@ impl Policy for Prewarm<'_> {
             .map(band)
             .fold(f64::NAN, f64::max);
         if need.is_nan() {
-            return step.target_prev;
+            return self.fallback.decide(step);
         }
         // The edge's signal: the last minute ran above the band it was given.
         let then = step.t.checked_sub(1).and_then(|prev| self.schedule.smooth_at(step.t, prev));
