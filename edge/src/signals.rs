@@ -164,6 +164,8 @@ pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
 
 fn take(a: &mut Aggregator, now: UnixSeconds) -> SignalBatch {
     let mut batch = SignalBatch::new(now, a.model_version);
+    // A nonce, not a secret: Math.random is enough to tell batches apart.
+    batch.batch_id = (worker::js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
     batch.demand = a
         .demand
         .drain()

@@ -166,6 +166,10 @@ pub struct SignalBatch {
     pub sent_at: UnixSeconds,
     /// The model the edge was using, so the trainer can see stale edges.
     pub model_version: Option<ModelVersion>,
+    /// Random per batch: two isolates' identical batches in the same second still differ, so
+    /// the trainer's replay guard (one acceptance per signature) never drops a real one.
+    #[serde(default)]
+    pub batch_id: u64,
     #[serde(default)]
     pub demand: Vec<DemandCount>,
     #[serde(default)]
@@ -193,6 +197,7 @@ impl SignalBatch {
             version: SIGNAL_VERSION,
             sent_at,
             model_version,
+            batch_id: 0,
             demand: Vec::new(),
             prewarm: Vec::new(),
             states: Vec::new(),

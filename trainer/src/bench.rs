@@ -8,7 +8,6 @@
 //! Figures are printed, never asserted: they depend on the machine.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -99,12 +98,7 @@ pub fn ingest_http(events: usize, batch: usize, connections: usize) -> anyhow::R
         ..TrainerConfig::default()
     };
     let store = Store::open(&config.store_path())?;
-    let state = AppState {
-        config: Arc::new(config),
-        store: Arc::new(Mutex::new(store)),
-        rules: Arc::new(ClassificationRules::default()),
-        clock: system_clock,
-    };
+    let state = AppState::new(config, store, ClassificationRules::default(), system_clock);
     let batches = events / batch;
     let bodies: Vec<Vec<u8>> = (0..batches).map(|b| ndjson_batch(b, batch)).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

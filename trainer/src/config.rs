@@ -26,6 +26,12 @@ pub struct TrainerConfig {
     pub max_body_bytes: usize,
     /// A request taking longer is answered 408.
     pub request_timeout_secs: u64,
+    /// `POST /v1/signals` per source address: sustained requests per second, and the burst.
+    pub signal_rate_per_sec: f64,
+    pub signal_burst: u32,
+    /// Cap on the store's size: writes beyond it get 503 "store full" and nothing stored is
+    /// touched (unset: the disk is the limit).
+    pub store_max_mb: Option<u64>,
     /// Raw events older than this are pruned.
     pub retention_days: u64,
     /// `prewarm serve` retrains and publishes this often (0: only `prewarm train`).
@@ -108,6 +114,9 @@ impl Default for TrainerConfig {
             salt: None,
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_secs: 30,
+            signal_rate_per_sec: 50.0,
+            signal_burst: 200,
+            store_max_mb: None,
             retention_days: 35,
             train_interval_secs: 3_600,
             default_region: "global".into(),
@@ -262,6 +271,12 @@ impl TrainerConfig {
         }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::Invalid("max_body_bytes must be > 0".into()));
+        }
+        if !(self.signal_rate_per_sec.is_finite() && self.signal_rate_per_sec > 0.0) || self.signal_burst == 0 {
+            return Err(ConfigError::Invalid("signal_rate_per_sec and signal_burst must be > 0".into()));
+        }
+        if self.store_max_mb == Some(0) {
+            return Err(ConfigError::Invalid("store_max_mb must be > 0 when set".into()));
         }
         Ok(())
     }

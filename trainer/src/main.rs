@@ -1,7 +1,6 @@
 //! `prewarm`: the trainer's command line.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 mod bench;
 mod simulate_cli;
@@ -481,14 +480,12 @@ fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<s
     if let Some(listen) = listen {
         config.listen = listen;
     }
-    let store = Store::open(&config.store_path())
+    let mut store = Store::open(&config.store_path())
         .with_context(|| format!("opening the store {}", config.store_path().display()))?;
-    let state = AppState {
-        config: Arc::new(config),
-        store: Arc::new(Mutex::new(store)),
-        rules: Arc::new(rules),
-        clock: system_clock,
-    };
+    if let Some(mb) = config.store_max_mb {
+        store.limit_size(mb * 1024 * 1024)?;
+    }
+    let state = AppState::new(config, store, rules, system_clock);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(state.config.listen)
@@ -496,7 +493,9 @@ fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<s
             .with_context(|| format!("binding {}", state.config.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "prewarm trainer listening");
         tokio::spawn(periodic_training(state.clone()));
-        axum::serve(listener, web::router(state)).with_graceful_shutdown(shutdown()).await?;
+        // With the peer address: the signal endpoint is rate-limited per source.
+        let app = web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
         Ok(())
     })
 }

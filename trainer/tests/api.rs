@@ -1,7 +1,6 @@
 //! The HTTP API in-process (`tower::ServiceExt::oneshot`): auth, validation, limits, signals.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -32,12 +31,7 @@ fn state() -> AppState {
         max_body_bytes: 64 * 1024,
         ..TrainerConfig::default()
     };
-    AppState {
-        config: Arc::new(config),
-        store: Arc::new(Mutex::new(Store::in_memory().expect("store"))),
-        rules: Arc::new(ClassificationRules::default()),
-        clock: fixed_clock,
-    }
+    AppState::new(config, Store::in_memory().expect("store"), ClassificationRules::default(), fixed_clock)
 }
 
 fn event(user: u8, time: u64) -> String {
@@ -154,9 +148,18 @@ async fn signed_signals_are_stored_and_forged_or_replayed_ones_refused() {
     });
     let (status, body) = send(&s, signed_signals(&batch, NOW, SIGNAL)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(send(&s, signed_signals(&batch, NOW, SIGNAL)).await.0, StatusCode::ACCEPTED);
+    let mut second = batch.clone();
+    second.batch_id = 2;
+    assert_eq!(send(&s, signed_signals(&second, NOW, SIGNAL)).await.0, StatusCode::ACCEPTED);
     let demand = s.store.lock().expect("lock").demand("eu", 2).expect("demand");
     assert_eq!(demand, vec![(30_000_000, 14)], "counts from two batches add up");
+
+    // The same signed request again, inside the timestamp window: a replay.
+    let (status, body) = send(&s, signed_signals(&batch, NOW, SIGNAL)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("replay")));
+    let demand = s.store.lock().expect("lock").demand("eu", 2).expect("demand");
+    assert_eq!(demand, vec![(30_000_000, 14)], "a replay adds nothing");
 
     // Replayed ten minutes later: the timestamp is outside the window.
     let old = UnixSeconds(NOW.0 - 600);
@@ -173,6 +176,27 @@ async fn signed_signals_are_stored_and_forged_or_replayed_ones_refused() {
     let (status, body) = send(&s, signed_signals(&wrong, NOW, SIGNAL)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().is_some_and(|e| e.contains("version")));
+}
+
+#[tokio::test]
+async fn signals_are_rate_limited_per_source_before_authentication() {
+    let config = TrainerConfig { signal_rate_per_sec: 1.0, signal_burst: 3, ..(*state().config).clone() };
+    let s = AppState::new(config, Store::in_memory().expect("store"), ClassificationRules::default(), fixed_clock);
+    let from = |ip: [u8; 4], request: Request<Body>| {
+        let mut request = request;
+        request.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((ip, 40_000))));
+        request
+    };
+    let unauthenticated = || Request::post("/v1/signals").body(Body::from("{}")).expect("request");
+    for _ in 0..3 {
+        assert_eq!(send(&s, from([10, 0, 0, 1], unauthenticated())).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let limited = router(s.clone()).oneshot(from([10, 0, 0, 1], unauthenticated())).await.expect("response");
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().get("retry-after").is_some());
+    // Another source is not affected, and a valid batch from it is stored.
+    let batch = SignalBatch::new(NOW, None);
+    assert_eq!(send(&s, from([10, 0, 0, 2], signed_signals(&batch, NOW, SIGNAL))).await.0, StatusCode::ACCEPTED);
 }
 
 #[tokio::test]

@@ -17,7 +17,9 @@ use crate::ingest::event::Event;
 /// Why the store failed. `Full` and `ReadOnly` are the operator's to fix; the server answers 503.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the store's disk is full")]
+    #[error(
+        "the store is full (its disk, or the store_max_mb cap): free space or raise the cap; nothing stored was changed"
+    )]
     Full,
     #[error("the store is read-only")]
     ReadOnly,
@@ -139,6 +141,16 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         Self::configure(conn)
+    }
+
+    /// Caps the database file at about `max_bytes` (SQLite's `max_page_count`): a write beyond
+    /// it fails as [`StoreError::Full`] and rolls back, like a full disk would, before the disk
+    /// is. Never below the current size.
+    pub fn limit_size(&mut self, max_bytes: u64) -> Result<(), StoreError> {
+        let page_size: i64 = self.conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let pages = (max_bytes / page_size.max(512) as u64).max(1) as i64;
+        self.conn.pragma_update(None, "max_page_count", pages)?;
+        Ok(())
     }
 
     /// A private in-memory store, for tests.

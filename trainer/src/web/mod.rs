@@ -1,12 +1,13 @@
 //! The HTTP API of `prewarm serve`. Handlers are thin: authenticate, parse, call a function
 //! without HTTP in it, map the result. One error type turns failures into precise statuses.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +22,8 @@ use crate::config::TrainerConfig;
 use crate::ingest::{self, BodyError, IngestReport};
 use crate::store::{Store, StoreError};
 
+pub mod guard;
+
 /// Shared by every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -29,6 +32,22 @@ pub struct AppState {
     pub rules: Arc<ClassificationRules>,
     /// The clock, injected so tests can pin it.
     pub clock: fn() -> UnixSeconds,
+    pub signal_rate: Arc<guard::RateLimiter>,
+    pub replays: Arc<guard::ReplayGuard>,
+}
+
+impl AppState {
+    pub fn new(config: TrainerConfig, store: Store, rules: ClassificationRules, clock: fn() -> UnixSeconds) -> Self {
+        let signal_rate = guard::RateLimiter::new(config.signal_rate_per_sec, f64::from(config.signal_burst));
+        Self {
+            config: Arc::new(config),
+            store: Arc::new(Mutex::new(store)),
+            rules: Arc::new(rules),
+            clock,
+            signal_rate: Arc::new(signal_rate),
+            replays: Arc::new(guard::ReplayGuard::default()),
+        }
+    }
 }
 
 pub fn system_clock() -> UnixSeconds {
@@ -46,10 +65,20 @@ pub enum AppError {
     NotConfigured(&'static str),
     #[error("unsupported content encoding {0:?}: send identity or gzip")]
     UnsupportedEncoding(String),
+    #[error("unsupported content type {0:?}: send {1}")]
+    UnsupportedType(String, &'static str),
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
     #[error(transparent)]
     Body(#[from] BodyError),
     #[error("{0}")]
     BadSignals(#[from] signals::SignalError),
+    #[error("this signed batch was already received (replay)")]
+    Replayed,
+    #[error("too many requests from this source: retry in {0:.1} s")]
+    RateLimited(f64),
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -61,15 +90,24 @@ impl IntoResponse for AppError {
         let status = match &self {
             AppError::Unauthorized | AppError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             AppError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::UnsupportedEncoding(_) | AppError::UnsupportedType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Body(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Body(BodyError::BadGzip(_)) | AppError::BadSignals(_) => StatusCode::BAD_REQUEST,
+            AppError::Replayed => StatusCode::CONFLICT,
+            AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Store(StoreError::Full | StoreError::ReadOnly) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        if let AppError::RateLimited(wait) = self
+            && let Ok(value) = header::HeaderValue::from_str(&format!("{}", wait.ceil().max(1.0)))
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }
@@ -95,6 +133,15 @@ fn decoded_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8
     }
 }
 
+/// A declared content type must be one of `allowed` (parameters such as charset aside); none
+/// declared is accepted, as curl and many log shippers send none.
+fn check_content_type(headers: &HeaderMap, allowed: &[&str], expected: &'static str) -> Result<(), AppError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let text = value.to_str().unwrap_or("");
+    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if allowed.contains(&essence.as_str()) { Ok(()) } else { Err(AppError::UnsupportedType(text.to_owned(), expected)) }
+}
+
 /// Runs store work off the async runtime.
 async fn with_store<T: Send + 'static>(
     state: &AppState,
@@ -112,6 +159,11 @@ async fn with_store<T: Send + 'static>(
 /// `POST /v1/events`: NDJSON (optionally gzip). Valid lines are committed before the reply.
 async fn post_events(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
     authorize(&headers, state.config.ingest_token.as_ref(), "ingest_token (PREWARM_INGEST_TOKEN)")?;
+    check_content_type(
+        &headers,
+        &["application/x-ndjson", "application/jsonl", "application/json", "text/plain"],
+        "application/x-ndjson",
+    )?;
     let body = decoded_body(&headers, body, state.config.max_body_bytes)?;
     let (events, report): (_, IngestReport) = ingest::parse_ndjson(&body, &state.rules);
     if !events.is_empty() {
@@ -121,10 +173,21 @@ async fn post_events(State(state): State<AppState>, headers: HeaderMap, body: By
     Ok((status, axum::Json(report)).into_response())
 }
 
-/// `POST /v1/signals`: the edge's batches, with its bearer token and HMAC signature.
-async fn post_signals(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
+/// `POST /v1/signals`: the edge's batches, with its bearer token and HMAC signature; limited
+/// per source address (before anything else, so unauthenticated floods are limited too) and
+/// each signed batch accepted once.
+async fn post_signals(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let source =
+        extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
+    state.signal_rate.check(source, std::time::Instant::now()).map_err(AppError::RateLimited)?;
     let token = state.config.signal_token.as_ref();
     authorize(&headers, token, "signal_token (PREWARM_SIGNAL_TOKEN)")?;
+    check_content_type(&headers, &["application/json"], "application/json")?;
     let header_text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
     let now = (state.clock)();
     signals::verify(
@@ -134,6 +197,11 @@ async fn post_signals(State(state): State<AppState>, headers: HeaderMap, body: B
         &body,
         now,
     )?;
+    let (timestamp, signature) = (header_text(TIMESTAMP_HEADER), header_text(SIGNATURE_HEADER));
+    let timestamp = timestamp.and_then(|t| t.trim().parse().ok()).unwrap_or(now.0);
+    if !state.replays.first_sight(signature.unwrap_or(""), timestamp, now.0, 2 * signals::MAX_SIGNATURE_SKEW_SECS) {
+        return Err(AppError::Replayed);
+    }
     let batch = SignalBatch::from_json(&body)?;
     let counts = json!({
         "demand": batch.demand.len(),
@@ -182,6 +250,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
         .route("/v1/plan", get(get_plan))
+        .fallback(|uri: axum::http::Uri| async move { AppError::NotFound(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
