@@ -216,3 +216,36 @@ test("a panic inside prewarm code passes the request through and the isolate rec
     await env.close();
   }
 });
+
+test("a publish cut off between its blobs and its pointer leaves the previous model serving", async () => {
+  const env = await setup();
+  try {
+    await publish(env.mf, fixtureModel("model-v1"));
+    const user = visitor(env.mf, { ua: DESKTOP_UA, timezone: "Europe/Paris" });
+    await user.get("/");
+    assert.equal((await status(env.mf)).model.version, 1);
+    // Version 2's blobs land, then the publisher dies: its pointer (`current`) is never written.
+    const kv = await env.mf.getKVNamespace("PREWARM_MODEL");
+    const v2 = fixtureModel("model-v2");
+    const blobs = v2.entries.filter((e) => e.key !== "current");
+    assert.ok(blobs.length > 0 && blobs.length < v2.entries.length);
+    for (const entry of blobs) await kv.put(entry.key, arrayBuffer(Buffer.from(entry.base64, "base64")));
+    // The worker re-reads the pointer on every request here (MODEL_CHECK_SECS=0).
+    for (let i = 0; i < 10; i++) {
+      const res = await user.get(`/?after-cut=${i}`);
+      assert.equal(res.status, 200);
+      assert.equal(env.origin.seen.at(-1).headers["x-prewarm-model"], "1");
+    }
+    const s = await status(env.mf);
+    assert.equal(s.model.version, 1, "never a mix: the old pointer names only old blobs");
+    assert.equal(s.counters.decode_errors, 0);
+    // The publisher's retry writes the pointer: version 2 arrives whole.
+    await publish(env.mf, v2);
+    await eventually(async () => {
+      await user.get("/");
+      return (await status(env.mf)).model.version === 2;
+    });
+  } finally {
+    await env.close();
+  }
+});

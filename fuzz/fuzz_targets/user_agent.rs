@@ -1,0 +1,12 @@
+//! Any User-Agent and path: a device and a request class, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use prewarm_shared::classify::{ClassificationRules, Device};
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let _ = Device::from_user_agent(&text);
+    let (path, content_type) = text.split_once('\n').unwrap_or((&text, ""));
+    let _ = ClassificationRules::default().classify(path, None, Some(content_type));
+});
