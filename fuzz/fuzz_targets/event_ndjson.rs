@@ -4,8 +4,9 @@
 use libfuzzer_sys::fuzz_target;
 use prewarm_shared::classify::ClassificationRules;
 
+static RULES: std::sync::LazyLock<ClassificationRules> = std::sync::LazyLock::new(ClassificationRules::default);
+
 fuzz_target!(|data: &[u8]| {
-    let rules = ClassificationRules::default();
-    let (events, report) = prewarm_trainer::ingest::parse_ndjson(data, &rules);
+    let (events, report) = prewarm_trainer::ingest::parse_ndjson(data, &RULES);
     assert_eq!(events.len(), report.accepted);
 });

@@ -1,8 +1,9 @@
 //! Developer commands: `cargo xtask test`, `cargo xtask build-worker`, `cargo xtask bench`,
-//! `cargo xtask demo`. Each installs what it needs first, so a fresh machine needs nothing else.
+//! `cargo xtask fuzz`, `cargo xtask demo`. Each installs what it needs first, so a fresh machine needs nothing else.
 
 mod demo;
 mod fixtures;
+mod fuzz;
 mod run;
 mod tools;
 
@@ -18,6 +19,7 @@ commands:
   build-worker   build the edge worker (wasm32, release) into edge/build
   bench          run the benchmarks and print their figures
   edge-fixtures  write the published models the worker tests load (tests/edge/.fixtures)
+  fuzz [SECONDS]  every cargo-fuzz target for SECONDS each (default 60; needs nightly)
   demo [--duration SECONDS]
                  the whole loop on this machine: history, profiles, a published model, a real
                  worker under live traffic with a surge, and its signals at the trainer
@@ -34,6 +36,10 @@ fn main() -> Result<()> {
         }
         Some("bench") => run::bench(&root),
         Some("edge-fixtures") => fixtures::write(&root.join(run::EDGE_FIXTURES)),
+        Some("fuzz") => {
+            let seconds = args.get(1).map(|s| s.parse()).transpose().context("fuzz takes seconds")?.unwrap_or(60);
+            fuzz::fuzz(&root, seconds)
+        }
         Some("demo") => {
             let seconds = match args.get(1).map(String::as_str) {
                 Some("--duration") => args.get(2).and_then(|s| s.parse().ok()).context("--duration takes seconds")?,

@@ -68,7 +68,7 @@ fn ensure_npm_tools(root: &Path) -> Result<()> {
 }
 
 /// Installs a cargo binary unless the same version is already on PATH.
-fn ensure_cargo_tool(package: &str, binary: &str, version: &str, locked: bool) -> Result<()> {
+pub fn ensure_cargo_tool(package: &str, binary: &str, version: &str, locked: bool) -> Result<()> {
     let current = Command::new(binary).arg("--version").output();
     if let Ok(out) = current
         && String::from_utf8_lossy(&out.stdout).split_whitespace().any(|w| w == version)
