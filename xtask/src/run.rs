@@ -124,6 +124,11 @@ pub fn test(root: &Path) -> Result<()> {
         .args(["build", "-p", "prewarm-shared", "--target", "wasm32-unknown-unknown", "--release", "--locked"])
         .current_dir(root))?;
     check_shared_tree(root)?;
+    step("cargo deny check licenses bans sources (deny.toml), and no heavy crate twice");
+    cmd(Command::new("cargo")
+        .args(["deny", "--log-level", "error", "check", "licenses", "bans", "sources"])
+        .current_dir(root))?;
+    check_heavy_duplicates(root)?;
 
     build_worker(root, &env)?;
     step("wrangler deploy --dry-run (the worker bundles for Cloudflare)");
@@ -191,6 +196,43 @@ fn check_shared_tree(root: &Path) -> Result<()> {
     let found: Vec<&str> = forbidden.iter().copied().filter(|f| tree.lines().any(|l| l.starts_with(f))).collect();
     if !found.is_empty() {
         bail!("prewarm-shared depends on {found:?} for wasm32");
+    }
+    Ok(())
+}
+
+/// Two versions of a heavy crate double build time and binary size: a dependency update that
+/// does that fails here instead of going unnoticed (light duplicates such as `syn` are only
+/// warned about by cargo deny).
+fn check_heavy_duplicates(root: &Path) -> Result<()> {
+    let out = Command::new("cargo")
+        .args(["tree", "--workspace", "--duplicates", "-e", "normal", "--target", "all", "--prefix", "none"])
+        .args(["--format", "{p}"])
+        .current_dir(root)
+        .output()?;
+    let heavy = [
+        "ndarray",
+        "linfa",
+        "augurs",
+        "tokio",
+        "axum",
+        "hyper",
+        "rusqlite",
+        "rustls",
+        "ring",
+        "worker",
+        "wasm-bindgen",
+        "serde_json",
+        "postcard",
+    ];
+    let tree = String::from_utf8_lossy(&out.stdout);
+    // Each duplicated crate heads a block (then the crates that pull it in).
+    let twice: Vec<&str> = tree
+        .split("\n\n")
+        .filter_map(|block| block.lines().next()?.split_whitespace().next())
+        .filter(|name| heavy.iter().any(|h| name == h || name.starts_with(&format!("{h}-"))))
+        .collect();
+    if !twice.is_empty() {
+        bail!("heavy crates in two versions: {twice:?} (cargo tree --duplicates)");
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ use crate::run::{cmd, step};
 /// worker-build must match the `worker` crate's version.
 const WORKER_BUILD_VERSION: &str = "0.8.7";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
+/// Supply-chain checks in `cargo xtask test`.
+const CARGO_DENY_VERSION: &str = "0.20.2";
 
 pub fn ensure_all(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
@@ -19,6 +21,7 @@ pub fn ensure_all(root: &Path) -> Result<()> {
     let bindgen = wasm_bindgen_version(root)?;
     // Without --locked: its lockfile pins a webpki-roots version the registry here lacks.
     ensure_cargo_tool("wasm-bindgen-cli", "wasm-bindgen", &bindgen, false)?;
+    ensure_cargo_tool("cargo-deny", "cargo-deny", CARGO_DENY_VERSION, true)?;
     Ok(())
 }
 
