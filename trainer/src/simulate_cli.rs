@@ -16,10 +16,12 @@ pub struct SimulateArgs {
     /// minutes without a row are missing), plain or .gz.
     #[arg(long, conflicts_with_all = ["log", "store"])]
     csv: Option<PathBuf>,
-    /// Access logs (common or combined format, plain or .gz): requests are counted per minute.
+    /// Access logs (common or combined format, plain or .gz): requests are counted per minute,
+    /// and a minute without a request counts as zero (a log records every request).
     #[arg(long, num_args = 1.., conflicts_with = "store")]
     log: Vec<PathBuf>,
-    /// The event store of the data directory: all regions' events per minute.
+    /// The event store of the data directory: all regions' events per minute (a minute without
+    /// events counts as zero).
     #[arg(long)]
     store: bool,
     /// Provisioning delays D in minutes, comma-separated: one table each.
@@ -50,7 +52,11 @@ pub struct SimulateArgs {
 
 pub fn run(args: &SimulateArgs, config: &TrainerConfig) -> Result<()> {
     let (source, points) = read_trace(args, config)?;
-    let trace = Trace::from_points(&points)?;
+    let mut trace = Trace::from_points(&points)?;
+    if args.csv.is_none() {
+        // Logs and the store record every request: a minute without one had none.
+        trace.demand.iter_mut().for_each(|d| *d = Some(d.unwrap_or(0.0)));
+    }
     let policies = if args.policies.is_empty() {
         PolicyKind::ALL.to_vec()
     } else {

@@ -7,6 +7,9 @@
 
 use serde::Serialize;
 
+/// Tolerance on units: C is rarely exact in binary, and ⌈d/C⌉·C must count as serving d.
+const EPSILON: f64 = 1e-9;
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct CapacityModel {
     /// C: requests per minute one unit serves.
@@ -20,7 +23,8 @@ pub struct CapacityModel {
 impl CapacityModel {
     /// Units that serve `requests` in one minute.
     pub fn units_for(&self, requests: f64) -> u32 {
-        (requests / self.unit_rpm).ceil().max(0.0) as u32
+        // Less a rounding hair: 7 requests at C = 0.7 are 10 units, not 11.
+        (requests / self.unit_rpm - EPSILON).ceil().max(0.0) as u32
     }
 
     /// ready(t) = min(N(t−D) … N(t)), over the targets that exist.
@@ -97,12 +101,12 @@ pub fn score(
         let need = d / model.unit_rpm;
         outcome.scored_minutes += 1;
         outcome.cost_unit_hours += supply / 60.0;
-        if d > supply * model.unit_rpm {
+        if need > supply + EPSILON {
             outcome.under_minutes += 1;
+            outcome.under_unit_minutes += need - supply;
         }
-        outcome.under_unit_minutes += (need - supply).max(0.0);
         outcome.over_unit_hours += (supply - need).max(0.0) / 60.0;
-        let units = need.ceil();
+        let units = (need - EPSILON).ceil().max(0.0);
         let denominator = units.max(1.0);
         spec.accuracy_under += (units - supply).max(0.0) / denominator;
         spec.accuracy_over += (supply - units).max(0.0) / denominator;

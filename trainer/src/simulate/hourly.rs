@@ -133,7 +133,10 @@ fn burst(minutes: &[Option<f64>], hours: &[Option<f64>], quantile: f64) -> f64 {
     let week = hours.len().saturating_sub(168);
     let mut ratios: Vec<f64> = Vec::with_capacity(168 * 60);
     for (h, mean) in hours.iter().enumerate().skip(week) {
-        let Some(mean) = mean.filter(|m| *m > 0.0) else { continue };
+        // Below a request a minute, √rate says little about the spread (a quiet night of
+        // 0.1/min with one 3-request minute would read as z = 9): such hours would inflate
+        // the margin of every busy hour.
+        let Some(mean) = mean.filter(|m| *m >= 1.0) else { continue };
         ratios.extend(minutes[h * 60..(h + 1) * 60].iter().flatten().map(|d| (d - mean) / mean.sqrt()));
     }
     if ratios.is_empty() {
