@@ -17,7 +17,12 @@ use crate::run::step;
 pub const TARGETS: [&str; 6] =
     ["artifact_decode", "state_cookie", "access_log_line", "event_ndjson", "signal_batch", "user_agent"];
 
-pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
+pub fn fuzz(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
+    let targets: Vec<&'static str> =
+        TARGETS.into_iter().filter(|t| only.is_empty() || only.iter().any(|o| o == t)).collect();
+    if targets.is_empty() {
+        bail!("no such fuzz target among {only:?}; targets: {}", TARGETS.join(", "));
+    }
     let toolchains =
         String::from_utf8_lossy(&Command::new("rustup").args(["toolchain", "list"]).output()?.stdout).into_owned();
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
@@ -33,7 +38,7 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
     // One libFuzzer process per core: two targets at a time on this machine kind.
     let parallel = std::thread::available_parallelism().map_or(1, usize::from).max(1);
     let mut results = Vec::new();
-    for chunk in TARGETS.chunks(parallel) {
+    for chunk in targets.chunks(parallel) {
         step(&format!("fuzzing {} for {seconds} s", chunk.join(", ")));
         let runs: Vec<_> = chunk
             .iter()

@@ -19,7 +19,8 @@ commands:
   build-worker   build the edge worker (wasm32, release) into edge/build
   bench          run the benchmarks and print their figures
   edge-fixtures  write the published models the worker tests load (tests/edge/.fixtures)
-  fuzz [SECONDS]  every cargo-fuzz target for SECONDS each (default 60; needs nightly)
+  fuzz [SECONDS [TARGET...]]
+                 every (or the named) cargo-fuzz target for SECONDS each (default 60; nightly)
   demo [--duration SECONDS]
                  the whole loop on this machine: history, profiles, a published model, a real
                  worker under live traffic with a surge, and its signals at the trainer
@@ -38,7 +39,7 @@ fn main() -> Result<()> {
         Some("edge-fixtures") => fixtures::write(&root.join(run::EDGE_FIXTURES)),
         Some("fuzz") => {
             let seconds = args.get(1).map(|s| s.parse()).transpose().context("fuzz takes seconds")?.unwrap_or(60);
-            fuzz::fuzz(&root, seconds)
+            fuzz::fuzz(&root, seconds, &args[2.min(args.len())..])
         }
         Some("demo") => {
             let seconds = match args.get(1).map(String::as_str) {
