@@ -86,6 +86,26 @@ id = "00000000000000000000000000000000"
     prewarm(&data, &["synth", "--out", events, "--users-per-kind", "25", "--regions", "eu:60", "--seed", "7"], &[]);
     prewarm(&data, &["import", events], &[("PREWARM_SALT", "e2e-salt")]);
     assert!(prewarm(&data, &["train"], &[]).contains("model version 2 published"));
+    // The operator's view of the change: version 1 is still inspectable, and the diff accounts
+    // for every profile of both versions.
+    let v1: serde_json::Value =
+        serde_json::from_str(&prewarm(&data, &["inspect", "--version", "1", "--json"], &[])).expect("inspect JSON");
+    assert_eq!(v1[0]["model_version"], 1, "{v1}");
+    let diff: serde_json::Value =
+        serde_json::from_str(&prewarm(&data, &["diff", "1", "current", "--json"], &[])).expect("diff JSON");
+    let eu = &diff["regions"][0];
+    assert_eq!(
+        (eu["region"].as_str(), eu["version_before"].as_u64(), eu["version_after"].as_u64()),
+        (Some("eu"), Some(1), Some(2))
+    );
+    let profiles = eu["profiles"].as_array().expect("profiles");
+    let count = |side: &str| profiles.iter().filter(|p| !p[side].is_null()).count();
+    assert_eq!(count("before"), v1[0]["profiles"].as_array().map_or(0, Vec::len));
+    for p in profiles.iter().filter(|p| p["change"] == "kept") {
+        assert!(p["centroid_moved"].as_f64().is_some_and(|d| d >= 0.0), "{p}");
+    }
+    let text = prewarm(&data, &["diff", "1", "2"], &[]);
+    assert!(text.contains("region eu (kept; version 1 → 2)"), "{text}");
     publish(&[]);
     let second = wait_for_version(&dev, 2);
     assert_ne!(second["model"]["pointer_hash"], first["model"]["pointer_hash"]);

@@ -115,6 +115,17 @@ enum Command {
     Inspect {
         /// A models directory (default: <data_dir>/models) or a single artifact file.
         path: Option<PathBuf>,
+        /// A kept version of the models directory instead of the current one.
+        #[arg(long, conflicts_with = "path")]
+        version: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed between two models: profiles added, removed or moved, costs and forecasts.
+    /// Each side is a kept version number, `current`, a models directory or an artifact file.
+    Diff {
+        before: String,
+        after: String,
         #[arg(long)]
         json: bool,
     },
@@ -280,17 +291,23 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Inspect { ref path, json } => {
-            let path = path.clone().unwrap_or_else(|| config.models_dir());
-            let regions = if path.is_dir() {
-                DirPublisher::new(&path).current()?.map(|(_, r)| r).unwrap_or_default()
+        Command::Diff { ref before, ref after, json } => {
+            let (old, new) = (load_models(before, &config)?, load_models(after, &config)?);
+            let diff = prewarm_trainer::publish::diff::diff(&old, &new);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diff)?);
             } else {
-                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                vec![
-                    prewarm_shared::RegionModel::from_artifact(&bytes)
-                        .with_context(|| format!("{} is not a region model", path.display()))?,
-                ]
+                print_diff(&diff);
+            }
+            Ok(())
+        }
+        Command::Inspect { ref path, version, json } => {
+            let spec = match (path, version) {
+                (Some(path), _) => path.display().to_string(),
+                (None, Some(v)) => v.to_string(),
+                (None, None) => "current".to_owned(),
             };
+            let regions = load_models(&spec, &config)?;
             if json {
                 println!("{}", serde_json::Value::Array(regions.iter().map(|r| r.to_json()).collect()));
                 return Ok(());
@@ -474,6 +491,71 @@ fn bench(log: Option<PathBuf>, copies: usize, events: usize) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("  {seconds:.2} s on {threads} threads ({:.1} ms of wall time per series)", seconds);
     Ok(())
+}
+
+/// Region models from a kept version number, `current`, a models directory or an artifact file.
+fn load_models(spec: &str, config: &TrainerConfig) -> Result<Vec<prewarm_shared::RegionModel>> {
+    let models = DirPublisher::new(config.models_dir());
+    if spec == "current" {
+        return Ok(models.current()?.map(|(_, r)| r).unwrap_or_default());
+    }
+    if let Ok(version) = spec.parse::<u32>() {
+        return Ok(models.version(version)?.1);
+    }
+    let path = std::path::Path::new(spec);
+    if path.is_dir() {
+        return Ok(DirPublisher::new(path).current()?.map(|(_, r)| r).unwrap_or_default());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(vec![
+        prewarm_shared::RegionModel::from_artifact(&bytes)
+            .with_context(|| format!("{} is not a region model", path.display()))?,
+    ])
+}
+
+fn print_diff(diff: &prewarm_trainer::publish::diff::ModelDiff) {
+    let version = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    for region in &diff.regions {
+        println!(
+            "region {} ({}; version {} → {})",
+            region.region,
+            region.change,
+            version(region.version_before),
+            version(region.version_after)
+        );
+        for p in &region.profiles {
+            match (&p.before, &p.after) {
+                (Some(b), Some(a)) => {
+                    let change = |x: f32, y: f32| {
+                        if x > 0.0 { format!("{:+.0}%", (y / x - 1.0) * 100.0) } else { format!("{x:.1}→{y:.1}") }
+                    };
+                    println!(
+                        "  {:>3} {:<36} moved {:.2}  users {:.1}%→{:.1}%  cpu {}  mem {}  bytes {}  forecast {}  peak {}",
+                        p.id,
+                        a.label,
+                        p.centroid_moved.unwrap_or(f32::NAN),
+                        b.share_of_users * 100.0,
+                        a.share_of_users * 100.0,
+                        change(b.cpu_ms, a.cpu_ms),
+                        change(b.memory_mb_s, a.memory_mb_s),
+                        change(b.bytes, a.bytes),
+                        change(b.forecast_total, a.forecast_total),
+                        change(b.forecast_peak, a.forecast_peak),
+                    );
+                    if b.label != a.label {
+                        println!("      label was {:?}", b.label);
+                    }
+                }
+                (None, Some(a)) => {
+                    println!("  {:>3} {:<36} added ({:.1}% of users)", p.id, a.label, a.share_of_users * 100.0)
+                }
+                (Some(b), None) => {
+                    println!("  {:>3} {:<36} removed (was {:.1}% of users)", p.id, b.label, b.share_of_users * 100.0)
+                }
+                (None, None) => {}
+            }
+        }
+    }
 }
 
 fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<std::net::SocketAddr>) -> Result<()> {

@@ -5,6 +5,7 @@
 //! pointer last, so an edge sees the old model or the new one, never a mix. An interrupted
 //! publish leaves the previous pointer, which names blobs that are all still there.
 
+pub mod diff;
 pub mod kv_rest;
 pub mod local_kv;
 
@@ -96,12 +97,22 @@ impl DirPublisher {
 
     /// The current pointer and the region models it names, if a model was published.
     pub fn current(&self) -> Result<Option<(ModelPointer, Vec<RegionModel>)>, PublishError> {
-        let entries = match self.current_entries() {
-            Ok(entries) => entries,
-            Err(PublishError::NothingPublished(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let Some((pointer_entry, blobs)) = entries.split_last() else { return Ok(None) };
+        match self.current_entries() {
+            Ok(entries) => self.decode(&entries).map(Some),
+            Err(PublishError::NothingPublished(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A kept version's pointer and region models (for `inspect --version` and `diff`).
+    pub fn version(&self, version: u32) -> Result<(ModelPointer, Vec<RegionModel>), PublishError> {
+        let pointer_bytes = read(&self.version_path(version))?.ok_or(PublishError::UnknownVersion(version))?;
+        self.decode(&self.entries_for(pointer_bytes)?)
+    }
+
+    fn decode(&self, entries: &[KvEntry]) -> Result<(ModelPointer, Vec<RegionModel>), PublishError> {
+        let (pointer_entry, blobs) =
+            entries.split_last().ok_or_else(|| PublishError::NothingPublished(self.root.clone()))?;
         let pointer = ModelPointer::from_artifact(&pointer_entry.value)
             .map_err(|source| PublishError::Artifact { path: self.path(POINTER_KEY), source })?;
         let regions = blobs
@@ -111,7 +122,7 @@ impl DirPublisher {
                     .map_err(|source| PublishError::Artifact { path: self.path(&b.key), source })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Some((pointer, regions)))
+        Ok((pointer, regions))
     }
 
     /// Kept versions, oldest first.
