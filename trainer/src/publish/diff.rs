@@ -152,7 +152,7 @@ mod tests {
         let dropped_id = after.profiles[dropped].id;
         after.profiles.truncate(dropped);
         after.centroids.truncate(dropped * FEATURE_DIM);
-        let d = diff(&[before.clone()], &[after.clone(), region_model("us")]);
+        let d = diff(std::slice::from_ref(&before), &[after, region_model("us")]);
         assert_eq!(d.regions.len(), 2);
         let eu = &d.regions[0];
         assert_eq!((eu.region.as_str(), eu.change), ("eu", "kept"));
