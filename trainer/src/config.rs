@@ -46,6 +46,9 @@ pub struct TrainerConfig {
     pub plan: crate::plan::PlanConfig,
     /// Cloudflare Workers KV (REST API) target for `prewarm publish --kv`.
     pub kv: Option<crate::publish::kv_rest::KvRestConfig>,
+    /// The webhook that receives plans and alerts, and how often.
+    pub actuate: crate::actuate::ActuateConfig,
+    pub alerts: crate::monitor::AlertRules,
 }
 
 /// One region.
@@ -125,6 +128,8 @@ impl Default for TrainerConfig {
             costs: CostConfig::default(),
             plan: crate::plan::PlanConfig::default(),
             kv: None,
+            actuate: crate::actuate::ActuateConfig::default(),
+            alerts: crate::monitor::AlertRules::default(),
         }
     }
 }
@@ -236,6 +241,7 @@ impl TrainerConfig {
             ("PREWARM_INGEST_TOKEN", &mut self.ingest_token),
             ("PREWARM_SIGNAL_TOKEN", &mut self.signal_token),
             ("PREWARM_SALT", &mut self.salt),
+            ("PREWARM_WEBHOOK_SECRET", &mut self.actuate.webhook_secret),
         ] {
             if let Some(v) = lookup(name).filter(|v| !v.is_empty()) {
                 *slot = Some(v);
@@ -274,6 +280,14 @@ impl TrainerConfig {
         }
         if !(self.signal_rate_per_sec.is_finite() && self.signal_rate_per_sec > 0.0) || self.signal_burst == 0 {
             return Err(ConfigError::Invalid("signal_rate_per_sec and signal_burst must be > 0".into()));
+        }
+        if self.actuate.webhook_url.is_some() && self.actuate.webhook_secret.as_ref().is_none_or(|s| s.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "actuate.webhook_url needs PREWARM_WEBHOOK_SECRET (>= 16 characters) to sign deliveries".into(),
+            ));
+        }
+        if self.actuate.interval_secs == 0 {
+            return Err(ConfigError::Invalid("actuate.interval_secs must be > 0".into()));
         }
         if self.store_max_mb == Some(0) {
             return Err(ConfigError::Invalid("store_max_mb must be > 0 when set".into()));

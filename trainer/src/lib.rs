@@ -1,9 +1,11 @@
 //! The prewarm trainer, as a library: the `prewarm` binary is a thin command line over it.
 //! Modules follow the data: ingest → store → profile → publish, with `web` serving the API.
 
+pub mod actuate;
 pub mod config;
 pub mod forecast;
 pub mod ingest;
+pub mod monitor;
 pub mod plan;
 pub mod profile;
 pub mod publish;

@@ -575,6 +575,7 @@ fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<s
             .with_context(|| format!("binding {}", state.config.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "prewarm trainer listening");
         tokio::spawn(periodic_training(state.clone()));
+        tokio::spawn(periodic_actuation(state.clone()));
         // With the peer address: the signal endpoint is rate-limited per source.
         let app = web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
@@ -583,6 +584,30 @@ fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<s
 }
 
 /// Retrains and publishes every `train_interval_secs`, and prunes old events.
+/// Every `actuate.interval_secs`: the plan to the webhook, alert rules evaluated, alerts
+/// delivered. Runs with or without a webhook (alerts are listed in /v1/status and /metrics).
+async fn periodic_actuation(state: AppState) {
+    let config = &state.config.actuate;
+    let webhook = match (&config.webhook_url, &config.webhook_secret) {
+        (Some(url), Some(secret)) => Some(prewarm_trainer::actuate::Webhook::new(url, secret, config)),
+        _ => None,
+    };
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(config.interval_secs));
+    loop {
+        ticker.tick().await;
+        let (state, webhook) = (state.clone(), webhook.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            prewarm_trainer::actuate::cycle(&state, webhook.as_ref(), system_clock())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "actuation cycle failed"),
+            Err(e) => tracing::warn!(error = %e, "actuation cycle panicked"),
+        }
+    }
+}
+
 async fn periodic_training(state: AppState) {
     let interval = state.config.train_interval_secs;
     if interval == 0 {

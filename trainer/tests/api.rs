@@ -256,3 +256,23 @@ async fn status_reports_what_the_edge_signalled_and_plan_answers_without_a_model
     assert_eq!(steps[0]["at"], NOW.0 - 600 + 900, "the first step is one lead time (300 s) ahead, on a step boundary");
     let _ = std::fs::remove_dir_all(&s.config.data_dir);
 }
+
+#[tokio::test]
+async fn metrics_expose_counters_and_alerts_in_prometheus_text() {
+    let s = state();
+    let body = format!("{}\n{}\nnot json", event(1, 1_700_000_000), event(2, 1_700_000_060));
+    assert_eq!(send(&s, events_request(Some(INGEST), body.into_bytes())).await.0, StatusCode::OK);
+    let response = router(s.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().is_ok_and(|t| t.starts_with("text/plain")));
+    let text =
+        String::from_utf8(response.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
+    assert!(text.contains("\nprewarm_events_accepted_total 2\n"), "{text}");
+    assert!(text.contains("\nprewarm_events_rejected_total 1\n"), "{text}");
+    assert!(text.contains("\nprewarm_events_stored 2\n"), "{text}");
+    let (_, status) = send(&s, Request::get("/v1/status").body(Body::empty()).expect("request")).await;
+    assert_eq!(status["alerts"], serde_json::json!([]));
+}

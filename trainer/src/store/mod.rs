@@ -367,6 +367,32 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The newest demand minute the edge reported per region, as Unix seconds.
+    pub fn last_demand_by_region(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT region, MAX(minute) FROM demand GROUP BY region")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64 * 60)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Prewarm signals of one reason (`above_band`, `forecast_rise`) since `since`, per region.
+    pub fn prewarm_counts_since(&self, since: u64, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT region, COUNT(*) FROM prewarm_signals WHERE received_at >= ?1 AND reason = ?2 GROUP BY region",
+        )?;
+        let rows = stmt
+            .query_map(params![since as i64, reason], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Requests the edge counted in one minute (Unix minutes), per region.
+    pub fn demand_in_minute(&self, minute: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT region, SUM(requests) FROM demand WHERE minute = ?1 GROUP BY region")?;
+        let rows =
+            stmt.query_map(params![minute as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Number of prewarm signals received.
     pub fn count_prewarm_signals(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row("SELECT COUNT(*) FROM prewarm_signals", [], |r| r.get::<_, i64>(0))? as u64)

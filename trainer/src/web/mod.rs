@@ -34,6 +34,8 @@ pub struct AppState {
     pub clock: fn() -> UnixSeconds,
     pub signal_rate: Arc<guard::RateLimiter>,
     pub replays: Arc<guard::ReplayGuard>,
+    /// Counters and firing alerts, for /metrics and /v1/status.
+    pub monitor: Arc<crate::monitor::Monitor>,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             clock,
             signal_rate: Arc::new(signal_rate),
             replays: Arc::new(guard::ReplayGuard::default()),
+            monitor: Arc::new(crate::monitor::Monitor::default()),
         }
     }
 }
@@ -169,6 +172,8 @@ async fn post_events(State(state): State<AppState>, headers: HeaderMap, body: By
     if !events.is_empty() {
         with_store(&state, move |store| store.insert_events(&events)).await?;
     }
+    state.monitor.events_accepted.fetch_add(report.accepted as u64, std::sync::atomic::Ordering::Relaxed);
+    state.monitor.events_rejected.fetch_add(report.rejected as u64, std::sync::atomic::Ordering::Relaxed);
     let status = if report.accepted == 0 && report.rejected > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok((status, axum::Json(report)).into_response())
 }
@@ -209,6 +214,7 @@ async fn post_signals(
         "states": batch.states.len(),
     });
     with_store(&state, move |store| store.insert_signals(&batch, now.0)).await?;
+    state.monitor.signal_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok((StatusCode::ACCEPTED, axum::Json(counts)).into_response())
 }
 
@@ -220,23 +226,88 @@ async fn healthz(State(state): State<AppState>) -> Result<Response, AppError> {
 /// `GET /v1/status`: what is stored and what the edge has signalled.
 async fn status(State(state): State<AppState>) -> Result<Response, AppError> {
     let (events, edge) = with_store(&state, |store| Ok((store.count_events()?, store.edge_summary()?))).await?;
-    Ok(axum::Json(json!({ "events": events, "edge": edge })).into_response())
+    let alerts = state.monitor.firing();
+    Ok(axum::Json(json!({ "events": events, "edge": edge, "alerts": alerts })).into_response())
+}
+
+/// The published model and the plan for it now, with the edge's recent prewarm signals.
+#[derive(Debug, Clone, Default)]
+pub struct PlanView {
+    pub pointer: Option<prewarm_shared::ModelPointer>,
+    pub models: Vec<prewarm_shared::RegionModel>,
+    pub plans: Vec<(String, Vec<crate::plan::PlanStep>)>,
+    pub signals_in_effect: usize,
+}
+
+/// Blocking: reads the store and the models directory.
+pub fn plan_now(state: &AppState, now: UnixSeconds) -> Result<PlanView, AppError> {
+    let config = &state.config;
+    let since = now.0.saturating_sub(config.plan.nowcast_decay_secs);
+    let signals = {
+        let store = state.store.lock().map_err(|_| AppError::Internal("store lock poisoned".into()))?;
+        store.recent_prewarm(since)?
+    };
+    let current = crate::publish::DirPublisher::new(config.models_dir())
+        .current()
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let (pointer, models) = current.map_or((None, Vec::new()), |(p, m)| (Some(p), m));
+    let plans = crate::plan::plan_regions(&models, &config.plan, now, &signals);
+    Ok(PlanView { pointer, models, plans, signals_in_effect: signals.len() })
 }
 
 /// `GET /v1/plan`: the plan per region for the published model and recent prewarm signals.
 async fn get_plan(State(state): State<AppState>) -> Result<Response, AppError> {
-    let config = state.config.clone();
     let now = (state.clock)();
-    let since = now.0.saturating_sub(config.plan.nowcast_decay_secs);
-    let signals = with_store(&state, move |store| store.recent_prewarm(since)).await?;
-    let models = crate::publish::DirPublisher::new(config.models_dir())
-        .current()
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map(|(_, r)| r)
-        .unwrap_or_default();
-    let plans = crate::plan::plan_regions(&models, &config.plan, now, &signals);
-    let view: Vec<_> = plans.iter().map(|(region, steps)| json!({ "region": region, "steps": steps })).collect();
-    Ok(axum::Json(json!({ "regions": view, "prewarm_signals_in_effect": signals.len() })).into_response())
+    let view = tokio::task::spawn_blocking(move || plan_now(&state, now))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+    let regions: Vec<_> =
+        view.plans.iter().map(|(region, steps)| json!({ "region": region, "steps": steps })).collect();
+    Ok(axum::Json(json!({ "regions": regions, "prewarm_signals_in_effect": view.signals_in_effect })).into_response())
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
+    let now = (state.clock)();
+    let text = tokio::task::spawn_blocking(move || -> Result<String, AppError> {
+        let view = plan_now(&state, now)?;
+        let minute = (now.0 / 60).saturating_sub(1);
+        let (events, edge, counted) = {
+            let store = state.store.lock().map_err(|_| AppError::Internal("store lock poisoned".into()))?;
+            (store.count_events()?, store.edge_summary()?, store.demand_in_minute(minute)?)
+        };
+        let demand_now = view
+            .models
+            .iter()
+            .map(|m| {
+                let slot = m.forecast.slot(UnixSeconds(minute * 60));
+                let (mut expected, mut upper) = (0.0, 0.0);
+                for s in &m.forecast.series {
+                    if let Some(i) = slot {
+                        expected += f64::from(s.expected.get(i).copied().unwrap_or(0.0));
+                        upper += f64::from(s.upper.get(i).copied().unwrap_or(0.0));
+                    }
+                }
+                let per_step = f64::from(m.forecast.step_secs) / 60.0;
+                let observed = counted.iter().find(|(r, _)| *r == m.region).map_or(0.0, |(_, n)| *n as f64 * per_step);
+                (m.region.clone(), expected, upper, observed)
+            })
+            .collect();
+        let gauges = crate::monitor::Gauges {
+            events_stored: events,
+            demand_requests: edge.demand_requests,
+            prewarm_signals: edge.prewarm_signals,
+            edge_model_version: edge.edge_model_version,
+            published_version: view.pointer.as_ref().map(|p| p.version.0),
+            publish_age_secs: view.pointer.as_ref().map(|p| now.0.saturating_sub(p.created_at.0)),
+            planned_units: view.plans.iter().filter_map(|(r, steps)| Some((r.clone(), steps.first()?.units))).collect(),
+            demand_now,
+        };
+        Ok(crate::monitor::render(&state.monitor, &gauges))
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 /// The router with its limits: body size (before decompression; gzip is bounded separately)
@@ -250,6 +321,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
         .route("/v1/plan", get(get_plan))
+        .route("/metrics", get(metrics))
         .fallback(|uri: axum::http::Uri| async move { AppError::NotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::disable())

@@ -1,0 +1,197 @@
+//! Actuation: the plan (and alerts) leave the trainer through a webhook, so any orchestrator
+//! can act on them. Each delivery is JSON, signed like the edge's signals (HMAC-SHA256 of
+//! `timestamp + "\n" + body` in `x-prewarm-signature`, the timestamp in `x-prewarm-timestamp`),
+//! and retried with exponential backoff on connection errors, 429 and 5xx.
+
+use std::time::Duration;
+
+use prewarm_shared::UnixSeconds;
+use prewarm_shared::signals::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use serde::Deserialize;
+
+/// `[actuate]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActuateConfig {
+    /// Where plans and alerts are POSTed; unset: no webhook.
+    pub webhook_url: Option<String>,
+    /// The HMAC key of deliveries (`PREWARM_WEBHOOK_SECRET`; never in the file).
+    #[serde(skip)]
+    pub webhook_secret: Option<String>,
+    /// The plan is sent, and alerts evaluated, this often.
+    pub interval_secs: u64,
+    /// Attempts after the first, with backoff doubling from `backoff_ms`.
+    pub retries: u32,
+    pub backoff_ms: u64,
+    pub timeout_secs: u64,
+}
+
+impl Default for ActuateConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_secret: None,
+            interval_secs: 60,
+            retries: 4,
+            backoff_ms: 500,
+            timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActuateError {
+    #[error("webhook {url}: HTTP {status} after {attempts} attempts")]
+    Status { url: String, status: u16, attempts: u32 },
+    #[error("webhook {url}: {message} after {attempts} attempts")]
+    Transport { url: String, message: String, attempts: u32 },
+    #[error("webhook {url} refused the delivery: HTTP {status}")]
+    Refused { url: String, status: u16 },
+}
+
+/// A webhook receiver of plans and alerts.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    url: String,
+    secret: Vec<u8>,
+    retries: u32,
+    backoff: Duration,
+    agent: ureq::Agent,
+}
+
+impl Webhook {
+    pub fn new(url: &str, secret: &str, config: &ActuateConfig) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(config.timeout_secs.max(1))))
+            .build()
+            .into();
+        Self {
+            url: url.to_owned(),
+            secret: secret.as_bytes().to_vec(),
+            retries: config.retries,
+            backoff: Duration::from_millis(config.backoff_ms),
+            agent,
+        }
+    }
+
+    /// Delivers one signed JSON document of `kind` (`plan` or `alert`); returns the attempts
+    /// it took. A 4xx other than 429 is the receiver refusing it: not retried.
+    pub fn deliver(&self, kind: &str, body: &serde_json::Value, now: UnixSeconds) -> Result<u32, ActuateError> {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let signature = signals::sign(&self.secret, now, &bytes);
+        let mut delay = self.backoff;
+        let mut last = None;
+        for attempt in 1..=self.retries + 1 {
+            let sent = self
+                .agent
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header("x-prewarm-event", kind)
+                .header(TIMESTAMP_HEADER, &now.0.to_string())
+                .header(SIGNATURE_HEADER, &signature)
+                .send(&bytes[..]);
+            match sent {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    if (200..300).contains(&status) {
+                        return Ok(attempt);
+                    }
+                    if status != 429 && status < 500 {
+                        return Err(ActuateError::Refused { url: self.url.clone(), status });
+                    }
+                    last = Some(ActuateError::Status { url: self.url.clone(), status, attempts: attempt });
+                }
+                Err(e) => {
+                    last = Some(ActuateError::Transport {
+                        url: self.url.clone(),
+                        message: e.to_string(),
+                        attempts: attempt,
+                    })
+                }
+            }
+            if attempt <= self.retries {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+        Err(last.unwrap_or(ActuateError::Transport {
+            url: self.url.clone(),
+            message: "no attempt made".into(),
+            attempts: 0,
+        }))
+    }
+}
+
+/// What one actuation cycle did.
+#[derive(Debug, Default)]
+pub struct CycleReport {
+    /// The plan was delivered (or there was no webhook or no plan).
+    pub plan_delivered: Option<bool>,
+    pub transitions: crate::monitor::Transitions,
+}
+
+/// One cycle, blocking: deliver the plan, evaluate the alert rules, deliver what fired or
+/// resolved. Failures are counted (they feed the `actuation_failing` alert), never fatal.
+pub fn cycle(
+    state: &crate::web::AppState,
+    webhook: Option<&Webhook>,
+    now: UnixSeconds,
+) -> Result<CycleReport, crate::web::AppError> {
+    use crate::monitor::{Observations, evaluate};
+    use std::sync::atomic::Ordering;
+
+    let view = crate::web::plan_now(state, now)?;
+    let mut report = CycleReport::default();
+    if let Some(hook) = webhook
+        && !view.plans.is_empty()
+    {
+        let regions: Vec<_> =
+            view.plans.iter().map(|(region, steps)| serde_json::json!({ "region": region, "steps": steps })).collect();
+        let body = serde_json::json!({
+            "kind": "plan",
+            "at": now.0,
+            "model_version": view.pointer.as_ref().map(|p| p.version.0),
+            "regions": regions,
+        });
+        let delivered = hook.deliver("plan", &body, now);
+        if let Err(e) = &delivered {
+            tracing::warn!(error = %e, "plan delivery failed");
+        }
+        state.monitor.record_delivery(delivered.is_ok());
+        report.plan_delivered = Some(delivered.is_ok());
+    }
+    let rules = &state.config.alerts;
+    let (edge, last_demand, above_band) = {
+        let store = state.store.lock().map_err(|_| crate::web::AppError::Internal("store lock poisoned".into()))?;
+        (
+            store.edge_summary()?,
+            store.last_demand_by_region()?,
+            store.prewarm_counts_since(now.0.saturating_sub(rules.window_secs), "above_band")?,
+        )
+    };
+    let observations = Observations {
+        now: now.0,
+        published_version: view.pointer.as_ref().map(|p| p.version.0),
+        published_at: view.pointer.as_ref().map(|p| p.created_at.0),
+        published_regions: view.models.iter().map(|m| m.region.clone()).collect(),
+        edge_model_version: edge.edge_model_version,
+        last_demand,
+        above_band,
+        actuation_consecutive_failures: state.monitor.actuation_consecutive_failures.load(Ordering::Relaxed),
+    };
+    report.transitions = state.monitor.update(evaluate(&observations, rules));
+    if let Some(hook) = webhook {
+        let changes = report.transitions.fired.iter().map(|a| ("firing", a));
+        for (status, alert) in changes.chain(report.transitions.resolved.iter().map(|a| ("resolved", a))) {
+            tracing::warn!(alert = alert.name, region = ?alert.region, status, "{}", alert.message);
+            let body = serde_json::json!({ "kind": "alert", "status": status, "at": now.0, "alert": alert });
+            let delivered = hook.deliver("alert", &body, now);
+            if let Err(e) = &delivered {
+                tracing::warn!(error = %e, "alert delivery failed");
+            }
+            state.monitor.record_delivery(delivered.is_ok());
+        }
+    }
+    Ok(report)
+}

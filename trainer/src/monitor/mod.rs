@@ -1,0 +1,352 @@
+//! Monitoring: counters, the alert rules evaluated in-process each actuation interval, and the
+//! Prometheus exposition of both.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// `[alerts]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertRules {
+    /// A published region with no demand counts from the edge for this long is silent.
+    pub silent_after_secs: u64,
+    /// The edge still reporting an older model this long after a publish is stale (KV takes
+    /// about a minute to propagate).
+    pub stale_edge_after_secs: u64,
+    /// This many above-band prewarm signals for a region within `window_secs`: demand keeps
+    /// outrunning the plan's band (sustained under-provisioning).
+    pub under_provisioned_signals: u64,
+    pub window_secs: u64,
+    /// Consecutive failed webhook deliveries before actuation counts as failing.
+    pub actuation_failures: u64,
+}
+
+impl Default for AlertRules {
+    fn default() -> Self {
+        Self {
+            silent_after_secs: 900,
+            stale_edge_after_secs: 600,
+            under_provisioned_signals: 3,
+            window_secs: 900,
+            actuation_failures: 3,
+        }
+    }
+}
+
+/// What the rules look at, gathered from the store, the published model and the counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observations {
+    pub now: u64,
+    pub published_version: Option<u32>,
+    pub published_at: Option<u64>,
+    pub published_regions: Vec<String>,
+    pub edge_model_version: Option<u32>,
+    /// The newest demand minute (Unix seconds) the edge reported, per region.
+    pub last_demand: Vec<(String, u64)>,
+    /// Above-band prewarm signals within the window, per region.
+    pub above_band: Vec<(String, u64)>,
+    pub actuation_consecutive_failures: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    pub name: &'static str,
+    pub region: Option<String>,
+    pub message: String,
+}
+
+impl Alert {
+    fn key(&self) -> String {
+        format!("{}/{}", self.name, self.region.as_deref().unwrap_or(""))
+    }
+}
+
+/// The alerts that hold now.
+pub fn evaluate(o: &Observations, rules: &AlertRules) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    if let (Some(published), Some(at)) = (o.published_version, o.published_at)
+        && o.now.saturating_sub(at) > rules.stale_edge_after_secs
+        && o.edge_model_version.is_some_and(|edge| edge < published)
+    {
+        alerts.push(Alert {
+            name: "stale_edge_model",
+            region: None,
+            message: format!(
+                "the edge reports model version {} but version {published} was published {} s ago",
+                o.edge_model_version.unwrap_or(0),
+                o.now.saturating_sub(at)
+            ),
+        });
+    }
+    for region in &o.published_regions {
+        let last = o.last_demand.iter().find(|(r, _)| r == region).map(|(_, t)| *t);
+        let quiet_for = last.map(|t| o.now.saturating_sub(t));
+        // Only a region that has spoken can go silent: a fresh deployment is not an alert.
+        if let Some(quiet) = quiet_for.filter(|q| *q > rules.silent_after_secs) {
+            alerts.push(Alert {
+                name: "region_silent",
+                region: Some(region.clone()),
+                message: format!("no demand counts from the edge for {quiet} s"),
+            });
+        }
+    }
+    for (region, count) in &o.above_band {
+        if *count >= rules.under_provisioned_signals {
+            alerts.push(Alert {
+                name: "sustained_under_provisioning",
+                region: Some(region.clone()),
+                message: format!(
+                    "{count} above-band prewarm signals in {} s: demand keeps outrunning the forecast band",
+                    rules.window_secs
+                ),
+            });
+        }
+    }
+    if o.actuation_consecutive_failures >= rules.actuation_failures {
+        alerts.push(Alert {
+            name: "actuation_failing",
+            region: None,
+            message: format!("{} webhook deliveries in a row failed", o.actuation_consecutive_failures),
+        });
+    }
+    alerts
+}
+
+/// Counters since start, and the alerts firing now.
+#[derive(Debug, Default)]
+pub struct Monitor {
+    pub events_accepted: AtomicU64,
+    pub events_rejected: AtomicU64,
+    pub signal_batches: AtomicU64,
+    pub actuation_ok: AtomicU64,
+    pub actuation_failed: AtomicU64,
+    pub actuation_consecutive_failures: AtomicU64,
+    firing: Mutex<BTreeMap<String, Alert>>,
+}
+
+/// What changed since the last evaluation.
+#[derive(Debug, Default, PartialEq)]
+pub struct Transitions {
+    pub fired: Vec<Alert>,
+    pub resolved: Vec<Alert>,
+}
+
+impl Monitor {
+    /// Replaces the firing set; returns which alerts started and which ended.
+    pub fn update(&self, now: Vec<Alert>) -> Transitions {
+        let Ok(mut firing) = self.firing.lock() else { return Transitions::default() };
+        let next: BTreeMap<String, Alert> = now.into_iter().map(|a| (a.key(), a)).collect();
+        let fired = next.iter().filter(|(k, _)| !firing.contains_key(*k)).map(|(_, a)| a.clone()).collect();
+        let resolved = firing.iter().filter(|(k, _)| !next.contains_key(*k)).map(|(_, a)| a.clone()).collect();
+        *firing = next;
+        Transitions { fired, resolved }
+    }
+
+    pub fn firing(&self) -> Vec<Alert> {
+        self.firing.lock().map(|f| f.values().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn record_delivery(&self, ok: bool) {
+        if ok {
+            self.actuation_ok.fetch_add(1, Ordering::Relaxed);
+            self.actuation_consecutive_failures.store(0, Ordering::Relaxed);
+        } else {
+            self.actuation_failed.fetch_add(1, Ordering::Relaxed);
+            self.actuation_consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Gauges read from the store and the published model at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub events_stored: u64,
+    pub demand_requests: u64,
+    pub prewarm_signals: Vec<(String, u64)>,
+    pub edge_model_version: Option<u32>,
+    pub published_version: Option<u32>,
+    pub publish_age_secs: Option<u64>,
+    /// Units the plan wants at its first step, per region.
+    pub planned_units: Vec<(String, u32)>,
+    /// The forecast's expected and upper requests per step now, and what the edge counted in
+    /// the last complete minute scaled to a step, per region.
+    pub demand_now: Vec<(String, f64, f64, f64)>,
+}
+
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition (version 0.0.4).
+pub fn render(monitor: &Monitor, g: &Gauges) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let counter = |c: &AtomicU64| vec![(String::new(), c.load(Ordering::Relaxed) as f64)];
+    metric(
+        "prewarm_events_accepted_total",
+        "counter",
+        "Events accepted by POST /v1/events.",
+        counter(&monitor.events_accepted),
+    );
+    metric("prewarm_events_rejected_total", "counter", "Event lines rejected.", counter(&monitor.events_rejected));
+    metric(
+        "prewarm_signal_batches_total",
+        "counter",
+        "Signal batches accepted from the edge.",
+        counter(&monitor.signal_batches),
+    );
+    metric(
+        "prewarm_actuation_deliveries_total",
+        "counter",
+        "Webhook deliveries that succeeded.",
+        counter(&monitor.actuation_ok),
+    );
+    metric(
+        "prewarm_actuation_failures_total",
+        "counter",
+        "Webhook deliveries that failed after retries.",
+        counter(&monitor.actuation_failed),
+    );
+    metric("prewarm_events_stored", "gauge", "Events in the store.", vec![(String::new(), g.events_stored as f64)]);
+    metric(
+        "prewarm_edge_demand_requests_total",
+        "counter",
+        "Requests the edge counted.",
+        vec![(String::new(), g.demand_requests as f64)],
+    );
+    metric(
+        "prewarm_prewarm_signals_total",
+        "counter",
+        "Prewarm signals from the edge, by reason.",
+        g.prewarm_signals.iter().map(|(r, n)| (format!("{{reason=\"{}\"}}", label(r)), *n as f64)).collect(),
+    );
+    let optional = |v: Option<f64>| v.map(|v| vec![(String::new(), v)]).unwrap_or_default();
+    metric(
+        "prewarm_edge_model_version",
+        "gauge",
+        "Model version the edge last reported.",
+        optional(g.edge_model_version.map(f64::from)),
+    );
+    metric(
+        "prewarm_published_model_version",
+        "gauge",
+        "Current published model version.",
+        optional(g.published_version.map(f64::from)),
+    );
+    metric(
+        "prewarm_publish_age_seconds",
+        "gauge",
+        "Seconds since the current model was built.",
+        optional(g.publish_age_secs.map(|s| s as f64)),
+    );
+    metric(
+        "prewarm_planned_units",
+        "gauge",
+        "Units the plan wants ready at its next step.",
+        g.planned_units.iter().map(|(r, u)| (format!("{{region=\"{}\"}}", label(r)), f64::from(*u))).collect(),
+    );
+    for (name, help, pick) in [
+        ("prewarm_forecast_requests", "Forecast requests per step now (expected).", 1),
+        ("prewarm_forecast_upper_requests", "Forecast requests per step now (upper band).", 2),
+        ("prewarm_observed_requests", "Requests the edge counted in the last minute, per step.", 3),
+    ] {
+        metric(
+            name,
+            "gauge",
+            help,
+            g.demand_now
+                .iter()
+                .map(|(r, e, u, o)| (format!("{{region=\"{}\"}}", label(r)), [0.0, *e, *u, *o][pick]))
+                .collect(),
+        );
+    }
+    let firing = monitor.firing();
+    metric(
+        "prewarm_alerts_firing",
+        "gauge",
+        "Alerts firing now (1 per alert and region).",
+        firing
+            .iter()
+            .map(|a| (format!("{{alert=\"{}\",region=\"{}\"}}", a.name, label(a.region.as_deref().unwrap_or(""))), 1.0))
+            .collect(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quiet() -> Observations {
+        Observations {
+            now: 10_000,
+            published_version: Some(3),
+            published_at: Some(9_900),
+            published_regions: vec!["eu".into(), "us".into()],
+            edge_model_version: Some(3),
+            last_demand: vec![("eu".into(), 9_960), ("us".into(), 9_960)],
+            above_band: vec![],
+            actuation_consecutive_failures: 0,
+        }
+    }
+
+    #[test]
+    fn each_rule_fires_on_its_condition_only() {
+        let rules = AlertRules::default();
+        assert!(evaluate(&quiet(), &rules).is_empty());
+        let names = |o: &Observations| evaluate(o, &rules).iter().map(|a| a.name).collect::<Vec<_>>();
+
+        let stale = Observations { edge_model_version: Some(2), ..quiet() };
+        assert!(names(&stale).is_empty(), "a fresh publish has a minute to propagate");
+        let stale = Observations { edge_model_version: Some(2), published_at: Some(1_000), ..quiet() };
+        assert_eq!(names(&stale), ["stale_edge_model"]);
+
+        let silent = Observations { last_demand: vec![("eu".into(), 1_000), ("us".into(), 9_960)], ..quiet() };
+        let alerts = evaluate(&silent, &rules);
+        assert_eq!((alerts.len(), alerts[0].name, alerts[0].region.as_deref()), (1, "region_silent", Some("eu")));
+
+        let under = Observations { above_band: vec![("us".into(), 3), ("eu".into(), 2)], ..quiet() };
+        assert_eq!(names(&under), ["sustained_under_provisioning"]);
+
+        let failing = Observations { actuation_consecutive_failures: 3, ..quiet() };
+        assert_eq!(names(&failing), ["actuation_failing"]);
+    }
+
+    #[test]
+    fn transitions_report_what_started_and_ended() {
+        let monitor = Monitor::default();
+        let a = Alert { name: "region_silent", region: Some("eu".into()), message: "m".into() };
+        let b = Alert { name: "actuation_failing", region: None, message: "m".into() };
+        assert_eq!(monitor.update(vec![a.clone()]).fired, vec![a.clone()]);
+        let t = monitor.update(vec![a.clone(), b.clone()]);
+        assert_eq!((t.fired, t.resolved), (vec![b.clone()], vec![]));
+        let t = monitor.update(vec![b.clone()]);
+        assert_eq!((t.fired, t.resolved), (vec![], vec![a]));
+        assert_eq!(monitor.firing(), vec![b]);
+    }
+
+    #[test]
+    fn the_exposition_is_prometheus_text() {
+        let monitor = Monitor::default();
+        monitor.events_accepted.fetch_add(7, Ordering::Relaxed);
+        monitor.update(vec![Alert { name: "region_silent", region: Some("e\"u".into()), message: "m".into() }]);
+        let text = render(
+            &monitor,
+            &Gauges { planned_units: vec![("eu".into(), 4)], published_version: Some(2), ..Gauges::default() },
+        );
+        assert!(text.contains("# TYPE prewarm_events_accepted_total counter\nprewarm_events_accepted_total 7\n"));
+        assert!(text.contains("prewarm_planned_units{region=\"eu\"} 4\n"));
+        assert!(text.contains("prewarm_published_model_version 2\n"));
+        assert!(text.contains("prewarm_alerts_firing{alert=\"region_silent\",region=\"e\\\"u\"} 1\n"));
+        assert!(!text.contains("\nprewarm_edge_model_version "), "no sample for an unknown value");
+    }
+}
