@@ -248,3 +248,42 @@ fn a_full_store_answers_503_keeps_what_it_has_and_recovers_when_space_returns() 
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(events_in_store(&trainer), acknowledged as u64 + 200);
 }
+
+#[test]
+fn a_read_only_store_answers_503_and_takes_writes_again_when_writable() {
+    let dir = TempDir::new("store-read-only");
+    let auth = format!("Bearer {INGEST}");
+    let headers = [("authorization", auth.as_str())];
+    let env_with = |config: &str| {
+        vec![
+            ("PREWARM_CONFIG".to_owned(), config.to_owned()),
+            ("PREWARM_INGEST_TOKEN".to_owned(), INGEST.to_owned()),
+            ("PREWARM_SIGNAL_TOKEN".to_owned(), SIGNAL.to_owned()),
+        ]
+    };
+    let start = |config: &str| {
+        let env = env_with(config);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Trainer::start(&dir.0, &env)
+    };
+    let writable = config_file(&dir, "");
+    let trainer = start(&writable);
+    let (status, _) = request(trainer.addr, "POST", "/v1/events", &headers, &events(0, 50)).expect("post");
+    assert_eq!(status, 200);
+    trainer.kill();
+
+    let read_only = config_file(&dir, "store_read_only = true");
+    let trainer = start(&read_only);
+    let (status, body) = request(trainer.addr, "POST", "/v1/events", &headers, &events(50, 50)).expect("post");
+    let reason = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("read-only"), "{reason}");
+    assert_eq!(events_in_store(&trainer), 50, "reads and health go on");
+    trainer.kill();
+
+    let writable = config_file(&dir, "");
+    let trainer = start(&writable);
+    let (status, _) = request(trainer.addr, "POST", "/v1/events", &headers, &events(50, 50)).expect("post");
+    assert_eq!(status, 200);
+    assert_eq!(events_in_store(&trainer), 100);
+}

@@ -32,6 +32,8 @@ pub struct TrainerConfig {
     /// Cap on the store's size: writes beyond it get 503 "store full" and nothing stored is
     /// touched (unset: the disk is the limit).
     pub store_max_mb: Option<u64>,
+    /// Maintenance mode: the store takes no writes (503 "read-only"), reads and health go on.
+    pub store_read_only: bool,
     /// Raw events older than this are pruned.
     pub retention_days: u64,
     /// `prewarm serve` retrains and publishes this often (0: only `prewarm train`).
@@ -120,6 +122,7 @@ impl Default for TrainerConfig {
             signal_rate_per_sec: 50.0,
             signal_burst: 200,
             store_max_mb: None,
+            store_read_only: false,
             retention_days: 35,
             train_interval_secs: 3_600,
             default_region: "global".into(),

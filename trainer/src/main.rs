@@ -567,6 +567,9 @@ fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<s
     if let Some(mb) = config.store_max_mb {
         store.limit_size(mb * 1024 * 1024)?;
     }
+    if config.store_read_only {
+        store.set_read_only(true)?;
+    }
     let state = AppState::new(config, store, rules, system_clock);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -21,7 +21,9 @@ pub enum StoreError {
         "the store is full (its disk, or the store_max_mb cap): free space or raise the cap; nothing stored was changed"
     )]
     Full,
-    #[error("the store is read-only")]
+    #[error(
+        "the store is read-only (its disk, or store_read_only maintenance mode): writes resume when it is writable"
+    )]
     ReadOnly,
     #[error("store schema {found} is newer than this build understands ({supported})")]
     FutureSchema { found: i64, supported: i64 },
@@ -150,6 +152,13 @@ impl Store {
         let page_size: i64 = self.conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let pages = (max_bytes / page_size.max(512) as u64).max(1) as i64;
         self.conn.pragma_update(None, "max_page_count", pages)?;
+        Ok(())
+    }
+
+    /// Maintenance mode (backups, disk moves): every write fails as [`StoreError::ReadOnly`]
+    /// (SQLite's `query_only`), reads go on.
+    pub fn set_read_only(&mut self, read_only: bool) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "query_only", read_only)?;
         Ok(())
     }
 
