@@ -19,6 +19,8 @@ pub struct TrainerConfig {
     pub ingest_token: Option<String>,
     /// Bearer token and HMAC key shared with the edge for `POST /v1/signals` (`PREWARM_SIGNAL_TOKEN`).
     pub signal_token: Option<String>,
+    /// Bearer token of the dashboard's rollback action (`PREWARM_ADMIN_TOKEN`); unset: disabled.
+    pub admin_token: Option<String>,
     /// Salt for hashing users in imported logs (`PREWARM_SALT`); use the edge's salt so both
     /// hash the same way.
     pub salt: Option<String>,
@@ -116,6 +118,7 @@ impl Default for TrainerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
             ingest_token: None,
             signal_token: None,
+            admin_token: None,
             salt: None,
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_secs: 30,
@@ -245,6 +248,7 @@ impl TrainerConfig {
             ("PREWARM_SIGNAL_TOKEN", &mut self.signal_token),
             ("PREWARM_SALT", &mut self.salt),
             ("PREWARM_WEBHOOK_SECRET", &mut self.actuate.webhook_secret),
+            ("PREWARM_ADMIN_TOKEN", &mut self.admin_token),
         ] {
             if let Some(v) = lookup(name).filter(|v| !v.is_empty()) {
                 *slot = Some(v);
@@ -266,7 +270,7 @@ impl TrainerConfig {
                 "profiles.runs, max_iterations and relative_tolerance must be > 0".into(),
             ));
         }
-        for token in [&self.ingest_token, &self.signal_token].into_iter().flatten() {
+        for token in [&self.ingest_token, &self.signal_token, &self.admin_token].into_iter().flatten() {
             if token.len() < 16 {
                 return Err(ConfigError::Invalid("tokens must be at least 16 characters".into()));
             }

@@ -99,6 +99,8 @@ pub fn build_worker(root: &Path, env: &[(String, PathBuf)]) -> Result<()> {
 pub fn test(root: &Path) -> Result<()> {
     step("installing what is missing");
     tools::ensure_all(root)?;
+    // The dashboard test opens the page in a real browser.
+    tools::ensure_apt("chromium")?;
     let env = tools::worker_env(root)?;
 
     step("cargo fmt --check");

@@ -402,6 +402,17 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Requests the edge counted per minute (Unix minutes) for a region, from `since_minute`.
+    pub fn demand_by_minute(&self, region: &str, since_minute: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT minute, SUM(requests) FROM demand WHERE region = ?1 AND minute >= ?2 GROUP BY minute ORDER BY minute",
+        )?;
+        let rows = stmt.query_map(params![region, since_minute as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Number of prewarm signals received.
     pub fn count_prewarm_signals(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row("SELECT COUNT(*) FROM prewarm_signals", [], |r| r.get::<_, i64>(0))? as u64)

@@ -22,6 +22,7 @@ use crate::config::TrainerConfig;
 use crate::ingest::{self, BodyError, IngestReport};
 use crate::store::{Store, StoreError};
 
+pub mod dashboard;
 pub mod guard;
 
 /// Shared by every handler.
@@ -70,6 +71,8 @@ pub enum AppError {
     UnsupportedEncoding(String),
     #[error("unsupported content type {0:?}: send {1}")]
     UnsupportedType(String, &'static str),
+    #[error("{0}")]
+    BadRequest(String),
     #[error("no such endpoint: {0}")]
     NotFound(String),
     #[error("method not allowed on this endpoint")]
@@ -95,6 +98,7 @@ impl IntoResponse for AppError {
             AppError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::UnsupportedEncoding(_) | AppError::UnsupportedType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Body(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Body(BodyError::BadGzip(_)) | AppError::BadSignals(_) => StatusCode::BAD_REQUEST,
@@ -310,6 +314,105 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
+/// `GET /`: the dashboard.
+async fn dashboard(State(state): State<AppState>) -> Result<Response, AppError> {
+    let now = (state.clock)();
+    let html = tokio::task::spawn_blocking(move || -> Result<String, AppError> {
+        let view = plan_now(&state, now)?;
+        let versions = crate::publish::DirPublisher::new(state.config.models_dir())
+            .versions()
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        let (events_stored, edge, observed) = {
+            let store = state.store.lock().map_err(|_| AppError::Internal("store lock poisoned".into()))?;
+            let observed = view
+                .models
+                .iter()
+                .map(|m| Ok((m.region.clone(), store.demand_by_minute(&m.region, m.forecast.start.0 / 60)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            (store.count_events()?, store.edge_summary()?, observed)
+        };
+        Ok(dashboard::render(&dashboard::DashboardData {
+            now: now.0,
+            events_stored,
+            published_version: view.pointer.as_ref().map(|p| p.version.0),
+            published_at: view.pointer.as_ref().map(|p| p.created_at.0),
+            versions,
+            models: view.models,
+            plans: view.plans,
+            observed,
+            alerts: state.monitor.firing(),
+            edge_model_version: edge.edge_model_version,
+        }))
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))??;
+    Ok(axum::response::Html(html).into_response())
+}
+
+/// Decodes `application/x-www-form-urlencoded` (the dashboard's form).
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let raw = text.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok())?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `POST /v1/rollback`: points `current` back at a kept version (`version` in the form or
+/// the query), with the admin token as bearer or as the form's `token`; pushes the entries to
+/// Workers KV when `[kv]` is configured. The form gets a redirect back to the page.
+async fn rollback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: axum::extract::RawQuery,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let expected =
+        state.config.admin_token.as_ref().ok_or(AppError::NotConfigured("admin_token (PREWARM_ADMIN_TOKEN)"))?;
+    let presented = bearer(&headers).map(str::to_owned).or_else(|| form_field(&body, "token"));
+    if !presented.is_some_and(|t| tokens_match(t.as_bytes(), expected.as_bytes())) {
+        return Err(AppError::Unauthorized);
+    }
+    let version = form_field(&body, "version")
+        .or_else(|| form_field(query.0.unwrap_or_default().as_bytes(), "version"))
+        .map(|v| v.trim().parse::<u32>().map_err(|_| AppError::BadRequest(format!("version {v:?} is not a number"))))
+        .transpose()?;
+    let config = state.config.clone();
+    let entries = tokio::task::spawn_blocking(move || {
+        let entries = crate::publish::DirPublisher::new(config.models_dir())
+            .rollback(version)
+            .map_err(|e| AppError::BadRequest(e.to_string()))?;
+        if let Some(kv) = &config.kv {
+            kv.publish(&entries).map_err(|e| AppError::Internal(format!("rolled back locally; KV: {e}")))?;
+        }
+        Ok::<_, AppError>(entries)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))??;
+    let pointer = entries.last().and_then(|e| prewarm_shared::ModelPointer::from_artifact(&e.value).ok());
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response());
+    }
+    Ok(axum::Json(json!({ "current_version": pointer.map(|p| p.version.0) })).into_response())
+}
+
 /// The router with its limits: body size (before decompression; gzip is bounded separately)
 /// and a request timeout.
 pub fn router(state: AppState) -> Router {
@@ -322,6 +425,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/plan", get(get_plan))
         .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
+        .route("/v1/rollback", post(rollback))
         .fallback(|uri: axum::http::Uri| async move { AppError::NotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::disable())
