@@ -50,6 +50,9 @@ pub struct TrainerConfig {
     pub plan: crate::plan::PlanConfig,
     /// Cloudflare Workers KV (REST API) target for `prewarm publish --kv`.
     pub kv: Option<crate::publish::kv_rest::KvRestConfig>,
+    /// A calendar of external events (TOML `[[event]]` tables; see the README), learnt from
+    /// and applied to forecasts (`PREWARM_CALENDAR`).
+    pub calendar: Option<PathBuf>,
     /// The webhook that receives plans and alerts, and how often.
     pub actuate: crate::actuate::ActuateConfig,
     pub alerts: crate::monitor::AlertRules,
@@ -134,6 +137,7 @@ impl Default for TrainerConfig {
             costs: CostConfig::default(),
             plan: crate::plan::PlanConfig::default(),
             kv: None,
+            calendar: None,
             actuate: crate::actuate::ActuateConfig::default(),
             alerts: crate::monitor::AlertRules::default(),
         }
@@ -232,6 +236,9 @@ impl TrainerConfig {
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = lookup("PREWARM_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = lookup("PREWARM_CALENDAR").filter(|v| !v.is_empty()) {
+            self.calendar = Some(PathBuf::from(v));
         }
         if let Some(v) = lookup("PREWARM_LISTEN") {
             self.listen = v.parse().map_err(|e: std::net::AddrParseError| ConfigError::Env {

@@ -5,6 +5,7 @@ use prewarm_shared::ProfileId;
 use prewarm_shared::UnixSeconds;
 use prewarm_shared::artifact::{ForecastTable, ProfileForecast};
 
+use super::calendar::{self, Occurrence};
 use super::model::{self, Method};
 use super::series::Series;
 
@@ -20,7 +21,10 @@ const OUTAGE_MIN_STEPS: usize = 6;
 /// Forecasts each profile's requests per step from its request times. The table starts at the
 /// step after the data ends, or at `now` when the data reaches it; history shorter than two
 /// weeks drops the weekly period, shorter than two days falls back to the last day repeated.
-pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds) -> ForecastTable {
+///
+/// Calendar `events` are masked in the history, their effect learnt per kind, and applied to
+/// the forecast where the next occurrences fall.
+pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds, events: &[Occurrence]) -> ForecastTable {
     let end = requests.iter().flat_map(|(_, t)| t.iter().copied()).max().unwrap_or(now.0);
     let data_end = (end / STEP_SECS + 1) * STEP_SECS;
     // Forecast up to now + horizon, but never more than a week past the data.
@@ -41,6 +45,7 @@ pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds) -> ForecastTa
             let mut s = Series { start: base, step_secs: STEP_SECS, values: counts };
             let day = (86_400 / STEP_SECS) as usize;
             s.mask_outages(day, OUTAGE_MIN_STEPS, 1.0);
+            let learnt = calendar::learn(&mut s, events);
             let history = s.imputed(day, 7 * day);
             let periods: Vec<usize> = [day, 7 * day].into_iter().filter(|p| history.len() >= 2 * p).collect();
             let horizon = skip + HORIZON_STEPS;
@@ -51,7 +56,10 @@ pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds) -> ForecastTa
                     .or_else(|_| model::seasonal_naive(&history, day.min(history.len()), horizon, LEVEL))
             };
             let (expected, upper) = match f {
-                Ok(f) => (f.point[skip..].to_vec(), f.upper[skip..].to_vec()),
+                Ok(mut f) => {
+                    calendar::apply(&mut f, data_end, STEP_SECS, events, &learnt);
+                    (f.point[skip..].to_vec(), f.upper[skip..].to_vec())
+                }
                 Err(_) => (vec![0.0; HORIZON_STEPS], vec![0.0; HORIZON_STEPS]),
             };
             ProfileForecast {
@@ -66,5 +74,37 @@ pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds) -> ForecastTa
         step_secs: STEP_SECS as u32,
         upper_quantile: (0.5 + LEVEL / 2.0) as f32,
         series,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calendar_event_raises_the_published_forecast_where_it_recurs() {
+        // 10 requests per step for 15 days; a 3-hour match on days 7 and 14 doubles them.
+        let matches = |day: u64| Occurrence {
+            name: format!("match {day}"),
+            region: "all".into(),
+            start: day * 86_400 + 18 * 3600,
+            end: day * 86_400 + 21 * 3600,
+            kind: "match".into(),
+            multiplier: None,
+        };
+        let past = [matches(7), matches(14)];
+        let mut times = Vec::new();
+        for step in 0..15 * 288u64 {
+            let t = step * STEP_SECS;
+            let n = if past.iter().any(|e| (e.start..e.end).contains(&t)) { 20 } else { 10 };
+            times.extend((0..n).map(|i| t + i));
+        }
+        let events = [past[0].clone(), past[1].clone(), matches(15)];
+        let table = table(&[(ProfileId(0), times)], UnixSeconds(15 * 86_400), &events);
+        assert_eq!(table.start, UnixSeconds(15 * 86_400));
+        let expected = &table.series[0].expected;
+        let (inside, outside) = (expected[18 * 12 + 6], expected[12 * 12]);
+        assert!((outside - 10.0).abs() < 1.5, "a normal step: {outside}");
+        assert!((inside / outside - 2.0).abs() < 0.2, "inside the next match: {inside} vs {outside}");
     }
 }

@@ -2,6 +2,7 @@
 //! seasonal-naive baselines, rolling-origin backtests, and skill gating.
 
 pub mod backtest;
+pub mod calendar;
 pub mod demand;
 pub mod model;
 pub mod series;

@@ -37,6 +37,8 @@ pub enum ProfileError {
     Cluster(#[from] ClusterError),
     #[error("no events in the store: nothing to train on (import logs or POST /v1/events first)")]
     NoData,
+    #[error(transparent)]
+    Calendar(#[from] crate::forecast::calendar::CalendarError),
 }
 
 /// One region's training outcome.
@@ -105,6 +107,10 @@ pub fn train(
     if events.is_empty() {
         return Err(ProfileError::NoData);
     }
+    let calendar = match &config.calendar {
+        Some(path) => crate::forecast::calendar::Calendar::load(path)?,
+        None => crate::forecast::calendar::Calendar::default(),
+    };
     let users = user_features(&events, |region| config.utc_offset_of(region));
     let owners = event_owner(&events, &users);
     let mut by_region: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -148,6 +154,7 @@ pub fn train(
             version,
             now,
             borrowed,
+            &calendar,
         ));
     }
     Ok(out)
@@ -168,6 +175,7 @@ fn build_region(
     version: ModelVersion,
     now: UnixSeconds,
     borrowed: bool,
+    calendar: &crate::forecast::calendar::Calendar,
 ) -> TrainedRegion {
     let k = clustering.centroids.nrows();
     let raw: Vec<FeatureVector> = clustering.centroids.rows().into_iter().map(|c| scaler.raw(c)).collect();
@@ -248,7 +256,7 @@ fn build_region(
             requests[c].1.push(event.time);
         }
     }
-    model.forecast = crate::forecast::demand::table(&requests, now);
+    model.forecast = crate::forecast::demand::table(&requests, now, &calendar.for_region(region));
     // The default profile: where most newcomers land, judged on their first session alone.
     let mut landing = vec![0usize; k];
     for u in &member_rows {

@@ -1,0 +1,230 @@
+//! External events: a calendar of launches, matches, sales… whose effect on demand is learnt
+//! from past occurrences of the same kind and applied to the next ones.
+//!
+//! Past occurrences are masked before a model is fitted (so a match is not learnt as a normal
+//! Saturday) and measured against the same steps a week (else a day) earlier; a kind's
+//! multiplier is the median of those ratios. A kind never seen before uses the event's own
+//! `multiplier`, else none.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::model::Forecast;
+use super::series::Series;
+
+/// One entry of the calendar file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarEvent {
+    pub name: String,
+    /// A region name, or `all` (the default).
+    #[serde(default = "all")]
+    pub region: String,
+    /// RFC 3339 times.
+    pub start: String,
+    pub end: String,
+    pub kind: String,
+    /// Expected demand multiplier, used until past occurrences of the kind teach one.
+    pub multiplier: Option<f64>,
+}
+
+fn all() -> String {
+    "all".into()
+}
+
+/// An event with parsed times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Occurrence {
+    pub name: String,
+    pub region: String,
+    pub start: u64,
+    pub end: u64,
+    pub kind: String,
+    pub multiplier: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Calendar {
+    pub events: Vec<Occurrence>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalendarError {
+    #[error("cannot read the calendar {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("calendar {path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalendarFile {
+    #[serde(default)]
+    event: Vec<CalendarEvent>,
+}
+
+impl Calendar {
+    /// Reads a TOML file of `[[event]]` tables.
+    pub fn load(path: &Path) -> Result<Self, CalendarError> {
+        let shown = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| CalendarError::Read { path: shown.clone(), source })?;
+        Self::parse(&text).map_err(|message| CalendarError::Parse { path: shown, message })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: CalendarFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut events = Vec::with_capacity(file.event.len());
+        for (i, e) in file.event.into_iter().enumerate() {
+            let time = |s: &str| {
+                crate::ingest::event::parse_rfc3339_utc(s)
+                    .ok_or_else(|| format!("event {} ({}): {s:?} is not an RFC 3339 time", i + 1, e.name))
+            };
+            let (start, end) = (time(&e.start)?, time(&e.end)?);
+            if end <= start {
+                return Err(format!("event {} ({}): ends before it starts", i + 1, e.name));
+            }
+            if e.multiplier.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+                return Err(format!("event {} ({}): multiplier must be a positive number", i + 1, e.name));
+            }
+            events.push(Occurrence {
+                name: e.name,
+                region: e.region,
+                start,
+                end,
+                kind: e.kind,
+                multiplier: e.multiplier,
+            });
+        }
+        Ok(Self { events })
+    }
+
+    /// The events that concern a region (its own and `all`).
+    pub fn for_region(&self, region: &str) -> Vec<Occurrence> {
+        self.events.iter().filter(|e| e.region == "all" || e.region == region).cloned().collect()
+    }
+}
+
+/// Steps of `series` an occurrence covers.
+fn steps(series: &Series, e: &Occurrence) -> std::ops::Range<usize> {
+    let step = series.step_secs.max(1);
+    let index = |t: u64| (t.saturating_sub(series.start) / step) as usize;
+    index(e.start.max(series.start)).min(series.len())..index(e.end.max(series.start)).min(series.len())
+}
+
+/// Learns each kind's multiplier from the occurrences inside `series`, then masks them.
+pub fn learn(series: &mut Series, events: &[Occurrence]) -> HashMap<String, f64> {
+    let step = series.step_secs.max(1);
+    let (day, week) = ((86_400 / step) as usize, (7 * 86_400 / step) as usize);
+    let mut ratios: HashMap<String, Vec<f64>> = HashMap::new();
+    for e in events {
+        let range = steps(series, e);
+        if range.is_empty() || e.end > series.start + series.len() as u64 * step {
+            continue; // not (wholly) in the past
+        }
+        let lag = if range.start >= week { week } else { day };
+        let pairs: Vec<(f64, f64)> =
+            range.clone().filter_map(|i| Some((series.values[i]?, series.values[i.checked_sub(lag)?]?))).collect();
+        let (actual, baseline): (f64, f64) = pairs.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        if !pairs.is_empty() && baseline > 0.0 {
+            ratios.entry(e.kind.clone()).or_default().push(actual / baseline);
+        }
+        series.values[range].iter_mut().for_each(|v| *v = None);
+    }
+    ratios
+        .into_iter()
+        .map(|(kind, mut r)| {
+            r.sort_by(f64::total_cmp);
+            (kind, r[r.len() / 2])
+        })
+        .collect()
+}
+
+/// Multiplies the forecast (which starts at `start`) inside each future occurrence by its
+/// kind's learnt multiplier, else its own. Returns the steps changed.
+pub fn apply(
+    forecast: &mut Forecast,
+    start: u64,
+    step_secs: u64,
+    events: &[Occurrence],
+    learnt: &HashMap<String, f64>,
+) -> usize {
+    let mut changed = 0;
+    for e in events {
+        let Some(m) = learnt.get(&e.kind).copied().or(e.multiplier) else { continue };
+        let view = Series { start, step_secs, values: vec![None; forecast.point.len()] };
+        for i in steps(&view, e) {
+            forecast.point[i] *= m;
+            forecast.upper[i] *= m;
+            changed += 1;
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forecast::model::{self, Method};
+
+    const HOUR: u64 = 3600;
+
+    fn event(day: u64, kind: &str, multiplier: Option<f64>) -> Occurrence {
+        Occurrence {
+            name: format!("match day {day}"),
+            region: "all".into(),
+            start: day * 86_400 + 18 * HOUR,
+            end: day * 86_400 + 21 * HOUR,
+            kind: kind.into(),
+            multiplier,
+        }
+    }
+
+    #[test]
+    fn a_learnt_event_effect_appears_in_the_next_occurrence() {
+        // Four weeks of hourly demand; matches on days 10 and 17 double demand for 3 hours.
+        let mut values: Vec<Option<f64>> =
+            crate::forecast::seasonal_hours(24 * 28, 0.0).into_iter().map(Some).collect();
+        let past = [event(10, "match", None), event(17, "match", None)];
+        for e in &past {
+            for h in (e.start / HOUR) as usize..(e.end / HOUR) as usize {
+                values[h] = values[h].map(|v| v * 2.0);
+            }
+        }
+        let mut series = Series { start: 0, step_secs: HOUR, values };
+        let next = event(29, "match", None);
+        let learnt = learn(&mut series, &[past[0].clone(), past[1].clone(), next.clone()]);
+        assert!((learnt["match"] - 2.0).abs() < 0.05, "{learnt:?}");
+        assert!(series.values[10 * 24 + 18].is_none(), "past occurrences are masked");
+        let history = series.imputed(24, 168);
+        let mut f = model::forecast(Method::Mstl, &history, &[24, 168], 48, 0.8).expect("forecast");
+        let plain = f.point.clone();
+        let changed = apply(&mut f, 28 * 86_400, HOUR, &[next], &learnt);
+        assert_eq!(changed, 3);
+        let slot = 24 + 18;
+        assert!((f.point[slot] / plain[slot] - 2.0).abs() < 0.05);
+        assert!(plain[slot] > 50.0, "the masked history did not teach a dip or a spike: {}", plain[slot]);
+        assert_eq!(f.point[slot - 1], plain[slot - 1], "outside the event nothing changes");
+    }
+
+    #[test]
+    fn an_unseen_kind_uses_its_own_multiplier_and_bad_files_are_errors() {
+        let mut f = Forecast { point: vec![10.0; 48], upper: vec![12.0; 48] };
+        let launch = Occurrence { kind: "launch".into(), ..event(1, "launch", Some(3.0)) };
+        assert_eq!(apply(&mut f, 86_400, HOUR, &[launch], &HashMap::new()), 3);
+        assert_eq!((f.point[18], f.upper[18], f.point[17]), (30.0, 36.0, 10.0));
+
+        let ok = Calendar::parse(
+            "[[event]]\nname = \"Cup final\"\nregion = \"eu\"\nstart = \"2026-12-01T18:00:00Z\"\nend = \"2026-12-01T21:00:00Z\"\nkind = \"match\"\nmultiplier = 2.5\n",
+        )
+        .expect("valid");
+        assert_eq!(ok.for_region("eu").len(), 1);
+        assert!(ok.for_region("us").is_empty());
+        let backwards =
+            "[[event]]\nname = \"x\"\nstart = \"2026-12-01T21:00:00Z\"\nend = \"2026-12-01T18:00:00Z\"\nkind = \"k\"\n";
+        assert!(Calendar::parse(backwards).is_err_and(|e| e.contains("ends before")));
+        assert!(Calendar::parse("[[event]]\nname = \"x\"\nstart = \"soon\"\nend = \"later\"\nkind = \"k\"\n").is_err());
+    }
+}
