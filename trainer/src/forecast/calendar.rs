@@ -189,8 +189,8 @@ mod tests {
             crate::forecast::seasonal_hours(24 * 28, 0.0).into_iter().map(Some).collect();
         let past = [event(10, "match", None), event(17, "match", None)];
         for e in &past {
-            for h in (e.start / HOUR) as usize..(e.end / HOUR) as usize {
-                values[h] = values[h].map(|v| v * 2.0);
+            for v in &mut values[(e.start / HOUR) as usize..(e.end / HOUR) as usize] {
+                *v = v.map(|v| v * 2.0);
             }
         }
         let mut series = Series { start: 0, step_secs: HOUR, values };
