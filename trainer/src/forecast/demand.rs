@@ -24,6 +24,10 @@ const OUTAGE_MIN_STEPS: usize = 6;
 ///
 /// Calendar `events` are masked in the history, their effect learnt per kind, and applied to
 /// the forecast where the next occurrences fall.
+///
+/// Cold start: a profile with under two weeks of its own history, in a region that has more,
+/// borrows the shape of the region's aggregate forecast, scaled by its share of the aggregate
+/// since it appeared, instead of waiting for history of its own.
 pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds, events: &[Occurrence]) -> ForecastTable {
     let end = requests.iter().flat_map(|(_, t)| t.iter().copied()).max().unwrap_or(now.0);
     let data_end = (end / STEP_SECS + 1) * STEP_SECS;
@@ -32,35 +36,59 @@ pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds, events: &[Occ
         if now.0 > data_end && now.0 - data_end <= 7 * 86_400 { now.0 / STEP_SECS * STEP_SECS } else { data_end };
     let skip = ((start - data_end) / STEP_SECS) as usize;
     let first = requests.iter().flat_map(|(_, t)| t.iter().copied()).min().unwrap_or(start);
-    let series = requests
+    let base = first / STEP_SECS * STEP_SECS;
+    let len = ((data_end - base) / STEP_SECS) as usize;
+    let day = (86_400 / STEP_SECS) as usize;
+    let counts: Vec<Vec<f64>> = requests
         .iter()
-        .map(|(profile, times)| {
-            let mut counts = vec![Some(0.0); ((data_end - first / STEP_SECS * STEP_SECS) / STEP_SECS) as usize];
-            let base = first / STEP_SECS * STEP_SECS;
+        .map(|(_, times)| {
+            let mut c = vec![0.0; len];
             for t in times {
-                if let Some(c) = counts.get_mut(((t - base) / STEP_SECS) as usize) {
-                    *c = Some(c.unwrap_or(0.0) + 1.0);
+                if let Some(slot) = c.get_mut(((t - base) / STEP_SECS) as usize) {
+                    *slot += 1.0;
                 }
             }
-            let mut s = Series { start: base, step_secs: STEP_SECS, values: counts };
-            let day = (86_400 / STEP_SECS) as usize;
-            s.mask_outages(day, OUTAGE_MIN_STEPS, 1.0);
-            let learnt = calendar::learn(&mut s, events);
-            let history = s.imputed(day, 7 * day);
-            let periods: Vec<usize> = [day, 7 * day].into_iter().filter(|p| history.len() >= 2 * p).collect();
-            let horizon = skip + HORIZON_STEPS;
-            let f = if periods.is_empty() {
-                model::seasonal_naive(&history, day.min(history.len().max(1)), horizon, LEVEL)
+            c
+        })
+        .collect();
+    let horizon = skip + HORIZON_STEPS;
+    let fit = |values: &[f64]| -> Option<model::Forecast> {
+        let mut s = Series { start: base, step_secs: STEP_SECS, values: values.iter().map(|v| Some(*v)).collect() };
+        s.mask_outages(day, OUTAGE_MIN_STEPS, 1.0);
+        let learnt = calendar::learn(&mut s, events);
+        let history = s.imputed(day, 7 * day);
+        let periods: Vec<usize> = [day, 7 * day].into_iter().filter(|p| history.len() >= 2 * p).collect();
+        let f = if periods.is_empty() {
+            model::seasonal_naive(&history, day.min(history.len().max(1)), horizon, LEVEL)
+        } else {
+            model::forecast(Method::Mstl, &history, &periods, horizon, LEVEL)
+                .or_else(|_| model::seasonal_naive(&history, day.min(history.len()), horizon, LEVEL))
+        };
+        let mut f = f.ok()?;
+        calendar::apply(&mut f, data_end, STEP_SECS, events, &learnt);
+        Some(f)
+    };
+    let aggregate: Vec<f64> = (0..len).map(|i| counts.iter().map(|c| c[i]).sum()).collect();
+    let mut aggregate_forecast: Option<Option<model::Forecast>> = None;
+    let series = requests
+        .iter()
+        .zip(&counts)
+        .map(|((profile, _), values)| {
+            let appeared = values.iter().position(|v| *v > 0.0).unwrap_or(len);
+            let own = len - appeared;
+            let cold = own < 14 * day && appeared >= day && own > 0;
+            let f = if cold {
+                let share = values[appeared..].iter().sum::<f64>() / aggregate[appeared..].iter().sum::<f64>().max(1.0);
+                aggregate_forecast.get_or_insert_with(|| fit(&aggregate)).as_ref().map(|a| model::Forecast {
+                    point: a.point.iter().map(|v| v * share).collect(),
+                    upper: a.upper.iter().map(|v| v * share).collect(),
+                })
             } else {
-                model::forecast(Method::Mstl, &history, &periods, horizon, LEVEL)
-                    .or_else(|_| model::seasonal_naive(&history, day.min(history.len()), horizon, LEVEL))
+                fit(values)
             };
             let (expected, upper) = match f {
-                Ok(mut f) => {
-                    calendar::apply(&mut f, data_end, STEP_SECS, events, &learnt);
-                    (f.point[skip..].to_vec(), f.upper[skip..].to_vec())
-                }
-                Err(_) => (vec![0.0; HORIZON_STEPS], vec![0.0; HORIZON_STEPS]),
+                Some(f) => (f.point[skip..].to_vec(), f.upper[skip..].to_vec()),
+                None => (vec![0.0; HORIZON_STEPS], vec![0.0; HORIZON_STEPS]),
             };
             ProfileForecast {
                 profile: *profile,
@@ -106,5 +134,30 @@ mod tests {
         let (inside, outside) = (expected[18 * 12 + 6], expected[12 * 12]);
         assert!((outside - 10.0).abs() < 1.5, "a normal step: {outside}");
         assert!((inside / outside - 2.0).abs() < 0.2, "inside the next match: {inside} vs {outside}");
+    }
+
+    #[test]
+    fn a_new_profile_borrows_the_regions_daily_shape_from_day_one() {
+        // Three weeks of a region with a strong daily shape; a new profile appears in the last
+        // 12 hours, as 20 % of the traffic.
+        let rate = |step: u64| {
+            let hour = (step % 288) as f64 / 12.0;
+            (20.0 + 15.0 * (std::f64::consts::TAU * (hour - 9.0) / 24.0).cos()).round() as u64
+        };
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        let steps = 21 * 288u64;
+        for step in 0..steps {
+            let n = rate(step);
+            let newcomers = if step >= steps - 144 { n / 5 } else { 0 };
+            old.extend((0..n - newcomers).map(|i| step * STEP_SECS + i));
+            new.extend((0..newcomers).map(|i| step * STEP_SECS + i));
+        }
+        let table = table(&[(ProfileId(0), old), (ProfileId(1), new)], UnixSeconds(steps * STEP_SECS), &[]);
+        let fresh = &table.series[1].expected;
+        let (max, min) = fresh.iter().fold((f32::MIN, f32::MAX), |(a, b), v| (a.max(*v), b.min(*v)));
+        assert!(min >= 0.0 && max > 3.0 * min.max(0.5), "a daily shape, not a flat line: {min}..{max}");
+        let (new_total, all_total): (f32, f32) =
+            (fresh.iter().sum(), table.series.iter().flat_map(|s| s.expected.iter()).sum());
+        assert!((new_total / all_total - 0.2).abs() < 0.05, "scaled by its own share: {}", new_total / all_total);
     }
 }
