@@ -37,6 +37,9 @@ pub struct SimulateArgs {
     policies: Vec<String>,
     #[arg(long)]
     json: bool,
+    /// External events (the trainer's calendar format) for the policies that use one.
+    #[arg(long)]
+    calendar: Option<PathBuf>,
     /// Write an SVG of demand against each policy's ready capacity.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -67,6 +70,10 @@ pub fn run(args: &SimulateArgs, config: &TrainerConfig) -> Result<()> {
         delays: args.delay.clone(),
         warmup_days: args.warmup_days,
         policies: policies.clone(),
+        calendar: match &args.calendar {
+            Some(path) => prewarm_trainer::forecast::calendar::Calendar::load(path)?.events,
+            None => Vec::new(),
+        },
     };
     if !args.json {
         eprintln!("replaying {} minutes of {source} under {} policies…", trace.demand.len(), policies.len());
@@ -81,7 +88,7 @@ pub fn run(args: &SimulateArgs, config: &TrainerConfig) -> Result<()> {
         let model = sim.model(&trace, sim.delays.first().copied().unwrap_or(5))?;
         let from = (model.warmup + args.plot_offset_days * 1440).min(trace.demand.len());
         let to = (from + args.plot_days * 1440).min(trace.demand.len());
-        let forecasts = simulate::Forecasts::build(&trace, &policies);
+        let forecasts = simulate::Forecasts::build(&trace, &policies, &sim.calendar);
         let ready: Vec<(String, Vec<u32>)> = policies
             .iter()
             .map(|&k| (k.name().to_owned(), simulate::replay(k, None, &trace, &model, &forecasts).1[from..to].to_vec()))

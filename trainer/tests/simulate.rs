@@ -22,7 +22,13 @@ fn daily_trace(days: usize) -> Trace {
 }
 
 fn config(delays: Vec<usize>) -> SimulationConfig {
-    SimulationConfig { unit_rpm: Some(10.0), delays, warmup_days: 14, policies: PolicyKind::ALL.to_vec() }
+    SimulationConfig {
+        unit_rpm: Some(10.0),
+        delays,
+        warmup_days: 14,
+        policies: PolicyKind::ALL.to_vec(),
+        calendar: Vec::new(),
+    }
 }
 
 #[test]
@@ -59,7 +65,8 @@ fn no_policy_reacts_before_its_inputs_could_contain_a_planted_spike() {
     }
     let sim = config(vec![5]);
     let model = sim.model(&quiet, 5).expect("model");
-    let (before, after) = (Forecasts::build(&quiet, &PolicyKind::ALL), Forecasts::build(&spiked, &PolicyKind::ALL));
+    let (before, after) =
+        (Forecasts::build(&quiet, &PolicyKind::ALL, &[]), Forecasts::build(&spiked, &PolicyKind::ALL, &[]));
     // The oracle sees the future and static-peak the scored window's peak by definition.
     for kind in [PolicyKind::ReactiveHpa, PolicyKind::SeasonalNaive7d, PolicyKind::AwsPredictive, PolicyKind::Prewarm] {
         let (quiet_targets, _) = replay(kind, None, &quiet, &model, &before);
@@ -100,4 +107,38 @@ fn bad_configurations_are_errors() {
     let short = daily_trace(10);
     assert!(matches!(config(vec![5]).model(&short, 5), Err(simulate::SimulateError::TooShort { .. })));
     assert!("nonsense".parse::<PolicyKind>().is_err());
+}
+
+#[test]
+fn a_calendar_lets_prewarm_provision_for_a_recurring_event_before_it_starts() {
+    use prewarm_trainer::forecast::calendar::Occurrence;
+    // A weekly two-hour launch at 14:00 triples demand: days 7 and 14 teach it, day 21 is the
+    // test (the scored window is days 14 to 22).
+    let mut trace = daily_trace(22);
+    let launch = |day: u64| Occurrence {
+        name: format!("launch {day}"),
+        region: "all".into(),
+        start: day * 86_400 + 14 * 3600,
+        end: day * 86_400 + 16 * 3600,
+        kind: "launch".into(),
+        multiplier: None,
+    };
+    let calendar: Vec<Occurrence> = [7, 14, 21].into_iter().map(launch).collect();
+    for e in &calendar {
+        for d in &mut trace.demand[(e.start / 60) as usize..(e.end / 60) as usize] {
+            *d = d.map(|v| v * 3.0);
+        }
+    }
+    let run = |calendar: Vec<Occurrence>| {
+        let sim = SimulationConfig { policies: vec![PolicyKind::Prewarm], calendar, ..config(vec![5]) };
+        let report = simulate::simulate(&trace, &sim).expect("simulate");
+        report.rows.into_iter().find(|r| r.outcome.policy == "prewarm").expect("prewarm row").outcome
+    };
+    let (without, with) = (run(Vec::new()), run(calendar));
+    assert!(
+        with.under_unit_minutes < 0.5 * without.under_unit_minutes,
+        "with the calendar {} under-provisioned unit-minutes, without {}",
+        with.under_unit_minutes,
+        without.under_unit_minutes
+    );
 }

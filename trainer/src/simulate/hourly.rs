@@ -4,6 +4,7 @@
 //! hours before the origin only, after masking outages with data before the origin only, so
 //! no forecast can contain anything that happened after it was made.
 
+use crate::forecast::calendar::{self, Occurrence};
 use crate::forecast::model::{self, Method};
 use crate::forecast::series::Series;
 
@@ -30,11 +31,16 @@ struct Origin {
     last_hour: Option<f64>,
     /// (minute − hour mean) / √(hour mean) at `burst_quantile` over the last week.
     burst: f64,
+    /// Calendar multipliers per kind, learnt from occurrences before the origin.
+    learnt: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HourlySchedule {
     origins: Vec<Origin>,
+    /// Unix seconds of minute 0, and the calendar: events apply at minute precision.
+    start: u64,
+    events: Vec<Occurrence>,
 }
 
 /// A forecast of the rate at some minute, as known at a given time.
@@ -48,7 +54,9 @@ pub struct Known {
 
 impl HourlySchedule {
     /// `start` is the Unix time of minute 0.
-    pub fn build(demand: &[Option<f64>], start: u64, config: &ScheduleConfig) -> Self {
+    /// Calendar `events` (absolute times) are masked in each fit's history, their effect
+    /// learnt from the occurrences before the origin, and applied to the forecast.
+    pub fn build(demand: &[Option<f64>], start: u64, config: &ScheduleConfig, events: &[Occurrence]) -> Self {
         let first_boundary = ((3600 - start % 3600) % 3600 / 60) as usize;
         let history = config.history_days * 1440;
         let mut origins = Vec::new();
@@ -56,12 +64,24 @@ impl HourlySchedule {
         while minute < demand.len() {
             let from = first_boundary + (minute - first_boundary).saturating_sub(history) / 60 * 60;
             let from = from.max(first_boundary);
-            if let Some(origin) = forecast_at(&demand[from..minute], minute, config) {
+            let from_time = start + from as u64 * 60;
+            if let Some(origin) = forecast_at(&demand[from..minute], minute, from_time, config, events) {
                 origins.push(origin);
             }
             minute += config.every_hours * 60;
         }
-        Self { origins }
+        Self { origins, start, events: events.to_vec() }
+    }
+
+    /// The multiplier of an event under way at minute `target` (1 outside events): learnt from
+    /// its kind's past occurrences, else the event's own.
+    fn event_factor(&self, origin: &Origin, target: usize) -> f64 {
+        let at = self.start + target as u64 * 60;
+        self.events
+            .iter()
+            .filter(|e| (e.start..e.end).contains(&at))
+            .filter_map(|e| origin.learnt.iter().find(|(k, _)| *k == e.kind).map(|(_, m)| *m).or(e.multiplier))
+            .fold(1.0, f64::max)
     }
 
     fn origin_at(&self, now: usize) -> Option<&Origin> {
@@ -74,7 +94,7 @@ impl HourlySchedule {
     pub fn known_at(&self, now: usize, target: usize) -> Option<Known> {
         let origin = self.origin_at(now)?;
         let index = target.checked_sub(origin.minute)? / 60;
-        let rate = *origin.point.get(index).or(origin.point.last())?;
+        let rate = *origin.point.get(index).or(origin.point.last())? * self.event_factor(origin, target);
         Some(Known { rate, burst: origin.burst })
     }
 
@@ -100,12 +120,18 @@ impl HourlySchedule {
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => *origin.point.last()?,
         };
-        Some(Known { rate, burst: origin.burst })
+        Some(Known { rate: rate * self.event_factor(origin, target), burst: origin.burst })
     }
 }
 
 /// Fits on `minutes` (which end at the origin, start on an hour boundary).
-fn forecast_at(minutes: &[Option<f64>], minute: usize, config: &ScheduleConfig) -> Option<Origin> {
+fn forecast_at(
+    minutes: &[Option<f64>],
+    minute: usize,
+    from_time: u64,
+    config: &ScheduleConfig,
+    events: &[Occurrence],
+) -> Option<Origin> {
     let mut series = Series { start: 0, step_secs: 60, values: minutes.to_vec() };
     series.mask_outages(1440, 30, 1.0);
     let hours: Vec<Option<f64>> = series
@@ -114,7 +140,14 @@ fn forecast_at(minutes: &[Option<f64>], minute: usize, config: &ScheduleConfig) 
         .map(|c| (c.len() == 60 && c.iter().all(Option::is_some)).then(|| c.iter().flatten().sum::<f64>() / 60.0))
         .collect();
     hours.iter().flatten().next()?;
-    let filled = Series { start: 0, step_secs: 3600, values: hours.clone() }.imputed(24, 168);
+    let mut hourly = Series { start: from_time, step_secs: 3600, values: hours.clone() };
+    // Only occurrences that ended before the origin can teach anything.
+    let origin_time = from_time + hours.len() as u64 * 3600;
+    let past: Vec<Occurrence> = events.iter().filter(|e| e.end <= origin_time).cloned().collect();
+    // Masked and learnt here; applied minute by minute when the forecast is read, so an
+    // event's edges are sharp rather than interpolated across hours.
+    let learnt = calendar::learn(&mut hourly, &past).into_iter().collect();
+    let filled = hourly.imputed(24, 168);
     let f = model::forecast(Method::Mstl, &filled, &[24, 168], config.horizon_hours, config.level)
         .or_else(|_| model::seasonal_naive(&filled, 24.min(filled.len()), config.horizon_hours, config.level))
         .ok()?;
@@ -123,6 +156,7 @@ fn forecast_at(minutes: &[Option<f64>], minute: usize, config: &ScheduleConfig) 
         point: f.point,
         last_hour: hours.last().copied().flatten(),
         burst: burst(&series.values, &hours, config.burst_quantile),
+        learnt,
     })
 }
 
@@ -157,12 +191,12 @@ mod tests {
             .collect();
         let config =
             ScheduleConfig { every_hours: 6, horizon_hours: 12, history_days: 14, level: 0.8, burst_quantile: 0.9 };
-        let before = HourlySchedule::build(&demand, 0, &config);
+        let before = HourlySchedule::build(&demand, 0, &config, &[]);
         // A spike on day 17 must not change any forecast made before it.
         for d in &mut demand[17 * 1440..17 * 1440 + 30] {
             *d = Some(5000.0);
         }
-        let after = HourlySchedule::build(&demand, 0, &config);
+        let after = HourlySchedule::build(&demand, 0, &config, &[]);
         for now in (0..17 * 1440).step_by(37) {
             assert_eq!(before.known_at(now, now + 5), after.known_at(now, now + 5), "minute {now}");
         }

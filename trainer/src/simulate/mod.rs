@@ -13,6 +13,7 @@ pub mod policy;
 
 use serde::Serialize;
 
+use crate::forecast::calendar::Occurrence;
 use crate::forecast::series::{Series, SeriesError};
 use capacity::{CapacityModel, Outcome};
 use hourly::{HourlySchedule, ScheduleConfig};
@@ -129,11 +130,19 @@ pub struct SimulationConfig {
     pub delays: Vec<usize>,
     pub warmup_days: usize,
     pub policies: Vec<PolicyKind>,
+    /// External events, passed to the policies that use a calendar.
+    pub calendar: Vec<Occurrence>,
 }
 
 impl Default for SimulationConfig {
     fn default() -> Self {
-        Self { unit_rpm: None, delays: vec![5], warmup_days: 14, policies: PolicyKind::ALL.to_vec() }
+        Self {
+            unit_rpm: None,
+            delays: vec![5],
+            warmup_days: 14,
+            policies: PolicyKind::ALL.to_vec(),
+            calendar: Vec::new(),
+        }
     }
 }
 
@@ -167,17 +176,18 @@ pub struct Forecasts {
 }
 
 impl Forecasts {
-    pub fn build(trace: &Trace, policies: &[PolicyKind]) -> Self {
-        let empty = || HourlySchedule::build(&[], trace.start, &AWS_SCHEDULE);
+    /// `calendar`: external events for the policies that take a calendar (prewarm's).
+    pub fn build(trace: &Trace, policies: &[PolicyKind], calendar: &[Occurrence]) -> Self {
+        let empty = || HourlySchedule::build(&[], trace.start, &AWS_SCHEDULE, &[]);
         let wants = |k| policies.contains(&k);
         Self {
             aws: if wants(PolicyKind::AwsPredictive) {
-                HourlySchedule::build(&trace.demand, trace.start, &AWS_SCHEDULE)
+                HourlySchedule::build(&trace.demand, trace.start, &AWS_SCHEDULE, &[])
             } else {
                 empty()
             },
             prewarm: if wants(PolicyKind::Prewarm) {
-                HourlySchedule::build(&trace.demand, trace.start, &PREWARM_SCHEDULE)
+                HourlySchedule::build(&trace.demand, trace.start, &PREWARM_SCHEDULE, calendar)
             } else {
                 empty()
             },
@@ -263,7 +273,7 @@ pub fn replay(
 /// Replays and scores the configured policies at each delay, with ratios to the references.
 pub fn simulate(trace: &Trace, config: &SimulationConfig) -> Result<Report, SimulateError> {
     let started = std::time::Instant::now();
-    let forecasts = Forecasts::build(trace, &config.policies);
+    let forecasts = Forecasts::build(trace, &config.policies, &config.calendar);
     let mut rows = Vec::new();
     let mut unit_rpm = 0.0;
     for &delay in &config.delays {
@@ -293,7 +303,7 @@ pub fn simulate(trace: &Trace, config: &SimulationConfig) -> Result<Report, Simu
 /// Each policy at each of its knob values, for the cost against under-provisioning frontier.
 pub fn sweep(trace: &Trace, config: &SimulationConfig) -> Result<Report, SimulateError> {
     let started = std::time::Instant::now();
-    let forecasts = Forecasts::build(trace, &config.policies);
+    let forecasts = Forecasts::build(trace, &config.policies, &config.calendar);
     let mut rows = Vec::new();
     let mut unit_rpm = 0.0;
     for &delay in &config.delays {
