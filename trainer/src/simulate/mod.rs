@@ -272,6 +272,24 @@ pub fn replay(
 
 /// Replays and scores the configured policies at each delay, with ratios to the references.
 pub fn simulate(trace: &Trace, config: &SimulationConfig) -> Result<Report, SimulateError> {
+    run(trace, config, |kind| vec![kind.default_knob()])
+}
+
+/// Each policy at each of its knob values, for the cost against under-provisioning frontier.
+pub fn sweep(trace: &Trace, config: &SimulationConfig) -> Result<Report, SimulateError> {
+    run(trace, config, |kind| match kind.sweep_knobs() {
+        knobs if knobs.is_empty() => vec![None],
+        knobs => knobs.into_iter().map(Some).collect(),
+    })
+}
+
+/// Every (policy, knob) at every delay. The references (oracle, HPA at its default) are
+/// scored even when not asked for: every ratio needs them.
+fn run(
+    trace: &Trace,
+    config: &SimulationConfig,
+    knobs_of: impl Fn(PolicyKind) -> Vec<Option<f64>>,
+) -> Result<Report, SimulateError> {
     let started = std::time::Instant::now();
     let forecasts = Forecasts::build(trace, &config.policies, &config.calendar);
     let mut rows = Vec::new();
@@ -280,48 +298,14 @@ pub fn simulate(trace: &Trace, config: &SimulationConfig) -> Result<Report, Simu
         let model = config.model(trace, delay)?;
         unit_rpm = model.unit_rpm;
         let mut outcomes: Vec<Outcome> = Vec::new();
-        // The references are scored even when not asked for: every ratio needs them.
-        for kind in [PolicyKind::Oracle, PolicyKind::ReactiveHpa].into_iter().chain(config.policies.iter().copied()) {
-            if outcomes.iter().any(|o| o.policy == kind.name() && o.knob == kind.default_knob()) {
+        let references = [PolicyKind::Oracle, PolicyKind::ReactiveHpa].map(|k| (k, k.default_knob()));
+        let asked = config.policies.iter().flat_map(|&k| knobs_of(k).into_iter().map(move |knob| (k, knob)));
+        for (kind, knob) in references.into_iter().chain(asked) {
+            if outcomes.iter().any(|o| o.policy == kind.name() && o.knob == knob) {
                 continue;
             }
-            let (targets, ready) = replay(kind, None, trace, &model, &forecasts);
-            outcomes.push(capacity::score(kind.name(), kind.default_knob(), &model, &trace.demand, &targets, &ready));
-        }
-        rows.extend(with_ratios(outcomes, &config.policies));
-    }
-    Ok(Report {
-        minutes: trace.demand.len(),
-        missing_minutes: trace.demand.iter().filter(|d| d.is_none()).count(),
-        unit_rpm,
-        warmup_days: config.warmup_days,
-        rows,
-        seconds: started.elapsed().as_secs_f64(),
-    })
-}
-
-/// Each policy at each of its knob values, for the cost against under-provisioning frontier.
-pub fn sweep(trace: &Trace, config: &SimulationConfig) -> Result<Report, SimulateError> {
-    let started = std::time::Instant::now();
-    let forecasts = Forecasts::build(trace, &config.policies, &config.calendar);
-    let mut rows = Vec::new();
-    let mut unit_rpm = 0.0;
-    for &delay in &config.delays {
-        let model = config.model(trace, delay)?;
-        unit_rpm = model.unit_rpm;
-        let mut outcomes = Vec::new();
-        for kind in [PolicyKind::Oracle, PolicyKind::ReactiveHpa].into_iter().chain(config.policies.iter().copied()) {
-            let knobs: Vec<Option<f64>> = match kind.sweep_knobs() {
-                k if k.is_empty() => vec![None],
-                k => k.into_iter().map(Some).collect(),
-            };
-            for knob in knobs {
-                if outcomes.iter().any(|o: &Outcome| o.policy == kind.name() && o.knob == knob) {
-                    continue;
-                }
-                let (targets, ready) = replay(kind, knob, trace, &model, &forecasts);
-                outcomes.push(capacity::score(kind.name(), knob, &model, &trace.demand, &targets, &ready));
-            }
+            let (targets, ready) = replay(kind, knob, trace, &model, &forecasts);
+            outcomes.push(capacity::score(kind.name(), knob, &model, &trace.demand, &targets, &ready));
         }
         rows.extend(with_ratios(outcomes, &config.policies));
     }
