@@ -629,6 +629,10 @@ async fn periodic_training(state: AppState) {
             let store = Store::open(&state.config.store_path())?;
             let publisher = DirPublisher::new(state.config.models_dir());
             let run = train_and_publish(&store, &state.config, &state.rules, &publisher, now)?;
+            // With `[kv]` configured, each new version goes on to Cloudflare (blobs, then pointer).
+            if let Some(kv) = state.config.kv.as_ref().filter(|_| run.published) {
+                kv.publish(&publisher.current_entries()?)?;
+            }
             anyhow::Ok(run.version.0)
         })
         .await;
