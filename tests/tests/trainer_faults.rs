@@ -60,7 +60,7 @@ impl Rng {
 /// One malformed request: what it is, method, path, headers, body.
 type Malformed = (String, &'static str, &'static str, Vec<(String, String)>, Vec<u8>);
 
-fn malformed(rng: &mut Rng) -> Malformed {
+fn malformed(rng: &mut Rng, accepted_signal: &Malformed) -> Malformed {
     let bearer = |t: &str| ("authorization".to_owned(), format!("Bearer {t}"));
     let ndjson = ("content-type".to_owned(), "application/x-ndjson".to_owned());
     let json = ("content-type".to_owned(), "application/json".to_owned());
@@ -83,7 +83,7 @@ fn malformed(rng: &mut Rng) -> Malformed {
         "null",
         r#"{"time":1e400}"#,
     ];
-    let n = rng.below(16);
+    let n = rng.below(17);
     match n {
         0 => ("events without auth".into(), "POST", "/v1/events", vec![ndjson], events(0, 3)),
         1 => (
@@ -170,7 +170,11 @@ fn malformed(rng: &mut Rng) -> Malformed {
                     [rng.below(4)];
             (format!("{method} {path}: a wrong method"), method, path, vec![bearer(INGEST)], b"{}".to_vec())
         }
-        _ => ("an unknown path".into(), "POST", "/v1/everything", vec![bearer(INGEST)], b"{}".to_vec()),
+        15 => ("an unknown path".into(), "POST", "/v1/everything", vec![bearer(INGEST)], b"{}".to_vec()),
+        _ => {
+            let (_, method, path, headers, body) = accepted_signal.clone();
+            ("signals, a replay of an accepted batch".into(), method, path, headers, body)
+        }
     }
 }
 
@@ -186,10 +190,29 @@ fn a_thousand_malformed_requests_get_4xx_with_a_reason_and_the_server_stays_heal
         request(trainer.addr, "POST", "/v1/events", &[("authorization", &auth)], &accepted).expect("post");
     assert_eq!(status, 200);
 
+    // One valid signed batch, accepted once: every later copy is a replay.
+    let batch = SignalBatch::new(now(), None).to_json();
+    let at = now();
+    let accepted_signal: Malformed = (
+        "a valid batch".into(),
+        "POST",
+        "/v1/signals",
+        vec![
+            ("authorization".into(), format!("Bearer {SIGNAL}")),
+            ("content-type".into(), "application/json".into()),
+            (signals::TIMESTAMP_HEADER.into(), at.0.to_string()),
+            (signals::SIGNATURE_HEADER.into(), signals::sign(SIGNAL.as_bytes(), at, &batch)),
+        ],
+        batch,
+    );
+    let headers: Vec<(&str, &str)> = accepted_signal.3.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (status, _) = request(trainer.addr, "POST", "/v1/signals", &headers, &accepted_signal.4).expect("post");
+    assert_eq!(status, 202);
+
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut tally: std::collections::BTreeMap<(String, u16), usize> = std::collections::BTreeMap::new();
     for i in 0..1_000 {
-        let (what, method, path, headers, body) = malformed(&mut rng);
+        let (what, method, path, headers, body) = malformed(&mut rng, &accepted_signal);
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (status, reply) = request(trainer.addr, method, path, &headers, &body)
             .unwrap_or_else(|e| panic!("request {i} ({what}): no answer: {e}"));
@@ -201,7 +224,7 @@ fn a_thousand_malformed_requests_get_4xx_with_a_reason_and_the_server_stays_heal
     for ((what, status), n) in &tally {
         println!("{n:>4} × {status} {what}");
     }
-    assert!(tally.len() >= 16, "every kind of malformed request was generated: {tally:?}");
+    assert!(tally.len() >= 17, "every kind of malformed request was generated: {tally:?}");
     assert_eq!(events_in_store(&trainer), 10, "nothing malformed was stored and nothing accepted was lost");
 }
 
