@@ -118,11 +118,15 @@ enum Command {
         /// A kept version of the models directory instead of the current one.
         #[arg(long, conflicts_with = "path")]
         version: Option<u32>,
+        /// What Cloudflare Workers KV serves now (the `[kv]` configuration).
+        #[arg(long, conflicts_with_all = ["path", "version"])]
+        kv: bool,
         #[arg(long)]
         json: bool,
     },
     /// What changed between two models: profiles added, removed or moved, costs and forecasts.
-    /// Each side is a kept version number, `current`, a models directory or an artifact file.
+    /// Each side is a kept version number, `current`, `kv` (what Workers KV serves), a models
+    /// directory or an artifact file.
     Diff {
         before: String,
         after: String,
@@ -301,8 +305,9 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Inspect { ref path, version, json } => {
+        Command::Inspect { ref path, version, kv, json } => {
             let spec = match (path, version) {
+                _ if kv => "kv".to_owned(),
                 (Some(path), _) => path.display().to_string(),
                 (None, Some(v)) => v.to_string(),
                 (None, None) => "current".to_owned(),
@@ -493,11 +498,18 @@ fn bench(log: Option<PathBuf>, copies: usize, events: usize) -> Result<()> {
     Ok(())
 }
 
-/// Region models from a kept version number, `current`, a models directory or an artifact file.
+/// Region models from a kept version number, `current`, `kv`, a models directory or an artifact file.
 fn load_models(spec: &str, config: &TrainerConfig) -> Result<Vec<prewarm_shared::RegionModel>> {
     let models = DirPublisher::new(config.models_dir());
     if spec == "current" {
         return Ok(models.current()?.map(|(_, r)| r).unwrap_or_default());
+    }
+    if spec == "kv" {
+        let kv = config
+            .kv
+            .as_ref()
+            .context("--kv needs a [kv] section (account_id, namespace_id) and PREWARM_CF_API_TOKEN")?;
+        return Ok(kv.current()?.map(|(_, r)| r).unwrap_or_default());
     }
     if let Ok(version) = spec.parse::<u32>() {
         return Ok(models.version(version)?.1);

@@ -25,7 +25,8 @@ fn server(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     std::thread::spawn(move || {
-        let mut statuses = statuses.into_iter();
+        let mut statuses = statuses.into_iter().peekable();
+        let mut values: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
         for stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
             let mut line = String::new();
@@ -46,6 +47,36 @@ fn server(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<Seen>>>) {
                 headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
             let mut body = vec![0u8; length];
             let _ = reader.read_exact(&mut body);
+            let mut stream = stream;
+            // Reads answer from what the writes stored: raw bytes, or 404.
+            if method == "GET" {
+                let key = path.rsplit_once("/values/").map(|(_, k)| k.to_owned()).unwrap_or_default();
+                let value = values.get(&key).cloned();
+                record.lock().expect("lock").push(Seen { method, path, headers, body });
+                let (status, value) = value.map_or((404, b"{\"success\":false}".to_vec()), |v| (200, v));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    value.len()
+                );
+                let _ = stream.write_all(&value);
+                continue;
+            }
+            let status = statuses.peek().copied().unwrap_or(200);
+            if status == 200 {
+                if path.ends_with("/bulk") {
+                    let items: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
+                    for item in items {
+                        let decoded =
+                            base64::engine::general_purpose::STANDARD.decode(item["value"].as_str().unwrap_or(""));
+                        if let (Some(key), Ok(value)) = (item["key"].as_str(), decoded) {
+                            values.insert(key.to_owned(), value);
+                        }
+                    }
+                } else if let Some((_, key)) = path.rsplit_once("/values/") {
+                    values.insert(key.to_owned(), body.clone());
+                }
+            }
             record.lock().expect("lock").push(Seen { method, path, headers, body });
             let status = statuses.next().unwrap_or(200);
             let reply = if status == 200 {
@@ -53,7 +84,6 @@ fn server(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<Seen>>>) {
             } else {
                 r#"{"success":false,"errors":[{"code":10000}]}"#
             };
-            let mut stream = stream;
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nRetry-After: 0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
@@ -119,4 +149,29 @@ fn a_rejected_write_is_an_error_that_names_it() {
     let error = kv.publish(&entries).expect_err("403 fails").to_string();
     assert!(error.contains("bulk write") && error.contains("403"), "{error}");
     assert_eq!(seen.lock().expect("lock").len(), 1, "no pointer after a failed blob write, no retry on 403");
+}
+
+#[test]
+fn what_kv_serves_reads_back_as_the_published_model() {
+    let models: Vec<_> = ["eu", "us"].iter().map(|r| fixtures::region_model(r)).collect();
+    let (_, entries) =
+        ModelBundle::encode(&models, ModelVersion(4), UnixSeconds(1_704_067_200), "eu", fixtures::region_map())
+            .expect("encode");
+    let (base, seen) = server(vec![]);
+    let kv = KvRestConfig {
+        account_id: "acc".into(),
+        namespace_id: "ns".into(),
+        api_token: Some("cf-token".into()),
+        api_base: base,
+        max_retries: 1,
+    };
+    assert!(kv.current().expect("read").is_none(), "nothing published yet: no pointer");
+    kv.publish(&entries).expect("publish");
+    let (pointer, read) = kv.current().expect("read").expect("a model");
+    assert_eq!(pointer.version, ModelVersion(4));
+    assert_eq!(read, models);
+    let gets: Vec<String> =
+        seen.lock().expect("lock").iter().filter(|s| s.method == "GET").map(|s| s.path.clone()).collect();
+    assert_eq!(gets.len(), 1 + 1 + models.len(), "the pointer (twice), then each blob once: {gets:?}");
+    assert!(gets.iter().all(|p| p.starts_with("/client/v4/accounts/acc/storage/kv/namespaces/ns/values/")));
 }

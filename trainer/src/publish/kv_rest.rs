@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use prewarm_shared::artifact::{KV_VALUE_LIMIT, KvEntry, POINTER_KEY};
+use prewarm_shared::artifact::{KV_VALUE_LIMIT, KvEntry, ModelPointer, POINTER_KEY, RegionModel, verify_blob};
 use serde::Deserialize;
 
 use super::PublishError;
@@ -159,5 +159,54 @@ impl KvRestConfig {
             })?;
         }
         Ok(())
+    }
+
+    /// Reads one value (`GET …/values/{key}`): `None` when the key does not exist. Retries on
+    /// 429, 5xx and connection errors like the writes.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PublishError> {
+        let token = self.api_token.as_deref().ok_or_else(|| target("no API token (PREWARM_CF_API_TOKEN)"))?;
+        let url = format!("{}/values/{key}", self.namespace_url());
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut delay = Duration::from_millis(500);
+        for attempt in 0..=self.max_retries {
+            let retry = match agent.get(&url).header("Authorization", &format!("Bearer {token}")).call() {
+                Ok(mut response) => match response.status().as_u16() {
+                    200 => {
+                        let body = response.body_mut().with_config().limit(KV_VALUE_LIMIT as u64 + 1).read_to_vec();
+                        return body.map(Some).map_err(|e| target(format!("read {key}: {e}")));
+                    }
+                    404 => return Ok(None),
+                    status if status == 429 || status >= 500 => format!("HTTP {status}"),
+                    status => return Err(target(format!("read {key}: HTTP {status}"))),
+                },
+                Err(e) => e.to_string(),
+            };
+            if attempt == self.max_retries {
+                return Err(target(format!("read {key}: {retry} after {} attempts", attempt + 1)));
+            }
+            std::thread::sleep(delay);
+            delay *= 2;
+        }
+        Err(target(format!("read {key}: retries exhausted")))
+    }
+
+    /// The model the edge would load now: the pointer, then each region blob it names, each
+    /// checked against the pointer's hash.
+    pub fn current(&self) -> Result<Option<(ModelPointer, Vec<RegionModel>)>, PublishError> {
+        let Some(pointer_bytes) = self.get(POINTER_KEY)? else { return Ok(None) };
+        let artifact = |key: &str, source| PublishError::Artifact { path: format!("kv:{key}").into(), source };
+        let pointer = ModelPointer::from_artifact(&pointer_bytes).map_err(|e| artifact(POINTER_KEY, e))?;
+        let mut models = Vec::with_capacity(pointer.regions.len());
+        for region in &pointer.regions {
+            let key = region.hash.kv_key();
+            let blob = self.get(&key)?.ok_or_else(|| target(format!("{key} is named by the pointer but missing")))?;
+            verify_blob(region, &blob).map_err(|e| artifact(&key, e))?;
+            models.push(RegionModel::from_artifact(&blob).map_err(|e| artifact(&key, e))?);
+        }
+        Ok(Some((pointer, models)))
     }
 }
