@@ -254,6 +254,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Publish { ref rollback, ref local_kv, ref wrangler, ref wrangler_config, kv: to_kv } => {
+            use prewarm_trainer::publish::Publisher;
             use prewarm_trainer::publish::local_kv::LocalKv;
             let publisher = DirPublisher::new(config.models_dir());
             let entries = match rollback.as_deref() {
@@ -267,30 +268,28 @@ fn main() -> Result<()> {
             if rollback.is_some() {
                 println!("rolled back {} to version {version}", publisher.root().display());
             }
+            let mut targets: Vec<Box<dyn Publisher>> = Vec::new();
             if let Some(dir) = local_kv {
-                let kv = LocalKv {
+                targets.push(Box::new(LocalKv {
                     wrangler: wrangler.clone(),
                     config: wrangler_config.clone(),
                     binding: "PREWARM_MODEL".into(),
                     persist_to: dir.clone(),
-                };
-                kv.publish(&entries)?;
-                println!(
-                    "version {version}: {} blobs and the pointer written to the local KV in {}",
-                    entries.len() - 1,
-                    dir.display()
-                );
+                }));
             }
             if to_kv {
                 let kv = config
                     .kv
-                    .as_ref()
+                    .clone()
                     .context("--kv needs a [kv] section (account_id, namespace_id) and PREWARM_CF_API_TOKEN")?;
-                kv.publish(&entries)?;
+                targets.push(Box::new(kv));
+            }
+            for target in &targets {
+                target.publish(&entries)?;
                 println!(
-                    "version {version}: {} blobs and the pointer written to Workers KV namespace {}",
+                    "version {version}: {} blobs and the pointer written to {}",
                     entries.len() - 1,
-                    kv.namespace_id
+                    target.target()
                 );
             }
             Ok(())
@@ -346,6 +345,22 @@ fn main() -> Result<()> {
                             at % 86_400 / 3600,
                             at % 3600 / 60
                         );
+                    }
+                    // The centroid in the features' own units: what a typical member looks like.
+                    if let Some(row) = r.profile_index(p.id).and_then(|i| r.centroid(i)) {
+                        let raw: Vec<String> = row
+                            .iter()
+                            .enumerate()
+                            .map(|(f, v)| {
+                                let (mean, scale) = (
+                                    r.normalisation.mean.get(f).copied().unwrap_or(0.0),
+                                    r.normalisation.scale.get(f).copied().unwrap_or(1.0),
+                                );
+                                let name = r.schema.names.get(f).map_or("?", String::as_str);
+                                format!("{name}={:.2}", v * scale + mean)
+                            })
+                            .collect();
+                        println!("      centroid: {}", raw.join(" "));
                     }
                 }
             }

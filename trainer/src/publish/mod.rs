@@ -34,6 +34,41 @@ pub enum PublishError {
     Target { target: &'static str, message: String },
 }
 
+/// Where published entries go. Every target takes the same entries in the same order: blobs
+/// first, the pointer last.
+pub trait Publisher {
+    /// For messages: the directory, the local KV path or the namespace.
+    fn target(&self) -> String;
+    fn publish(&self, entries: &[KvEntry]) -> Result<(), PublishError>;
+}
+
+impl Publisher for DirPublisher {
+    fn target(&self) -> String {
+        format!("the models directory {}", self.root.display())
+    }
+    fn publish(&self, entries: &[KvEntry]) -> Result<(), PublishError> {
+        DirPublisher::publish(self, entries)
+    }
+}
+
+impl Publisher for local_kv::LocalKv {
+    fn target(&self) -> String {
+        format!("the local KV in {}", self.persist_to.display())
+    }
+    fn publish(&self, entries: &[KvEntry]) -> Result<(), PublishError> {
+        local_kv::LocalKv::publish(self, entries)
+    }
+}
+
+impl Publisher for kv_rest::KvRestConfig {
+    fn target(&self) -> String {
+        format!("Workers KV namespace {}", self.namespace_id)
+    }
+    fn publish(&self, entries: &[KvEntry]) -> Result<(), PublishError> {
+        kv_rest::KvRestConfig::publish(self, entries)
+    }
+}
+
 /// A directory laid out like the KV namespace (`current`, `model/<hash>`), plus
 /// `versions/<n>` copies of every pointer for rollback.
 #[derive(Debug, Clone)]
