@@ -347,18 +347,13 @@ fn main() -> Result<()> {
                         );
                     }
                     // The centroid in the features' own units: what a typical member looks like.
-                    if let Some(row) = r.profile_index(p.id).and_then(|i| r.centroid(i)) {
+                    if let Some(row) =
+                        r.profile_index(p.id).and_then(|i| prewarm_trainer::publish::diff::raw_centroid(r, i))
+                    {
                         let raw: Vec<String> = row
                             .iter()
                             .enumerate()
-                            .map(|(f, v)| {
-                                let (mean, scale) = (
-                                    r.normalisation.mean.get(f).copied().unwrap_or(0.0),
-                                    r.normalisation.scale.get(f).copied().unwrap_or(1.0),
-                                );
-                                let name = r.schema.names.get(f).map_or("?", String::as_str);
-                                format!("{name}={:.2}", v * scale + mean)
-                            })
+                            .map(|(f, v)| format!("{}={v:.2}", r.schema.names.get(f).map_or("?", String::as_str)))
                             .collect();
                         println!("      centroid: {}", raw.join(" "));
                     }

@@ -57,8 +57,8 @@ fn figures(model: &RegionModel, index: usize) -> ProfileFigures {
     }
 }
 
-/// A centroid in raw feature units.
-fn raw_centroid(model: &RegionModel, index: usize) -> Option<[f32; FEATURE_DIM]> {
+/// A centroid in its features' own units (undoing the model's standardisation).
+pub fn raw_centroid(model: &RegionModel, index: usize) -> Option<[f32; FEATURE_DIM]> {
     let row = model.centroid(index)?;
     let mut raw = [0.0; FEATURE_DIM];
     for (i, v) in row.iter().enumerate() {

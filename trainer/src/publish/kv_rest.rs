@@ -61,18 +61,24 @@ impl KvRestConfig {
         )
     }
 
+    /// The API token and an agent that reports HTTP errors as statuses, for reads and writes.
+    fn client(&self) -> Result<(&str, ureq::Agent), PublishError> {
+        let token = self.api_token.as_deref().ok_or_else(|| target("no API token (PREWARM_CF_API_TOKEN)"))?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Ok((token, agent))
+    }
+
     /// One request with retries; `send` builds and sends it afresh each time.
     fn call(
         &self,
         what: &str,
         send: impl Fn(&ureq::Agent, &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<(), PublishError> {
-        let token = self.api_token.as_deref().ok_or_else(|| target("no API token (PREWARM_CF_API_TOKEN)"))?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
+        let (token, agent) = self.client()?;
         let mut delay = Duration::from_millis(500);
         for attempt in 0..=self.max_retries {
             match send(&agent, token) {
@@ -164,13 +170,8 @@ impl KvRestConfig {
     /// Reads one value (`GET …/values/{key}`): `None` when the key does not exist. Retries on
     /// 429, 5xx and connection errors like the writes.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PublishError> {
-        let token = self.api_token.as_deref().ok_or_else(|| target("no API token (PREWARM_CF_API_TOKEN)"))?;
         let url = format!("{}/values/{key}", self.namespace_url());
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
+        let (token, agent) = self.client()?;
         let mut delay = Duration::from_millis(500);
         for attempt in 0..=self.max_retries {
             let retry = match agent.get(&url).header("Authorization", &format!("Bearer {token}")).call() {
