@@ -386,7 +386,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Simulate(ref args) => simulate_cli::run(args, &config),
+        Command::Simulate(ref args) => simulate_cli::run(args, &config, &rules),
         Command::Backtest { ref csv, json } => {
             use prewarm_trainer::forecast::{backtest, series::Series};
             let points = Series::read_minute_csv(csv)?;

@@ -164,11 +164,16 @@ fn replay_against_reactive(bin: &Path, data: &Path) -> Result<String> {
         ],
     )?;
     let report: serde_json::Value = serde_json::from_str(&out).context("simulate --json")?;
-    println!(
-        "  {} minutes, C = {:.2} requests/min per unit, 14-day warm-up",
-        report["minutes"],
-        report["unit_rpm"].as_f64().unwrap_or(f64::NAN)
-    );
+    for region in report["regions"].as_array().into_iter().flatten() {
+        println!(
+            "  region {}: {} minutes, C = {:.2} CPU ms/min per unit (each request weighs its profile's cost)",
+            region["region"].as_str().unwrap_or("?"),
+            region["minutes"],
+            region["unit_rpm"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    println!("  all regions, 14-day warm-up, D = 5 min:");
+    let report = &report["total"];
     println!(
         "  {:<18} {:>10} {:>9} {:>12} {:>16}",
         "policy", "unit-hours", "cost×hpa", "under-min×hpa", "under-unit-min×hpa"
@@ -209,11 +214,17 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     let events = dir.0.join("history.ndjson");
     let truth = dir.0.join("truth.csv");
 
-    step("1/6 generating four weeks of behaviour: 2 regions × 4 kinds of users × 100, with ground truth");
+    // 500 users per kind: fewer make every minute a handful of sessions, which no forecast
+    // (and no capacity planning) can follow.
+    step("1/6 generating four weeks of behaviour: 2 regions × 4 kinds of users × 500, with ground truth");
     let path = |p: &Path| p.to_str().map(str::to_owned).context("non-UTF-8 temp path");
     print!(
         "{}",
-        prewarm(&bin, &data, &["synth", "--out", &path(&events)?, "--truth", &path(&truth)?, "--days", "28"])?
+        prewarm(
+            &bin,
+            &data,
+            &["synth", "--out", &path(&events)?, "--truth", &path(&truth)?, "--days", "28", "--users-per-kind", "500"]
+        )?
     );
     step("2/6 importing it into a fresh embedded store");
     print!("{}", prewarm(&bin, &data, &["import", &path(&events)?])?);

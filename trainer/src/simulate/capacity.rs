@@ -123,6 +123,26 @@ pub fn score(
     outcome
 }
 
+/// Adds `other` (the same policy in another region) into `total`: sums, and the elasticity
+/// metrics as means weighted by scored minutes.
+pub fn accumulate(total: &mut Outcome, other: &Outcome) {
+    let (a, b) = (total.scored_minutes as f64, other.scored_minutes as f64);
+    let mean = |x: f64, y: f64| if a + b > 0.0 { (x * a + y * b) / (a + b) } else { 0.0 };
+    let (e, f) = (total.elasticity, other.elasticity);
+    total.elasticity = Elasticity {
+        accuracy_under: mean(e.accuracy_under, f.accuracy_under),
+        accuracy_over: mean(e.accuracy_over, f.accuracy_over),
+        timeshare_under: mean(e.timeshare_under, f.timeshare_under),
+        timeshare_over: mean(e.timeshare_over, f.timeshare_over),
+    };
+    total.scored_minutes += other.scored_minutes;
+    total.cost_unit_hours += other.cost_unit_hours;
+    total.under_minutes += other.under_minutes;
+    total.under_unit_minutes += other.under_unit_minutes;
+    total.over_unit_hours += other.over_unit_hours;
+    total.actions += other.actions;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

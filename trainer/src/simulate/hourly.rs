@@ -170,8 +170,9 @@ fn burst(minutes: &[Option<f64>], hours: &[Option<f64>], quantile: f64) -> f64 {
         // Below a request a minute, √rate says little about the spread (a quiet night of
         // 0.1/min with one 3-request minute would read as z = 9): such hours would inflate
         // the margin of every busy hour.
-        let Some(mean) = mean.filter(|m| *m >= 1.0) else { continue };
-        ratios.extend(minutes[h * 60..(h + 1) * 60].iter().flatten().map(|d| (d - mean) / mean.sqrt()));
+        let Some(mean) = *mean else { continue };
+        let scale = mean.max(1.0).sqrt();
+        ratios.extend(minutes[h * 60..(h + 1) * 60].iter().flatten().map(|d| (d - mean) / scale));
     }
     if ratios.is_empty() {
         return 0.0;

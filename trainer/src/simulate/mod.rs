@@ -35,6 +35,10 @@ pub enum SimulateError {
     ZeroMedian,
     #[error("the provisioning delay must be between 1 and 1440 minutes, got {0}")]
     BadDelay(usize),
+    #[error("profile `{profile}` weighs {weight} per request: a weight must be a number ≥ 0")]
+    BadWeight { profile: String, weight: f64 },
+    #[error("no region to replay")]
+    NoRegions,
 }
 
 /// Demand per minute; `None` where the trace has no row (never scored, never seen).
@@ -42,13 +46,57 @@ pub enum SimulateError {
 pub struct Trace {
     /// Unix seconds of minute 0.
     pub start: u64,
+    /// What capacity must serve each minute: requests, or with profiles, Σ requests × weight.
     pub demand: Vec<Option<f64>>,
+    /// The profiles the demand is made of, when the input has them (the event store); empty
+    /// for an aggregate trace.
+    pub profiles: Vec<ProfileDemand>,
 }
+
+/// One profile's share of a trace: its requests per minute and what one request weighs in
+/// the trace's demand (its cost per request).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileDemand {
+    pub name: String,
+    pub weight: f64,
+    /// Requests per minute, aligned with the trace's minutes.
+    pub requests: Vec<Option<f64>>,
+}
+
+/// A profile's name, weight per request, and `(unix seconds, requests)` points.
+pub type ProfilePoints = (String, f64, Vec<(u64, f64)>);
 
 impl Trace {
     pub fn from_points(points: &[(u64, f64)]) -> Result<Self, SimulateError> {
         let series = Series::from_points(points, 60)?;
-        Ok(Self { start: series.start, demand: series.values })
+        Ok(Self { start: series.start, demand: series.values, profiles: Vec::new() })
+    }
+
+    /// A trace made of profiles: each `(name, weight, [(unix seconds, requests)])` is counted
+    /// per minute (a minute without requests is zero: the store records every request) and the
+    /// demand is Σ requests × weight.
+    pub fn from_profiles(profiles: &[ProfilePoints]) -> Result<Self, SimulateError> {
+        let minute = |t: u64| t / 60 * 60;
+        let times = || profiles.iter().flat_map(|(_, _, points)| points.iter().map(|(t, _)| minute(*t)));
+        let (Some(start), Some(end)) = (times().min(), times().max()) else {
+            return Err(SimulateError::Series(SeriesError::Empty));
+        };
+        let len = ((end - start) / 60 + 1) as usize;
+        let mut demand = vec![Some(0.0); len];
+        let mut out = Vec::with_capacity(profiles.len());
+        for (name, weight, points) in profiles {
+            if !(weight.is_finite() && *weight >= 0.0) {
+                return Err(SimulateError::BadWeight { profile: name.clone(), weight: *weight });
+            }
+            let mut requests = vec![Some(0.0); len];
+            for (t, n) in points {
+                let i = ((minute(*t) - start) / 60) as usize;
+                requests[i] = Some(requests[i].unwrap_or(0.0) + n);
+                demand[i] = Some(demand[i].unwrap_or(0.0) + n * weight);
+            }
+            out.push(ProfileDemand { name: name.clone(), weight: *weight, requests });
+        }
+        Ok(Self { start, demand, profiles: out })
     }
 
     /// The median over minutes that have a row.
@@ -132,6 +180,8 @@ pub struct SimulationConfig {
     pub policies: Vec<PolicyKind>,
     /// External events, passed to the policies that use a calendar.
     pub calendar: Vec<Occurrence>,
+    /// Knobs that replace a policy's default (the references keep theirs).
+    pub knobs: Vec<(PolicyKind, f64)>,
 }
 
 impl Default for SimulationConfig {
@@ -142,6 +192,7 @@ impl Default for SimulationConfig {
             warmup_days: 14,
             policies: PolicyKind::ALL.to_vec(),
             calendar: Vec::new(),
+            knobs: Vec::new(),
         }
     }
 }
@@ -172,7 +223,11 @@ pub struct Report {
 #[derive(Debug)]
 pub struct Forecasts {
     aws: HourlySchedule,
-    prewarm: HourlySchedule,
+    /// prewarm forecasts each profile on its own (one schedule for an aggregate trace), each
+    /// with its weight.
+    prewarm: Vec<(HourlySchedule, f64)>,
+    /// With profiles, the whole trace's schedule too: its minute burstiness is the margin.
+    prewarm_total: Option<HourlySchedule>,
 }
 
 impl Forecasts {
@@ -180,17 +235,27 @@ impl Forecasts {
     pub fn build(trace: &Trace, policies: &[PolicyKind], calendar: &[Occurrence]) -> Self {
         let empty = || HourlySchedule::build(&[], trace.start, &AWS_SCHEDULE, &[]);
         let wants = |k| policies.contains(&k);
+        let prewarm = if !wants(PolicyKind::Prewarm) {
+            Vec::new()
+        } else if trace.profiles.is_empty() {
+            vec![(HourlySchedule::build(&trace.demand, trace.start, &PREWARM_SCHEDULE, calendar), 1.0)]
+        } else {
+            trace
+                .profiles
+                .iter()
+                .map(|p| (HourlySchedule::build(&p.requests, trace.start, &PREWARM_SCHEDULE, calendar), p.weight))
+                .collect()
+        };
+        let prewarm_total = (wants(PolicyKind::Prewarm) && !trace.profiles.is_empty())
+            .then(|| HourlySchedule::build(&trace.demand, trace.start, &PREWARM_SCHEDULE, calendar));
         Self {
+            prewarm_total,
             aws: if wants(PolicyKind::AwsPredictive) {
                 HourlySchedule::build(&trace.demand, trace.start, &AWS_SCHEDULE, &[])
             } else {
                 empty()
             },
-            prewarm: if wants(PolicyKind::Prewarm) {
-                HourlySchedule::build(&trace.demand, trace.start, &PREWARM_SCHEDULE, calendar)
-            } else {
-                empty()
-            },
+            prewarm,
         }
     }
 }
@@ -205,6 +270,11 @@ pub const PREWARM_SCHEDULE: ScheduleConfig =
     ScheduleConfig { every_hours: 1, horizon_hours: 3, history_days: 28, level: 0.8, burst_quantile: 0.9 };
 
 impl SimulationConfig {
+    /// The knob a plain replay runs `kind` at: the configured one, else its default.
+    fn knob_of(&self, kind: PolicyKind) -> Vec<Option<f64>> {
+        vec![self.knobs.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v).or(kind.default_knob())]
+    }
+
     pub fn model(&self, trace: &Trace, delay: usize) -> Result<CapacityModel, SimulateError> {
         if !(1..=1440).contains(&delay) {
             return Err(SimulateError::BadDelay(delay));
@@ -264,7 +334,25 @@ pub fn replay(
             &trace.demand,
             model,
         ),
-        PolicyKind::Prewarm => policy::run(&mut Prewarm::new(&forecasts.prewarm, *model, knob), &trace.demand, model),
+        PolicyKind::Prewarm => {
+            let parts: Vec<policy::Part<'_>> = if trace.profiles.is_empty() {
+                forecasts
+                    .prewarm
+                    .iter()
+                    .map(|(schedule, weight)| policy::Part { schedule, weight: *weight, requests: &trace.demand })
+                    .collect()
+            } else {
+                forecasts
+                    .prewarm
+                    .iter()
+                    .zip(&trace.profiles)
+                    .map(|((schedule, weight), p)| policy::Part { schedule, weight: *weight, requests: &p.requests })
+                    .collect()
+            };
+            let mut prewarm = Prewarm::new(parts, *model, knob);
+            prewarm.total = forecasts.prewarm_total.as_ref();
+            policy::run(&mut prewarm, &trace.demand, model)
+        }
     };
     let ready = model.ready(&targets);
     (targets, ready)
@@ -272,15 +360,80 @@ pub fn replay(
 
 /// Replays and scores the configured policies at each delay, with ratios to the references.
 pub fn simulate(trace: &Trace, config: &SimulationConfig) -> Result<Report, SimulateError> {
-    run(trace, config, |kind| vec![kind.default_knob()])
+    run(trace, config, &|kind| config.knob_of(kind))
 }
 
 /// Each policy at each of its knob values, for the cost against under-provisioning frontier.
 pub fn sweep(trace: &Trace, config: &SimulationConfig) -> Result<Report, SimulateError> {
-    run(trace, config, |kind| match kind.sweep_knobs() {
+    run(trace, config, &sweep_knobs)
+}
+
+fn sweep_knobs(kind: PolicyKind) -> Vec<Option<f64>> {
+    match kind.sweep_knobs() {
         knobs if knobs.is_empty() => vec![None],
         knobs => knobs.into_iter().map(Some).collect(),
-    })
+    }
+}
+
+/// Regions replayed separately, each with its own capacity (a region's units cannot serve
+/// another's users), scored together: cost, under-provisioned minutes and unit-minutes are
+/// sums over regions (a region-minute is a minute), the elasticity metrics means weighted by
+/// scored minutes.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionsReport {
+    pub total: Report,
+    pub regions: Vec<RegionReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionReport {
+    pub region: String,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+pub fn simulate_regions(
+    regions: &[(String, Trace)],
+    config: &SimulationConfig,
+) -> Result<RegionsReport, SimulateError> {
+    run_regions(regions, config, &|kind| config.knob_of(kind))
+}
+
+pub fn sweep_regions(regions: &[(String, Trace)], config: &SimulationConfig) -> Result<RegionsReport, SimulateError> {
+    run_regions(regions, config, &sweep_knobs)
+}
+
+fn run_regions(
+    regions: &[(String, Trace)],
+    config: &SimulationConfig,
+    knobs_of: &dyn Fn(PolicyKind) -> Vec<Option<f64>>,
+) -> Result<RegionsReport, SimulateError> {
+    let started = std::time::Instant::now();
+    let mut per_region = Vec::with_capacity(regions.len());
+    let mut all: Vec<Outcome> = Vec::new();
+    for (name, trace) in regions {
+        let (outcomes, unit_rpm) = score_all(trace, config, knobs_of)?;
+        for o in &outcomes {
+            match all.iter_mut().find(|a| a.policy == o.policy && a.knob == o.knob && a.delay == o.delay) {
+                Some(a) => capacity::accumulate(a, o),
+                None => all.push(o.clone()),
+            }
+        }
+        per_region
+            .push(RegionReport { region: name.clone(), report: report(trace, config, outcomes, unit_rpm, started) });
+    }
+    let (minutes, missing) =
+        per_region.iter().fold((0, 0), |(m, x), r| (m + r.report.minutes, x + r.report.missing_minutes));
+    let first = per_region.first().ok_or(SimulateError::NoRegions)?;
+    let total = Report {
+        minutes,
+        missing_minutes: missing,
+        unit_rpm: first.report.unit_rpm,
+        warmup_days: config.warmup_days,
+        rows: with_ratios_by_delay(all, &config.policies),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(RegionsReport { total, regions: per_region })
 }
 
 /// Every (policy, knob) at every delay. The references (oracle, HPA at its default) are
@@ -288,35 +441,68 @@ pub fn sweep(trace: &Trace, config: &SimulationConfig) -> Result<Report, Simulat
 fn run(
     trace: &Trace,
     config: &SimulationConfig,
-    knobs_of: impl Fn(PolicyKind) -> Vec<Option<f64>>,
+    knobs_of: &dyn Fn(PolicyKind) -> Vec<Option<f64>>,
 ) -> Result<Report, SimulateError> {
     let started = std::time::Instant::now();
+    let (outcomes, unit_rpm) = score_all(trace, config, knobs_of)?;
+    Ok(report(trace, config, outcomes, unit_rpm, started))
+}
+
+fn report(
+    trace: &Trace,
+    config: &SimulationConfig,
+    outcomes: Vec<Outcome>,
+    unit_rpm: f64,
+    started: std::time::Instant,
+) -> Report {
+    Report {
+        minutes: trace.demand.len(),
+        missing_minutes: trace.demand.iter().filter(|d| d.is_none()).count(),
+        unit_rpm,
+        warmup_days: config.warmup_days,
+        rows: with_ratios_by_delay(outcomes, &config.policies),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The outcomes of every asked (policy, knob) and of the references, at every delay; and C.
+fn score_all(
+    trace: &Trace,
+    config: &SimulationConfig,
+    knobs_of: &dyn Fn(PolicyKind) -> Vec<Option<f64>>,
+) -> Result<(Vec<Outcome>, f64), SimulateError> {
     let forecasts = Forecasts::build(trace, &config.policies, &config.calendar);
-    let mut rows = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
     let mut unit_rpm = 0.0;
     for &delay in &config.delays {
         let model = config.model(trace, delay)?;
         unit_rpm = model.unit_rpm;
-        let mut outcomes: Vec<Outcome> = Vec::new();
         let references = [PolicyKind::Oracle, PolicyKind::ReactiveHpa].map(|k| (k, k.default_knob()));
         let asked = config.policies.iter().flat_map(|&k| knobs_of(k).into_iter().map(move |knob| (k, knob)));
         for (kind, knob) in references.into_iter().chain(asked) {
-            if outcomes.iter().any(|o| o.policy == kind.name() && o.knob == knob) {
+            if outcomes.iter().any(|o| o.policy == kind.name() && o.knob == knob && o.delay == delay) {
                 continue;
             }
             let (targets, ready) = replay(kind, knob, trace, &model, &forecasts);
             outcomes.push(capacity::score(kind.name(), knob, &model, &trace.demand, &targets, &ready));
         }
-        rows.extend(with_ratios(outcomes, &config.policies));
     }
-    Ok(Report {
-        minutes: trace.demand.len(),
-        missing_minutes: trace.demand.iter().filter(|d| d.is_none()).count(),
-        unit_rpm,
-        warmup_days: config.warmup_days,
-        rows,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((outcomes, unit_rpm))
+}
+
+fn with_ratios_by_delay(outcomes: Vec<Outcome>, asked: &[PolicyKind]) -> Vec<Row> {
+    let mut delays: Vec<usize> = Vec::new();
+    for o in &outcomes {
+        if !delays.contains(&o.delay) {
+            delays.push(o.delay);
+        }
+    }
+    let mut rows = Vec::with_capacity(outcomes.len());
+    for delay in delays {
+        let at: Vec<Outcome> = outcomes.iter().filter(|o| o.delay == delay).cloned().collect();
+        rows.extend(with_ratios(at, asked));
+    }
+    rows
 }
 
 fn with_ratios(outcomes: Vec<Outcome>, asked: &[PolicyKind]) -> Vec<Row> {
