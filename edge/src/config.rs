@@ -38,7 +38,9 @@ pub struct EdgeConfig {
     pub prewarm_rise_factor: f32,
     pub prewarm_rise_slots: usize,
     /// The share of a region's traffic one isolate sees (`EDGE_TRAFFIC_SHARE`, default 1.0):
-    /// local counts are divided by it before comparing with the region's forecast.
+    /// local counts are divided by it before comparing with the region's forecast. Above 1 for
+    /// time-compressed replays and amplified load tests (the demo), where one isolate sees
+    /// more than the region's real rate.
     pub edge_traffic_share: f32,
     /// Share of users whose anonymised state is sampled to the trainer (`STATE_SAMPLE_RATE`).
     pub state_sample_rate: f32,
@@ -83,8 +85,8 @@ impl EdgeConfig {
             None => Vec::new(),
         };
         let share: f32 = number(env, "EDGE_TRAFFIC_SHARE", 1.0)?;
-        if !(share > 0.0 && share <= 1.0) {
-            return Err(ConfigError(format!("EDGE_TRAFFIC_SHARE={share} must be in (0, 1]")));
+        if !(share > 0.0 && share <= 1000.0) {
+            return Err(ConfigError(format!("EDGE_TRAFFIC_SHARE={share} must be in (0, 1000]")));
         }
         Ok(Self {
             origin,

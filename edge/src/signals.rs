@@ -31,6 +31,10 @@ struct Aggregator {
     oldest: Option<u64>,
     last_prewarm: HashMap<(String, ProfileId, PrewarmReason), u64>,
     rise_checked_minute: HashMap<SliceKey, u64>,
+    /// Requests per region × profile in (minute, this minute, the minute before), kept across
+    /// flushes: the band comparison needs a whole minute, not what arrived since the last
+    /// batch went out.
+    this_minute: HashMap<SliceKey, (u64, u32, u32)>,
     model_version: Option<ModelVersion>,
     in_flight: u32,
     counters: SignalCounters,
@@ -113,18 +117,27 @@ pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
         let now = served.now;
         let minute = now.minute();
         let region = model.region.clone();
-        let count = {
-            let entry = a.demand.entry((region.clone(), served.profile, minute)).or_default();
-            entry.0 = entry.0.saturating_add(1);
-            entry.1 = entry.1.saturating_add(served.bytes);
-            entry.0
+        let entry = a.demand.entry((region.clone(), served.profile, minute)).or_default();
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = entry.1.saturating_add(served.bytes);
+        // The last 60 s, estimated as this minute's count plus the previous minute's weighted
+        // by how much of it the window still covers (a sliding window that needs no history).
+        let last_minute = {
+            let slice = a.this_minute.entry((region.clone(), served.profile)).or_insert((minute, 0, 0));
+            if slice.0 != minute {
+                let before = if slice.0 + 1 == minute { slice.1 } else { 0 };
+                *slice = (minute, 0, before);
+            }
+            slice.1 = slice.1.saturating_add(1);
+            let covered = (60 - now.0 % 60) as f32 / 60.0;
+            slice.1 as f32 + slice.2 as f32 * covered
         };
         a.oldest.get_or_insert(now.0);
         a.model_version = Some(model.model_version);
         let forecast = &model.forecast;
         if let Some(slot) = forecast.slot(now) {
-            // This minute's count, scaled to a forecast step and to the whole region.
-            let per_step = count as f32 * forecast.step_secs as f32 / 60.0 / config.edge_traffic_share;
+            // The last minute's count, scaled to a forecast step and to the whole region.
+            let per_step = last_minute * forecast.step_secs as f32 / 60.0 / config.edge_traffic_share;
             let current = forecast.at(served.profile, slot);
             if let Some((_, upper)) = current
                 && per_step > upper

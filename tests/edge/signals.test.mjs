@@ -94,6 +94,27 @@ test("a surge above the forecast band raises exactly one prewarm signal per debo
   }
 });
 
+test("the band is compared with the whole minute's count, not with what arrived since the last flush", async () => {
+  const receiver = signalReceiver();
+  // Every request flushes a batch (SIGNAL_FLUSH_SECS 0): a count that restarted with each batch
+  // would never pass 5 a minute.
+  const env = await setup(receiver.handler, { PREWARM_DEBOUNCE_SECS: "600" });
+  try {
+    await publish(env.mf, fixtureModel("model-band"));
+    await browse(env.mf, 24);
+    await eventually(() => receiver.batches.flatMap((b) => b.demand).reduce((s, d) => s + d.requests, 0) === 24);
+    const prewarm = receiver.batches.flatMap((b) => b.prewarm).filter((p) => p.reason === "above_band");
+    assert.ok(prewarm.length >= 1, "24 requests in a minute against a band of 5 raised no signal");
+    for (const p of prewarm) {
+      assert.equal(p.forecast_upper, 25);
+      // Six or more requests this minute, scaled to the 5-minute step.
+      assert.ok(p.observed >= 30, `observed ${p.observed}`);
+    }
+  } finally {
+    await env.close();
+  }
+});
+
 test("with the trainer down, requests still succeed and failures are only counted", async () => {
   const env = await setup(() => ({ status: 200 }));
   await env.trainer.close(); // nothing listens on its port any more

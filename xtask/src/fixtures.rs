@@ -24,11 +24,13 @@ struct Variant {
 /// The forecast starts this many slots before "now".
 const SLOTS_BEFORE_NOW: usize = 12;
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 5] = [
     Variant { name: "model-v1", version: 1, expected: 1_000.0, upper: 2_000.0, rise: None },
     Variant { name: "model-v2", version: 2, expected: 1_000.0, upper: 2_000.0, rise: None },
     // A band so low that a handful of requests in a minute is a surge.
     Variant { name: "model-surge", version: 3, expected: 0.5, upper: 1.0, rise: None },
+    // A band that takes more than 5 requests in one minute (25 per 5-minute step) to exceed.
+    Variant { name: "model-band", version: 5, expected: 10.0, upper: 25.0, rise: None },
     // Demand is forecast to triple two slots from now.
     Variant { name: "model-rise", version: 4, expected: 100.0, upper: 1_000_000.0, rise: Some((2, 3.0)) },
 ];
