@@ -247,6 +247,13 @@ impl TrainerConfig {
                 reason: e.to_string(),
             })?;
         }
+        if let Some(v) = lookup("PREWARM_KEDA_LISTEN").filter(|v| !v.is_empty()) {
+            self.actuate.keda_listen = Some(v.parse().map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                name: "PREWARM_KEDA_LISTEN",
+                value: v.clone(),
+                reason: e.to_string(),
+            })?);
+        }
         if let (Some(kv), Some(token)) = (self.kv.as_mut(), lookup("PREWARM_CF_API_TOKEN").filter(|t| !t.is_empty())) {
             kv.api_token = Some(token);
         }

@@ -601,6 +601,18 @@ fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<s
         tracing::info!(addr = %listener.local_addr()?, "prewarm trainer listening");
         tokio::spawn(periodic_training(state.clone()));
         tokio::spawn(periodic_actuation(state.clone()));
+        if let Some(keda) = state.config.actuate.keda_listen {
+            let listener = tokio::net::TcpListener::bind(keda)
+                .await
+                .with_context(|| format!("binding the KEDA scaler on {keda}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "KEDA external scaler listening");
+            let scaler = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = prewarm_trainer::actuate::keda::serve_on(scaler, listener).await {
+                    tracing::error!(error = %e, "the KEDA external scaler stopped");
+                }
+            });
+        }
         // With the peer address: the signal endpoint is rate-limited per source.
         let app = web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;

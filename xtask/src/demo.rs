@@ -400,7 +400,7 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     );
     println!("plan, next 30 min (units): before the live traffic {plan_before:?}, after the surge {plan_after:?}");
     println!("replay of the history, D = 5 min, ratios to reactive HPA: {replay}");
-    println!("not built yet: the KEDA external scaler; see the README's Status");
+    println!("not built yet: see the README's Status");
     println!("data directory (removed on exit): {}; total {:.0} s", dir.0.display(), started.elapsed().as_secs_f64());
     if ok != sent {
         let log = std::fs::read_to_string(dir.0.join("wrangler.log")).unwrap_or_default();

@@ -122,7 +122,7 @@ pub fn worker_env(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     ])
 }
 
-fn output(command: &mut Command) -> Result<String> {
+pub fn output(command: &mut Command) -> Result<String> {
     let out = command.output().with_context(|| format!("running {command:?}"))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

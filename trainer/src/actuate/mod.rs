@@ -3,6 +3,8 @@
 //! `timestamp + "\n" + body` in `x-prewarm-signature`, the timestamp in `x-prewarm-timestamp`),
 //! and retried with exponential backoff on connection errors, 429 and 5xx.
 
+pub mod keda;
+
 use std::time::Duration;
 
 use prewarm_shared::UnixSeconds;
@@ -24,6 +26,11 @@ pub struct ActuateConfig {
     pub retries: u32,
     pub backoff_ms: u64,
     pub timeout_secs: u64,
+    /// Plan and report only: no webhook deliveries, and the KEDA scaler answers
+    /// FAILED_PRECONDITION (KEDA then keeps its replicas, or its fallback).
+    pub forecast_only: bool,
+    /// Where the KEDA external scaler (gRPC) listens (`PREWARM_KEDA_LISTEN`); unset: off.
+    pub keda_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ActuateConfig {
@@ -35,6 +42,8 @@ impl Default for ActuateConfig {
             retries: 4,
             backoff_ms: 500,
             timeout_secs: 10,
+            forecast_only: false,
+            keda_listen: None,
         }
     }
 }
@@ -145,6 +154,7 @@ pub fn cycle(
     let mut report = CycleReport::default();
     if let Some(hook) = webhook
         && !view.plans.is_empty()
+        && !state.config.actuate.forecast_only
     {
         let regions: Vec<_> =
             view.plans.iter().map(|(region, steps)| serde_json::json!({ "region": region, "steps": steps })).collect();

@@ -1,0 +1,190 @@
+//! A KEDA external scaler: Kubernetes scales a Deployment to the plan through KEDA's
+//! `external` (polling) or `external-push` (streaming) trigger.
+//!
+//! The metric is the plan's units for the first slot one lead time ahead, with a target of 1
+//! per replica, so KEDA's HPA sets replicas = planned units (within the ScaledObject's min and
+//! max). The trigger's `metadata.region` picks the region (default: the published model's
+//! default region, reported as metric `prewarm-units-default`). The server only reads the plan; bind it to an address only the cluster reaches.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use prewarm_shared::UnixSeconds;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::web::{AppState, plan_now};
+
+/// The code generated from `trainer/proto/externalscaler.proto` (KEDA's interface).
+#[allow(clippy::all, missing_debug_implementations, unreachable_pub)]
+pub mod proto {
+    include!("externalscaler.rs");
+}
+
+use proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
+use proto::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
+    ScaledObjectRef,
+};
+
+/// How often a `StreamIsActive` stream re-reads the plan (it sends only changes).
+const STREAM_POLL: Duration = Duration::from_secs(10);
+
+/// The scaler over the trainer's state.
+#[derive(Clone)]
+pub struct PrewarmScaler {
+    state: AppState,
+}
+
+impl std::fmt::Debug for PrewarmScaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrewarmScaler").finish_non_exhaustive()
+    }
+}
+
+impl PrewarmScaler {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    /// The gRPC service, ready for `tonic::transport::Server::add_service`.
+    pub fn service(self) -> ExternalScalerServer<Self> {
+        ExternalScalerServer::new(self)
+            // A ScaledObjectRef is a few hundred bytes; nothing legitimate comes near this.
+            .max_decoding_message_size(64 * 1024)
+    }
+
+    /// The trigger's `metadata.region`; `None`: the published model's default region.
+    fn region_of(&self, object: &ScaledObjectRef) -> Result<Option<String>, Status> {
+        match object.scaler_metadata.get("region") {
+            Some(region) if region.is_empty() || region.len() > 64 => {
+                Err(Status::invalid_argument("metadata.region must be 1 to 64 characters"))
+            }
+            Some(region) => Ok(Some(region.clone())),
+            None => Ok(None),
+        }
+    }
+
+    /// The region's planned units one lead time ahead.
+    async fn planned_units(&self, region: Option<String>) -> Result<u32, Status> {
+        if self.state.config.actuate.forecast_only {
+            return Err(Status::failed_precondition(
+                "forecast-only mode: prewarm plans and reports but does not actuate ([actuate] forecast_only)",
+            ));
+        }
+        let state = self.state.clone();
+        let now: UnixSeconds = (state.clock)();
+        let view = tokio::task::spawn_blocking(move || plan_now(&state, now))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let Some(pointer) = view.pointer.as_ref().filter(|_| !view.models.is_empty()) else {
+            return Err(Status::unavailable("no model published yet: nothing to plan from"));
+        };
+        let region = region.unwrap_or_else(|| pointer.default_region.clone());
+        let (_, steps) = view.plans.iter().find(|(r, _)| *r == region).ok_or_else(|| {
+            let known: Vec<&str> = view.plans.iter().map(|(r, _)| r.as_str()).collect();
+            Status::not_found(format!("no plan for region `{region}`; the published model has {known:?}"))
+        })?;
+        let first = steps.first().ok_or_else(|| {
+            Status::unavailable(format!("the plan for `{region}` is empty: the forecast ends before the lead time"))
+        })?;
+        Ok(first.units)
+    }
+}
+
+/// The metric a region's plan is reported as (KEDA prefixes it with the trigger index).
+pub fn metric_name(region: &str) -> String {
+    let safe: String =
+        region.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    format!("prewarm-units-{safe}")
+}
+
+type ActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl ExternalScaler for PrewarmScaler {
+    async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
+        let region = self.region_of(request.get_ref())?;
+        let units = self.planned_units(region).await?;
+        Ok(Response::new(IsActiveResponse { result: units > 0 }))
+    }
+
+    type StreamIsActiveStream = ActiveStream;
+
+    /// Sends the current answer at once, then each change; ends when KEDA hangs up.
+    async fn stream_is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
+        let region = self.region_of(request.get_ref())?;
+        let first = self.planned_units(region.clone()).await? > 0;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let scaler = self.clone();
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(Ok(IsActiveResponse { result: first })).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::time::sleep(STREAM_POLL).await;
+                match scaler.planned_units(region.clone()).await {
+                    Ok(units) if (units > 0) != last => {
+                        last = units > 0;
+                        if tx.send(Ok(IsActiveResponse { result: last })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn get_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<GetMetricSpecResponse>, Status> {
+        // The name only labels the metric: it needs no published model.
+        let region = self.region_of(request.get_ref())?.unwrap_or_else(|| "default".to_owned());
+        Ok(Response::new(GetMetricSpecResponse {
+            metric_specs: vec![MetricSpec {
+                metric_name: metric_name(&region),
+                target_size: 1,
+                target_size_float: 1.0,
+            }],
+        }))
+    }
+
+    async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
+        let request = request.into_inner();
+        let object = request.scaled_object_ref.ok_or_else(|| Status::invalid_argument("scaledObjectRef is missing"))?;
+        let asked = self.region_of(&object)?;
+        let units = self.planned_units(asked.clone()).await?;
+        Ok(Response::new(GetMetricsResponse {
+            metric_values: vec![MetricValue {
+                metric_name: metric_name(asked.as_deref().unwrap_or("default")),
+                metric_value: i64::from(units),
+                metric_value_float: f64::from(units),
+            }],
+        }))
+    }
+}
+
+/// Serves the scaler on a bound listener until the process ends.
+pub async fn serve_on(state: AppState, listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .add_service(PrewarmScaler::new(state).service())
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
+}

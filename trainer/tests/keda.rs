@@ -1,0 +1,139 @@
+//! The KEDA external scaler over real gRPC on loopback, asked by tonic's client the way KEDA
+//! asks: the metric spec, the metric (the plan's units), IsActive and StreamIsActive, and clear
+//! statuses for what it cannot answer.
+
+use std::collections::HashMap;
+
+use prewarm_shared::UnixSeconds;
+use prewarm_shared::artifact::{ModelBundle, ModelVersion};
+use prewarm_shared::classify::ClassificationRules;
+use prewarm_shared::fixtures;
+use prewarm_trainer::actuate::ActuateConfig;
+use prewarm_trainer::actuate::keda::proto::external_scaler_client::ExternalScalerClient;
+use prewarm_trainer::actuate::keda::proto::{GetMetricsRequest, ScaledObjectRef};
+use prewarm_trainer::actuate::keda::{self, metric_name};
+use prewarm_trainer::config::TrainerConfig;
+use prewarm_trainer::publish::DirPublisher;
+use prewarm_trainer::store::Store;
+use prewarm_trainer::web::{AppState, plan_now};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const NOW: UnixSeconds = UnixSeconds(1_800_000_000);
+
+fn fixed_clock() -> UnixSeconds {
+    NOW
+}
+
+fn state(name: &str, forecast_only: bool) -> AppState {
+    let config = TrainerConfig {
+        data_dir: std::env::temp_dir().join(format!("prewarm-keda-test-{name}-{}", std::process::id())),
+        actuate: ActuateConfig { forecast_only, ..ActuateConfig::default() },
+        ..TrainerConfig::default()
+    };
+    let _ = std::fs::remove_dir_all(&config.data_dir);
+    AppState::new(config, Store::in_memory().expect("store"), ClassificationRules::default(), fixed_clock)
+}
+
+fn publish(state: &AppState) {
+    let models: Vec<_> = ["eu", "us"]
+        .iter()
+        .map(|r| {
+            let mut model = fixtures::region_model(r);
+            model.forecast.start = UnixSeconds(NOW.0 - 600);
+            model
+        })
+        .collect();
+    let (_, entries) =
+        ModelBundle::encode(&models, ModelVersion(1), NOW, "eu", fixtures::region_map()).expect("encode");
+    DirPublisher::new(state.config.models_dir()).publish(&entries).expect("publish");
+}
+
+async fn client(state: AppState) -> ExternalScalerClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(keda::serve_on(state, listener));
+    ExternalScalerClient::connect(format!("http://{addr}")).await.expect("connect")
+}
+
+fn object(region: Option<&str>) -> ScaledObjectRef {
+    let mut metadata = HashMap::new();
+    metadata.insert("scalerAddress".to_owned(), "prewarm:9401".to_owned());
+    if let Some(region) = region {
+        metadata.insert("region".to_owned(), region.to_owned());
+    }
+    ScaledObjectRef { name: "video-api".into(), namespace: "shop".into(), scaler_metadata: metadata }
+}
+
+#[tokio::test]
+async fn keda_reads_the_plan_through_the_external_scaler_interface() {
+    let state = state("plan", false);
+    publish(&state);
+    let expected = {
+        let view = plan_now(&state, NOW).expect("plan");
+        let units = |region: &str| view.plans.iter().find(|(r, _)| r == region).expect("region").1[0].units;
+        (units("eu"), units("us"))
+    };
+    assert!(expected.0 > 0, "the fixture model plans some units");
+    let mut keda = client(state.clone()).await;
+
+    let spec = keda.get_metric_spec(object(Some("us"))).await.expect("spec").into_inner();
+    assert_eq!(spec.metric_specs.len(), 1);
+    assert_eq!(spec.metric_specs[0].metric_name, "prewarm-units-us");
+    assert_eq!(spec.metric_specs[0].target_size_float, 1.0, "one unit per replica: replicas = planned units");
+
+    for (region, units) in [(Some("us"), expected.1), (None, expected.0)] {
+        let name = metric_name(region.unwrap_or("default"));
+        let metrics = keda
+            .get_metrics(GetMetricsRequest { scaled_object_ref: Some(object(region)), metric_name: name.clone() })
+            .await
+            .expect("metrics")
+            .into_inner();
+        assert_eq!(metrics.metric_values.len(), 1);
+        assert_eq!(metrics.metric_values[0].metric_name, name);
+        assert_eq!(metrics.metric_values[0].metric_value, i64::from(units), "{region:?}");
+        assert_eq!(metrics.metric_values[0].metric_value_float, f64::from(units));
+    }
+
+    let active = keda.is_active(object(Some("eu"))).await.expect("is active").into_inner();
+    assert_eq!(active.result, expected.0 > 0);
+    let mut stream = keda.stream_is_active(object(Some("eu"))).await.expect("stream").into_inner();
+    let first = stream.message().await.expect("a message").expect("not ended");
+    assert_eq!(first.result, expected.0 > 0, "the current answer comes at once");
+
+    // What it cannot answer is a status KEDA logs, never a made-up number.
+    let unknown =
+        keda.get_metrics(GetMetricsRequest { scaled_object_ref: Some(object(Some("mars"))), metric_name: "x".into() });
+    let status = unknown.await.expect_err("unknown region");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("mars"), "{}", status.message());
+    let status = keda
+        .get_metrics(GetMetricsRequest { scaled_object_ref: None, metric_name: "x".into() })
+        .await
+        .expect_err("no object");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = keda.is_active(object(Some(""))).await.expect_err("empty region");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let _ = std::fs::remove_dir_all(&state.config.data_dir);
+}
+
+#[tokio::test]
+async fn without_a_model_or_in_forecast_only_mode_the_scaler_declines() {
+    let empty = state("empty", false);
+    let mut keda = client(empty.clone()).await;
+    let status = keda.is_active(object(None)).await.expect_err("nothing published");
+    assert_eq!(status.code(), Code::Unavailable);
+
+    let dry = state("dry", true);
+    publish(&dry);
+    let mut keda = client(dry.clone()).await;
+    let status = keda
+        .get_metrics(GetMetricsRequest { scaled_object_ref: Some(object(None)), metric_name: "x".into() })
+        .await
+        .expect_err("forecast-only");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("forecast-only"));
+    // The spec still answers: KEDA can be set up before actuation is switched on.
+    assert!(keda.get_metric_spec(object(None)).await.is_ok());
+    let _ = std::fs::remove_dir_all(&dry.config.data_dir);
+}
