@@ -56,6 +56,8 @@ pub struct TrainerConfig {
     /// The webhook that receives plans and alerts, and how often.
     pub actuate: crate::actuate::ActuateConfig,
     pub alerts: crate::monitor::AlertRules,
+    /// Where profiles' priority classes come from.
+    pub priority: crate::profile::priority::PriorityConfig,
 }
 
 /// One region.
@@ -140,6 +142,7 @@ impl Default for TrainerConfig {
             calendar: None,
             actuate: crate::actuate::ActuateConfig::default(),
             alerts: crate::monitor::AlertRules::default(),
+            priority: crate::profile::priority::PriorityConfig::default(),
         }
     }
 }
@@ -272,6 +275,8 @@ impl TrainerConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.priority.validate().map_err(ConfigError::Invalid)?;
+        self.plan.validate().map_err(ConfigError::Invalid)?;
         let p = &self.profiles;
         if p.k_min < 1 || p.k_min > p.k_max || p.k_max > prewarm_shared::artifact::MAX_PROFILES {
             return Err(ConfigError::Invalid(format!(

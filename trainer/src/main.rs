@@ -312,8 +312,29 @@ fn main() -> Result<()> {
                 (None, None) => "current".to_owned(),
             };
             let regions = load_models(&spec, &config)?;
+            // Why each priority: recorded by the trainer beside the versions it published.
+            let reasons = regions
+                .first()
+                .and_then(|r| prewarm_trainer::train::priority_reasons(&config.models_dir(), r.model_version));
+            let why = |region: &str, id: u16| -> Option<String> {
+                reasons.as_ref()?.get(region)?.get(id.to_string())?.as_str().map(str::to_owned)
+            };
             if json {
-                println!("{}", serde_json::Value::Array(regions.iter().map(|r| r.to_json()).collect()));
+                let views = regions.iter().map(|r| {
+                    let mut view = r.to_json();
+                    if let Some(profiles) = view.get_mut("profiles").and_then(|p| p.as_array_mut()) {
+                        for p in profiles {
+                            let id = p["id"].as_u64().and_then(|id| u16::try_from(id).ok());
+                            if let (Some(reason), Some(object)) =
+                                (id.and_then(|id| why(&r.region, id)), p.as_object_mut())
+                            {
+                                object.insert("priority_reason".into(), reason.into());
+                            }
+                        }
+                    }
+                    view
+                });
+                println!("{}", serde_json::Value::Array(views.collect()));
                 return Ok(());
             }
             for r in &regions {
@@ -338,6 +359,11 @@ fn main() -> Result<()> {
                         p.cost.memory_mb_s.median,
                         p.cost.memory_mb_s.source,
                         p.cost.bytes.median
+                    );
+                    println!(
+                        "      priority {:?}: {}",
+                        p.priority,
+                        why(&r.region, p.id.0).unwrap_or_else(|| "(no reason recorded for this version)".into())
                     );
                     if let Some((at, expected, upper)) = peak {
                         println!(
@@ -367,22 +393,35 @@ fn main() -> Result<()> {
             let now = system_clock();
             let signals = store.recent_prewarm(now.0.saturating_sub(config.plan.nowcast_decay_secs))?;
             let plans = prewarm_trainer::plan::plan_regions(&models, &config.plan, now, &signals);
+            let pools = prewarm_trainer::plan::plan_pools(&models, &config.plan, now, &signals);
             if json {
                 let view: Vec<_> = plans
                     .iter()
-                    .map(|(r, p)| serde_json::json!({"region": r, "steps": &p[..p.len().min(steps)]}))
+                    .map(|(r, p)| {
+                        let pools: Vec<_> = pools
+                            .iter()
+                            .filter(|(pr, ..)| pr == r)
+                            .map(|(_, pool, p)| serde_json::json!({"pool": pool, "steps": &p[..p.len().min(steps)]}))
+                            .collect();
+                        serde_json::json!({"region": r, "steps": &p[..p.len().min(steps)], "pools": pools})
+                    })
                     .collect();
                 println!("{}", serde_json::Value::Array(view));
                 return Ok(());
             }
+            let units = |plan: &[prewarm_trainer::plan::PlanStep]| -> Vec<String> {
+                plan.iter().take(steps).map(|s| s.units.to_string()).collect()
+            };
             for (region, plan) in &plans {
-                let units: Vec<String> = plan.iter().take(steps).map(|s| s.units.to_string()).collect();
                 let boosted = signals.iter().filter(|s| &s.0 == region).count();
                 println!(
                     "region {region}: units for the next {} steps of 5 min: {}  ({boosted} recent prewarm signals)",
-                    units.len(),
-                    units.join(" ")
+                    units(plan).len(),
+                    units(plan).join(" ")
                 );
+                for (_, pool, plan) in pools.iter().filter(|(r, ..)| r == region) {
+                    println!("  pool {pool}: {}", units(plan).join(" "));
+                }
             }
             Ok(())
         }
@@ -461,8 +500,9 @@ fn main() -> Result<()> {
                 println!("region {}: {} users, silhouette {:.2}{note}", r.model.region, r.users, r.silhouette);
                 for p in &r.model.profiles {
                     let default = if p.id == r.model.default_profile { " [default for new users]" } else { "" };
+                    let why = r.priority_reasons.iter().find(|(id, _)| *id == p.id).map_or("", |(_, why)| why.as_str());
                     println!(
-                        "  profile {:>3}  {:<36} {:>5.1}% of users  cpu {:.2} ms ({:?})  bytes {:.0}  {:?}{default}",
+                        "  profile {:>3}  {:<36} {:>5.1}% of users  cpu {:.2} ms ({:?})  bytes {:.0}  {:?} ({why}){default}",
                         p.id.0,
                         p.label,
                         p.share_of_users * 100.0,

@@ -13,6 +13,7 @@ use prewarm_trainer::actuate::keda::proto::external_scaler_client::ExternalScale
 use prewarm_trainer::actuate::keda::proto::{GetMetricsRequest, ScaledObjectRef};
 use prewarm_trainer::actuate::keda::{self, metric_name};
 use prewarm_trainer::config::TrainerConfig;
+use prewarm_trainer::plan::{InstanceShape, PlanConfig, PoolConfig};
 use prewarm_trainer::publish::DirPublisher;
 use prewarm_trainer::store::Store;
 use prewarm_trainer::web::{AppState, plan_now};
@@ -26,9 +27,14 @@ fn fixed_clock() -> UnixSeconds {
 }
 
 fn state(name: &str, forecast_only: bool) -> AppState {
+    state_with(name, forecast_only, Vec::new())
+}
+
+fn state_with(name: &str, forecast_only: bool, pools: Vec<PoolConfig>) -> AppState {
     let config = TrainerConfig {
         data_dir: std::env::temp_dir().join(format!("prewarm-keda-test-{name}-{}", std::process::id())),
         actuate: ActuateConfig { forecast_only, ..ActuateConfig::default() },
+        plan: PlanConfig { pools, ..PlanConfig::default() },
         ..TrainerConfig::default()
     };
     let _ = std::fs::remove_dir_all(&config.data_dir);
@@ -136,4 +142,78 @@ async fn without_a_model_or_in_forecast_only_mode_the_scaler_declines() {
     // The spec still answers: KEDA can be set up before actuation is switched on.
     assert!(keda.get_metric_spec(object(None)).await.is_ok());
     let _ = std::fs::remove_dir_all(&dry.config.data_dir);
+}
+
+fn pool(name: &str, content: Option<&str>, label: Option<&str>) -> PoolConfig {
+    PoolConfig {
+        name: name.into(),
+        content: content.map(Into::into),
+        label: label.map(Into::into),
+        min_share: 0.5,
+        instance: None,
+        min_units: None,
+        max_units: None,
+        budget_units: None,
+    }
+}
+
+#[tokio::test]
+async fn with_pools_each_deployment_scales_to_its_own_pool() {
+    // Video on small edge boxes (1 MB/s each); API calls by label; the rest in `default`.
+    let video = PoolConfig {
+        instance: Some(InstanceShape { cpu_ms_per_sec: 2_000.0, memory_mb: 4_096.0, bytes_per_sec: 1.0e6 }),
+        min_units: Some(0),
+        ..pool("video", Some("video"), None)
+    };
+    let state = state_with("pools", false, vec![video, pool("api", None, Some("api"))]);
+    publish(&state);
+    let view = plan_now(&state, NOW).expect("plan");
+    let pools: Vec<(&str, &str)> = view.pools.iter().map(|(r, p, _)| (r.as_str(), p.as_str())).collect();
+    assert_eq!(
+        pools,
+        vec![("eu", "video"), ("eu", "api"), ("eu", "default"), ("us", "video"), ("us", "api"), ("us", "default")]
+    );
+    let regions = view.regions_json();
+    let eu_pools = regions[0]["pools"].as_array().expect("pools in the plan's JSON");
+    let members: Vec<_> = eu_pools.iter().map(|p| (p["pool"].clone(), p["profiles"].clone())).collect();
+    assert_eq!(
+        members,
+        vec![
+            ("video".into(), serde_json::json!([1])),
+            ("api".into(), serde_json::json!([2])),
+            ("default".into(), serde_json::json!([3, 4])),
+        ],
+        "the video profile by its centroid's content, the API profile by its label"
+    );
+    let units = |pool: &str| view.pools.iter().find(|(r, p, _)| r == "eu" && p == pool).expect(pool).2[0].units;
+    // The video pool's own instances (1/125 of the bandwidth) need more units than [plan]'s.
+    let plain = PlanConfig { pools: vec![pool("video", Some("video"), None)], ..PlanConfig::default() };
+    let plain = prewarm_trainer::plan::plan_pools(&view.models, &plain, NOW, &[]);
+    assert!(units("video") > plain[0].2[0].units, "{} vs {}", units("video"), plain[0].2[0].units);
+
+    let mut keda = client(state.clone()).await;
+    let ask = |pool: &str| {
+        let mut object = object(Some("eu"));
+        object.scaler_metadata.insert("pool".into(), pool.into());
+        GetMetricsRequest { scaled_object_ref: Some(object), metric_name: String::new() }
+    };
+    for name in ["video", "api", "default"] {
+        let metrics = keda.get_metrics(ask(name)).await.expect("metrics").into_inner();
+        assert_eq!(metrics.metric_values[0].metric_value, i64::from(units(name)), "{name}");
+        assert_eq!(metrics.metric_values[0].metric_name, format!("prewarm-units-eu-{name}"));
+    }
+    let status = keda.get_metrics(ask("gpu")).await.expect_err("no such pool");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("gpu"));
+    let _ = std::fs::remove_dir_all(&state.config.data_dir);
+}
+
+#[test]
+fn bad_pools_are_configuration_errors() {
+    let config = |pools| PlanConfig { pools, ..PlanConfig::default() };
+    assert!(config(vec![pool("default", Some("video"), None)]).validate().is_err());
+    assert!(config(vec![pool("a", None, None)]).validate().is_err_and(|e| e.contains("names no content class")));
+    assert!(config(vec![pool("a", Some("podcasts"), None)]).validate().is_err_and(|e| e.contains("podcasts")));
+    assert!(config(vec![pool("a", Some("video"), None), pool("a", None, Some("x"))]).validate().is_err());
+    assert!(config(vec![pool("a", Some("video"), None)]).validate().is_ok());
 }

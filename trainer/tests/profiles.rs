@@ -117,3 +117,58 @@ fn real_access_logs_import_and_train_into_labelled_costed_profiles() {
     let shares: f32 = region.model.profiles.iter().map(|p| p.share_of_users).sum();
     assert!((shares - 1.0).abs() < 1e-3, "every user is in a profile");
 }
+
+#[test]
+fn priorities_come_from_operator_rules_then_value_then_bots_with_their_reasons() {
+    use prewarm_shared::artifact::PriorityClass;
+    use prewarm_shared::classify::ContentClass;
+    use prewarm_trainer::profile::priority::{PriorityConfig, PriorityRule};
+
+    let kinds = synth::standard_kinds();
+    let (mut events, _) = synth::generate(&kinds, "eu", 60, 40, 4, START, 14, 7);
+    // API calls carry revenue: the value field of the events schema.
+    for e in events.iter_mut().filter(|e| e.class.content == ContentClass::Api) {
+        e.value = Some(2.0);
+    }
+    let store = store_with(&events);
+    let config = TrainerConfig {
+        priority: PriorityConfig {
+            value_critical_per_request: Some(1.0),
+            rules: vec![PriorityRule {
+                route: None,
+                content: Some("video".into()),
+                label: None,
+                min_share: 0.5,
+                class: PriorityClass::Critical,
+            }],
+            ..PriorityConfig::default()
+        },
+        ..TrainerConfig::default()
+    };
+    let rules = ClassificationRules::default();
+    let trained = profile::train(&store, &config, &rules, &[], ModelVersion(1), UnixSeconds(START)).expect("trains");
+    let region = &trained[0];
+    let find = |prefix: &str| {
+        let p = region.model.profiles.iter().find(|p| p.label.starts_with(prefix)).expect(prefix);
+        let why = region.priority_reasons.iter().find(|(id, _)| *id == p.id).expect("a reason").1.clone();
+        (p.priority, why)
+    };
+    let (video, why) = find("mobile · video");
+    assert_eq!(video, PriorityClass::Critical);
+    assert!(why.starts_with("rule 1: content `video` is"), "{why}");
+    let (api, why) = find("desktop · api");
+    assert_eq!(api, PriorityClass::Critical);
+    assert!(why.starts_with("value "), "{why}");
+    let (bots, why) = find("bot");
+    assert_eq!(bots, PriorityClass::BestEffort);
+    assert!(why.starts_with("mostly bots"), "{why}");
+    let (readers, why) = find("tablet");
+    assert_eq!((readers, why.as_str()), (PriorityClass::Standard, "default"));
+
+    // A rule naming a route class the classification rules lack is an error, not a silent no-op.
+    let mut bad = config.clone();
+    bad.priority.rules[0].route = Some("checkout".into());
+    let err =
+        profile::train(&store, &bad, &rules, &[], ModelVersion(1), UnixSeconds(START)).expect_err("unknown route");
+    assert!(err.to_string().contains("checkout"), "{err}");
+}

@@ -54,19 +54,21 @@ impl PrewarmScaler {
             .max_decoding_message_size(64 * 1024)
     }
 
-    /// The trigger's `metadata.region`; `None`: the published model's default region.
-    fn region_of(&self, object: &ScaledObjectRef) -> Result<Option<String>, Status> {
-        match object.scaler_metadata.get("region") {
-            Some(region) if region.is_empty() || region.len() > 64 => {
-                Err(Status::invalid_argument("metadata.region must be 1 to 64 characters"))
+    /// The trigger's `metadata.region` (`None`: the published model's default region) and
+    /// `metadata.pool` (with `[[plan.pool]]`: that pool's plan).
+    fn target_of(&self, object: &ScaledObjectRef) -> Result<Target, Status> {
+        let field = |name: &str| match object.scaler_metadata.get(name) {
+            Some(v) if v.is_empty() || v.len() > 64 => {
+                Err(Status::invalid_argument(format!("metadata.{name} must be 1 to 64 characters")))
             }
-            Some(region) => Ok(Some(region.clone())),
-            None => Ok(None),
-        }
+            other => Ok(other.cloned()),
+        };
+        Ok(Target { region: field("region")?, pool: field("pool")? })
     }
 
-    /// The region's planned units one lead time ahead.
-    async fn planned_units(&self, region: Option<String>) -> Result<u32, Status> {
+    /// The planned units one lead time ahead, for a region or one of its pools.
+    async fn planned_units(&self, target: Target) -> Result<u32, Status> {
+        let Target { region, pool } = target;
         if self.state.config.actuate.forecast_only {
             return Err(Status::failed_precondition(
                 "forecast-only mode: prewarm plans and reports but does not actuate ([actuate] forecast_only)",
@@ -86,6 +88,21 @@ impl PrewarmScaler {
             let known: Vec<&str> = view.plans.iter().map(|(r, _)| r.as_str()).collect();
             Status::not_found(format!("no plan for region `{region}`; the published model has {known:?}"))
         })?;
+        let steps = match &pool {
+            None => steps,
+            Some(pool) => {
+                let pools: Vec<&(String, String, Vec<crate::plan::PlanStep>)> =
+                    view.pools.iter().filter(|(r, ..)| *r == region).collect();
+                &pools
+                    .iter()
+                    .find(|(_, p, _)| p == pool)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = pools.iter().map(|(_, p, _)| p.as_str()).collect();
+                        Status::not_found(format!("no pool `{pool}` in region `{region}`; configured: {known:?}"))
+                    })?
+                    .2
+            }
+        };
         let first = steps.first().ok_or_else(|| {
             Status::unavailable(format!("the plan for `{region}` is empty: the forecast ends before the lead time"))
         })?;
@@ -100,13 +117,31 @@ pub fn metric_name(region: &str) -> String {
     format!("prewarm-units-{safe}")
 }
 
+/// What a ScaledObject scales to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    region: Option<String>,
+    pool: Option<String>,
+}
+
+impl Target {
+    /// The metric's name: the region (or `default`), and the pool when there is one.
+    fn metric(&self) -> String {
+        let region = self.region.as_deref().unwrap_or("default");
+        match &self.pool {
+            Some(pool) => metric_name(&format!("{region}-{pool}")),
+            None => metric_name(region),
+        }
+    }
+}
+
 type ActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl ExternalScaler for PrewarmScaler {
     async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
-        let region = self.region_of(request.get_ref())?;
-        let units = self.planned_units(region).await?;
+        let target = self.target_of(request.get_ref())?;
+        let units = self.planned_units(target).await?;
         Ok(Response::new(IsActiveResponse { result: units > 0 }))
     }
 
@@ -117,8 +152,8 @@ impl ExternalScaler for PrewarmScaler {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let region = self.region_of(request.get_ref())?;
-        let first = self.planned_units(region.clone()).await? > 0;
+        let target = self.target_of(request.get_ref())?;
+        let first = self.planned_units(target.clone()).await? > 0;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let scaler = self.clone();
         tokio::spawn(async move {
@@ -128,7 +163,7 @@ impl ExternalScaler for PrewarmScaler {
             }
             loop {
                 tokio::time::sleep(STREAM_POLL).await;
-                match scaler.planned_units(region.clone()).await {
+                match scaler.planned_units(target.clone()).await {
                     Ok(units) if (units > 0) != last => {
                         last = units > 0;
                         if tx.send(Ok(IsActiveResponse { result: last })).await.is_err() {
@@ -155,24 +190,20 @@ impl ExternalScaler for PrewarmScaler {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         // The name only labels the metric: it needs no published model.
-        let region = self.region_of(request.get_ref())?.unwrap_or_else(|| "default".to_owned());
+        let target = self.target_of(request.get_ref())?;
         Ok(Response::new(GetMetricSpecResponse {
-            metric_specs: vec![MetricSpec {
-                metric_name: metric_name(&region),
-                target_size: 1,
-                target_size_float: 1.0,
-            }],
+            metric_specs: vec![MetricSpec { metric_name: target.metric(), target_size: 1, target_size_float: 1.0 }],
         }))
     }
 
     async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
         let request = request.into_inner();
         let object = request.scaled_object_ref.ok_or_else(|| Status::invalid_argument("scaledObjectRef is missing"))?;
-        let asked = self.region_of(&object)?;
-        let units = self.planned_units(asked.clone()).await?;
+        let target = self.target_of(&object)?;
+        let units = self.planned_units(target.clone()).await?;
         Ok(Response::new(GetMetricsResponse {
             metric_values: vec![MetricValue {
-                metric_name: metric_name(asked.as_deref().unwrap_or("default")),
+                metric_name: target.metric(),
                 metric_value: i64::from(units),
                 metric_value_float: f64::from(units),
             }],

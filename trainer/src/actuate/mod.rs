@@ -156,8 +156,7 @@ pub fn cycle(
         && !view.plans.is_empty()
         && !state.config.actuate.forecast_only
     {
-        let regions: Vec<_> =
-            view.plans.iter().map(|(region, steps)| serde_json::json!({ "region": region, "steps": steps })).collect();
+        let regions = view.regions_json();
         let body = serde_json::json!({
             "kind": "plan",
             "at": now.0,

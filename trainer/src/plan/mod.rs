@@ -38,6 +38,111 @@ pub struct PlanConfig {
     pub max_step_down: u32,
     /// A prewarm signal's boost fades over this long.
     pub nowcast_decay_secs: u64,
+    /// `[[plan.pool]]`: profiles served by separate pools (e.g. a video pool and an API pool,
+    /// which the origin's balancer picks by `x-prewarm-profile`), each planned on its own.
+    #[serde(rename = "pool")]
+    pub pools: Vec<PoolConfig>,
+}
+
+/// A pool: the profiles it serves, and where its instances differ from `[plan]`'s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Profiles whose requests are at least `min_share` of this content class (video, text,
+    /// interactive, api, static), from the profile's centroid…
+    pub content: Option<String>,
+    /// …or whose label contains this. The first pool that matches takes the profile;
+    /// profiles no pool takes form the pool `default`.
+    pub label: Option<String>,
+    #[serde(default = "default_pool_share")]
+    pub min_share: f64,
+    pub instance: Option<InstanceShape>,
+    pub min_units: Option<u32>,
+    pub max_units: Option<u32>,
+    pub budget_units: Option<u32>,
+}
+
+fn default_pool_share() -> f64 {
+    0.5
+}
+
+impl PoolConfig {
+    /// Whether it serves profile `i` of `model`.
+    fn takes(&self, model: &RegionModel, i: usize) -> bool {
+        let Some(meta) = model.profiles.get(i) else { return false };
+        if let Some(label) = &self.label
+            && !meta.label.contains(label.as_str())
+        {
+            return false;
+        }
+        if let Some(content) = &self.content {
+            let Some(feature) = content_feature(content) else { return false };
+            let share = model.centroid(i).map_or(0.0, |z| {
+                let (mean, scale) = (&model.normalisation.mean, &model.normalisation.scale);
+                f64::from(
+                    z[feature] * scale.get(feature).copied().unwrap_or(1.0) + mean.get(feature).copied().unwrap_or(0.0),
+                )
+            });
+            if share < self.min_share {
+                return false;
+            }
+        }
+        self.content.is_some() || self.label.is_some()
+    }
+
+    fn plan_config(&self, base: &PlanConfig) -> PlanConfig {
+        PlanConfig {
+            instance: self.instance.unwrap_or(base.instance),
+            min_units: self.min_units.unwrap_or(base.min_units),
+            max_units: self.max_units.unwrap_or(base.max_units),
+            budget_units: self.budget_units.or(base.budget_units),
+            pools: Vec::new(),
+            ..base.clone()
+        }
+    }
+}
+
+/// The centroid feature holding a content class's share of requests.
+fn content_feature(content: &str) -> Option<usize> {
+    use prewarm_shared::features::index;
+    match content {
+        "video" => Some(index::CONTENT_VIDEO),
+        "text" => Some(index::CONTENT_TEXT),
+        "interactive" => Some(index::CONTENT_INTERACTIVE),
+        "api" => Some(index::CONTENT_API),
+        _ => None,
+    }
+}
+
+impl PlanConfig {
+    /// Pools name a content class the centroid holds, or a label; names are unique.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, pool) in self.pools.iter().enumerate() {
+            let n = i + 1;
+            if pool.name.is_empty() || pool.name == "default" {
+                return Err(format!("pool {n}: a name other than `default` (which holds the profiles no pool takes)"));
+            }
+            if self.pools[..i].iter().any(|p| p.name == pool.name) {
+                return Err(format!("pool {n}: the name `{}` is used twice", pool.name));
+            }
+            if pool.content.is_none() && pool.label.is_none() {
+                return Err(format!("pool `{}` names no content class or label", pool.name));
+            }
+            if let Some(content) = &pool.content
+                && content_feature(content).is_none()
+            {
+                return Err(format!(
+                    "pool `{}`: content `{content}` must be video, text, interactive or api",
+                    pool.name
+                ));
+            }
+            if !(pool.min_share > 0.0 && pool.min_share <= 1.0) {
+                return Err(format!("pool `{}`: min_share must be in (0, 1]", pool.name));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for PlanConfig {
@@ -51,6 +156,7 @@ impl Default for PlanConfig {
             scale_in_cooldown_secs: 900,
             max_step_down: 2,
             nowcast_decay_secs: 1_800,
+            pools: Vec::new(),
         }
     }
 }
@@ -159,6 +265,62 @@ pub fn plan(model: &RegionModel, config: &PlanConfig, now: UnixSeconds, nowcasts
     out
 }
 
+/// Which pool serves each profile of `model`: (pool name, profile ids), `default` last.
+pub fn pools_of(model: &RegionModel, pools: &[PoolConfig]) -> Vec<(String, Vec<ProfileId>)> {
+    let mut out: Vec<(String, Vec<ProfileId>)> = pools.iter().map(|p| (p.name.clone(), Vec::new())).collect();
+    let mut rest = Vec::new();
+    for (i, meta) in model.profiles.iter().enumerate() {
+        match pools.iter().position(|p| p.takes(model, i)) {
+            Some(k) => out[k].1.push(meta.id),
+            None => rest.push(meta.id),
+        }
+    }
+    if !rest.is_empty() {
+        out.push(("default".to_owned(), rest));
+    }
+    out
+}
+
+/// With `[[plan.pool]]`: a plan per region × pool, each over its pool's profiles with its own
+/// instance shape and bounds. (region, pool, steps).
+pub fn plan_pools(
+    models: &[RegionModel],
+    config: &PlanConfig,
+    now: UnixSeconds,
+    signals: &[(String, u16, u64, f32)],
+) -> Vec<(String, String, Vec<PlanStep>)> {
+    if config.pools.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for model in models {
+        let nowcasts = nowcasts_of(&model.region, signals);
+        for (pool, ids) in pools_of(model, &config.pools) {
+            let mut part = model.clone();
+            part.profiles.retain(|p| ids.contains(&p.id));
+            let pool_config = config
+                .pools
+                .iter()
+                .find(|p| p.name == pool)
+                .map_or_else(|| PlanConfig { pools: Vec::new(), ..config.clone() }, |p| p.plan_config(config));
+            out.push((model.region.clone(), pool, plan(&part, &pool_config, now, &nowcasts)));
+        }
+    }
+    out
+}
+
+fn nowcasts_of(region: &str, signals: &[(String, u16, u64, f32)]) -> Vec<Nowcast> {
+    signals
+        .iter()
+        .filter(|(r, ..)| r == region)
+        .map(|(_, profile, at, observed)| Nowcast {
+            profile: ProfileId(*profile),
+            observed: *observed,
+            at: UnixSeconds(*at),
+        })
+        .collect()
+}
+
 /// Plans for every region of the published model, boosted by the edge's recent prewarm signals.
 pub fn plan_regions(
     models: &[RegionModel],
@@ -166,21 +328,7 @@ pub fn plan_regions(
     now: UnixSeconds,
     signals: &[(String, u16, u64, f32)],
 ) -> Vec<(String, Vec<PlanStep>)> {
-    models
-        .iter()
-        .map(|m| {
-            let nowcasts: Vec<Nowcast> = signals
-                .iter()
-                .filter(|(region, ..)| *region == m.region)
-                .map(|(_, profile, at, observed)| Nowcast {
-                    profile: ProfileId(*profile),
-                    observed: *observed,
-                    at: UnixSeconds(*at),
-                })
-                .collect();
-            (m.region.clone(), plan(m, config, now, &nowcasts))
-        })
-        .collect()
+    models.iter().map(|m| (m.region.clone(), plan(m, config, now, &nowcasts_of(&m.region, signals)))).collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod describe;
 pub mod evaluate;
 pub mod features;
+pub mod priority;
 pub mod stable_ids;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub enum ProfileError {
     NoData,
     #[error(transparent)]
     Calendar(#[from] crate::forecast::calendar::CalendarError),
+    #[error("priority rules name route classes the classification rules do not define: {0:?} (defined: {1:?})")]
+    UnknownRoute(Vec<String>, Vec<String>),
 }
 
 /// One region's training outcome.
@@ -52,6 +55,8 @@ pub struct TrainedRegion {
     pub retired: Vec<ProfileId>,
     /// Each training user's profile index, in `users_of_region` order (for evaluation).
     pub user_profiles: Vec<(prewarm_shared::signals::UserHash, ProfileId)>,
+    /// Why each profile has its priority class.
+    pub priority_reasons: Vec<(ProfileId, String)>,
 }
 
 /// Standardisation parameters of a data set.
@@ -103,6 +108,13 @@ pub fn train(
     version: ModelVersion,
     now: UnixSeconds,
 ) -> Result<Vec<TrainedRegion>, ProfileError> {
+    let unknown = config.priority.unknown_routes(&rules.route_classes);
+    if !unknown.is_empty() {
+        return Err(ProfileError::UnknownRoute(
+            unknown.into_iter().map(str::to_owned).collect(),
+            rules.route_classes.clone(),
+        ));
+    }
     let events = store.events_by_user(None)?;
     if events.is_empty() {
         return Err(ProfileError::NoData);
@@ -218,12 +230,11 @@ fn build_region(
             let in_profile =
                 events.iter().zip(owners).filter(|(_, owner)| profile_of_user.get(owner) == Some(&c)).map(|(e, _)| e);
             let cost = describe::costs(in_profile, &config.costs);
-            let priority =
-                if raw[c][index::DEVICE_BOT] > 0.5 { PriorityClass::BestEffort } else { PriorityClass::Standard };
             ProfileMeta {
                 id: ids.ids[c],
                 label: describe::label(&raw[c]),
-                priority,
+                // Decided below, once labels are final.
+                priority: PriorityClass::Standard,
                 share_of_users: counts[c] as f32 / members.len().max(1) as f32,
                 cost,
             }
@@ -231,6 +242,15 @@ fn build_region(
         .collect();
     let mut profiles = profiles;
     describe::disambiguate(&mut profiles, &raw);
+    let mut priority_reasons = Vec::with_capacity(k);
+    for (c, meta) in profiles.iter_mut().enumerate() {
+        let in_profile =
+            events.iter().zip(owners).filter(|(_, owner)| profile_of_user.get(owner) == Some(&c)).map(|(e, _)| e);
+        let facts = priority::facts(&meta.label, in_profile, rules, raw[c][index::DEVICE_BOT]);
+        let (class, why) = config.priority.classify(&facts);
+        meta.priority = class;
+        priority_reasons.push((meta.id, why));
+    }
     let mut model = RegionModel {
         region: region.to_owned(),
         model_version: version,
@@ -272,6 +292,7 @@ fn build_region(
     model.default_profile = ids.ids[most];
     TrainedRegion {
         user_profiles: members.iter().zip(&labels).map(|(&u, &l)| (users[u].user, ids.ids[l])).collect(),
+        priority_reasons,
         model,
         users: members.len(),
         borrowed_global: borrowed,

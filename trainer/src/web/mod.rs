@@ -240,7 +240,43 @@ pub struct PlanView {
     pub pointer: Option<prewarm_shared::ModelPointer>,
     pub models: Vec<prewarm_shared::RegionModel>,
     pub plans: Vec<(String, Vec<crate::plan::PlanStep>)>,
+    /// With `[[plan.pool]]`: (region, pool, steps).
+    pub pools: Vec<(String, String, Vec<crate::plan::PlanStep>)>,
+    pub config_pools: Vec<crate::plan::PoolConfig>,
     pub signals_in_effect: usize,
+}
+
+impl PlanView {
+    /// The JSON of `GET /v1/plan` and of the webhook's plan deliveries: per region its steps
+    /// and, with pools configured, each pool's steps and profiles.
+    pub fn regions_json(&self) -> Vec<serde_json::Value> {
+        self.plans
+            .iter()
+            .map(|(region, steps)| {
+                let mut entry = json!({ "region": region, "steps": steps });
+                let pools: Vec<_> = self
+                    .pools
+                    .iter()
+                    .filter(|(r, ..)| r == region)
+                    .map(|(_, pool, steps)| {
+                        let profiles: Vec<u16> = self
+                            .models
+                            .iter()
+                            .find(|m| &m.region == region)
+                            .map(|m| crate::plan::pools_of(m, &self.config_pools))
+                            .and_then(|p| p.into_iter().find(|(name, _)| name == pool))
+                            .map(|(_, ids)| ids.iter().map(|id| id.0).collect())
+                            .unwrap_or_default();
+                        json!({ "pool": pool, "profiles": profiles, "steps": steps })
+                    })
+                    .collect();
+                if !pools.is_empty() {
+                    entry["pools"] = pools.into();
+                }
+                entry
+            })
+            .collect()
+    }
 }
 
 /// Blocking: reads the store and the models directory.
@@ -256,7 +292,15 @@ pub fn plan_now(state: &AppState, now: UnixSeconds) -> Result<PlanView, AppError
         .map_err(|e| AppError::Internal(e.to_string()))?;
     let (pointer, models) = current.map_or((None, Vec::new()), |(p, m)| (Some(p), m));
     let plans = crate::plan::plan_regions(&models, &config.plan, now, &signals);
-    Ok(PlanView { pointer, models, plans, signals_in_effect: signals.len() })
+    let pools = crate::plan::plan_pools(&models, &config.plan, now, &signals);
+    Ok(PlanView {
+        pointer,
+        models,
+        plans,
+        pools,
+        config_pools: config.plan.pools.clone(),
+        signals_in_effect: signals.len(),
+    })
 }
 
 /// `GET /v1/plan`: the plan per region for the published model and recent prewarm signals.
@@ -265,8 +309,7 @@ async fn get_plan(State(state): State<AppState>) -> Result<Response, AppError> {
     let view = tokio::task::spawn_blocking(move || plan_now(&state, now))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))??;
-    let regions: Vec<_> =
-        view.plans.iter().map(|(region, steps)| json!({ "region": region, "steps": steps })).collect();
+    let regions = view.regions_json();
     Ok(axum::Json(json!({ "regions": regions, "prewarm_signals_in_effect": view.signals_in_effect })).into_response())
 }
 
