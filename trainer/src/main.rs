@@ -313,11 +313,14 @@ fn main() -> Result<()> {
             };
             let regions = load_models(&spec, &config)?;
             // Why each priority: recorded by the trainer beside the versions it published.
-            let reasons = regions
+            let report = regions
                 .first()
-                .and_then(|r| prewarm_trainer::train::priority_reasons(&config.models_dir(), r.model_version));
+                .and_then(|r| prewarm_trainer::train::training_report(&config.models_dir(), r.model_version));
+            let about = |region: &str, id: u16| -> Option<serde_json::Value> {
+                report.as_ref()?.get(region)?.get(id.to_string()).cloned()
+            };
             let why = |region: &str, id: u16| -> Option<String> {
-                reasons.as_ref()?.get(region)?.get(id.to_string())?.as_str().map(str::to_owned)
+                about(region, id)?.get("priority_reason")?.as_str().map(str::to_owned)
             };
             if json {
                 let views = regions.iter().map(|r| {
@@ -329,6 +332,12 @@ fn main() -> Result<()> {
                                 (id.and_then(|id| why(&r.region, id)), p.as_object_mut())
                             {
                                 object.insert("priority_reason".into(), reason.into());
+                            }
+                            if let (Some(skill), Some(object)) = (
+                                id.and_then(|id| about(&r.region, id)).and_then(|a| a.get("forecast").cloned()),
+                                p.as_object_mut(),
+                            ) {
+                                object.insert("forecast_skill".into(), skill);
                             }
                         }
                     }
@@ -365,6 +374,17 @@ fn main() -> Result<()> {
                         p.priority,
                         why(&r.region, p.id.0).unwrap_or_else(|| "(no reason recorded for this version)".into())
                     );
+                    if let Some(skill) = about(&r.region, p.id.0).and_then(|a| a.get("forecast").cloned())
+                        && !skill.is_null()
+                    {
+                        println!(
+                            "      forecast skill on the held-out last day (MASE): model {:.3}, naive 1 d {:.3}, naive 7 d {:.3}; published: {}",
+                            skill["model_mase"].as_f64().unwrap_or(f64::NAN),
+                            skill["naive_day_mase"].as_f64().unwrap_or(f64::NAN),
+                            skill["naive_week_mase"].as_f64().unwrap_or(f64::NAN),
+                            skill["published"]
+                        );
+                    }
                     if let Some((at, expected, upper)) = peak {
                         println!(
                             "      forecast peak {expected:.1} req/step (band {upper:.1}) at {:02}:{:02} UTC",
@@ -501,8 +521,18 @@ fn main() -> Result<()> {
                 for p in &r.model.profiles {
                     let default = if p.id == r.model.default_profile { " [default for new users]" } else { "" };
                     let why = r.priority_reasons.iter().find(|(id, _)| *id == p.id).map_or("", |(_, why)| why.as_str());
+                    let gated = r.forecast_skill.iter().find(|(id, s)| *id == p.id && s.gated()).map_or(
+                        String::new(),
+                        |(_, s)| {
+                            format!(
+                                " [forecast: seasonal naive, MASE {:.2} < model {:.2}]",
+                                s.naive_day_mase.min(s.naive_week_mase),
+                                s.model_mase
+                            )
+                        },
+                    );
                     println!(
-                        "  profile {:>3}  {:<36} {:>5.1}% of users  cpu {:.2} ms ({:?})  bytes {:.0}  {:?} ({why}){default}",
+                        "  profile {:>3}  {:<36} {:>5.1}% of users  cpu {:.2} ms ({:?})  bytes {:.0}  {:?} ({why}){default}{gated}",
                         p.id.0,
                         p.label,
                         p.share_of_users * 100.0,

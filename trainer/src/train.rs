@@ -59,33 +59,43 @@ pub fn train_and_publish(
     let region_map = RegionMap::default();
     let (_, entries) = ModelBundle::encode(&models, version, now, default_region, region_map)?;
     publisher.publish(&entries)?;
-    write_priority_reasons(&config.models_dir(), version, &regions);
+    write_training_report(&config.models_dir(), version, &regions);
     Ok(TrainRun { version, regions, published: true })
 }
 
-/// Why each profile of a version has its priority, beside the published versions (the
-/// artifact the edge reads stays as small as it is): `reasons/<version>.json`.
-fn write_priority_reasons(models_dir: &std::path::Path, version: ModelVersion, regions: &[TrainedRegion]) {
-    let reasons: serde_json::Map<String, serde_json::Value> = regions
+/// What a training run learnt about each profile beyond the artifact the edge reads (which
+/// stays as small as it is): why its priority, and its held-out forecast skill. Kept beside
+/// the published versions as `reasons/<version>.json`: region → profile id →
+/// `{"priority_reason", "forecast"}`.
+fn write_training_report(models_dir: &std::path::Path, version: ModelVersion, regions: &[TrainedRegion]) {
+    let report: serde_json::Map<String, serde_json::Value> = regions
         .iter()
         .map(|r| {
-            let by_profile =
-                r.priority_reasons.iter().map(|(id, why)| (id.0.to_string(), why.clone().into())).collect();
+            let by_profile = r
+                .model
+                .profiles
+                .iter()
+                .map(|p| {
+                    let why = r.priority_reasons.iter().find(|(id, _)| *id == p.id).map(|(_, w)| w.clone());
+                    let skill = r.forecast_skill.iter().find(|(id, _)| *id == p.id).map(|(_, s)| *s);
+                    (p.id.0.to_string(), serde_json::json!({ "priority_reason": why, "forecast": skill }))
+                })
+                .collect();
             (r.model.region.clone(), serde_json::Value::Object(by_profile))
         })
         .collect();
     let dir = models_dir.join("reasons");
     let written = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::write(dir.join(format!("{}.json", version.0)), serde_json::Value::Object(reasons).to_string())
+        std::fs::write(dir.join(format!("{}.json", version.0)), serde_json::Value::Object(report).to_string())
     });
     // Explanations only: a failure to write them must not fail a publish that succeeded.
     if let Err(e) = written {
-        tracing::warn!(error = %e, "could not write the priority reasons");
+        tracing::warn!(error = %e, "could not write the training report");
     }
 }
 
-/// The reasons recorded for `version`, if any: region → profile id → why.
-pub fn priority_reasons(models_dir: &std::path::Path, version: ModelVersion) -> Option<serde_json::Value> {
+/// The report recorded for `version`, if any: region → profile id → {priority_reason, forecast}.
+pub fn training_report(models_dir: &std::path::Path, version: ModelVersion) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(models_dir.join("reasons").join(format!("{}.json", version.0))).ok()?;
     serde_json::from_str(&text).ok()
 }

@@ -276,3 +276,60 @@ async fn metrics_expose_counters_and_alerts_in_prometheus_text() {
     let (_, status) = send(&s, Request::get("/v1/status").body(Body::empty()).expect("request")).await;
     assert_eq!(status["alerts"], serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn status_and_metrics_report_each_profiles_held_out_forecast_skill() {
+    use prewarm_trainer::publish::DirPublisher;
+    use prewarm_trainer::synth;
+    // 16 days of the synthetic kinds: enough history for a held-out day.
+    let start = NOW.0 - 16 * 86_400;
+    let (events, _) = synth::generate(&synth::standard_kinds(), "eu", 30, 40, 4, start, 16, 3);
+    // A data directory of its own: other tests in this binary publish into state()'s.
+    let config = TrainerConfig {
+        data_dir: std::env::temp_dir().join(format!("prewarm-api-skill-test-{}", std::process::id())),
+        ..TrainerConfig::default()
+    };
+    let _ = std::fs::remove_dir_all(&config.data_dir);
+    let s = AppState::new(config, Store::in_memory().expect("store"), ClassificationRules::default(), fixed_clock);
+    s.store.lock().expect("lock").insert_events(&events).expect("insert");
+    let run = {
+        let store = s.store.lock().expect("lock");
+        let publisher = DirPublisher::new(s.config.models_dir());
+        prewarm_trainer::train::train_and_publish(&store, &s.config, &s.rules, &publisher, NOW).expect("train")
+    };
+    let trained: Vec<u16> = run.regions[0].forecast_skill.iter().map(|(id, _)| id.0).collect();
+    assert!(!trained.is_empty(), "profiles with 15+ days have a held-out skill");
+
+    let (status, body) = send(&s, Request::get("/v1/status").body(Body::empty()).expect("request")).await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = body["forecast_skill"].as_array().expect("forecast_skill");
+    let mut listed: Vec<u16> = rows.iter().filter_map(|r| r["profile"].as_u64()).map(|p| p as u16).collect();
+    listed.sort_unstable();
+    let mut expected = trained.clone();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+    for row in rows {
+        assert_eq!(row["region"], "eu");
+        let gated = row["gated"].as_bool().expect("gated");
+        let (model, day, week) = (
+            row["model_mase"].as_f64().expect("model"),
+            row["naive_day_mase"].as_f64().expect("day"),
+            row["naive_week_mase"].as_f64().expect("week"),
+        );
+        // Gated exactly when a baseline beat the model on the held-out day.
+        assert_eq!(gated, model > day.min(week), "{row}");
+    }
+    let response = router(s.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    let text =
+        String::from_utf8(response.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
+    let first = trained[0];
+    assert!(
+        text.contains(&format!("prewarm_forecast_mase{{region=\"eu\",profile=\"{first}\",forecaster=\"model\"}}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("prewarm_forecast_gated{{region=\"eu\",profile=\"{first}\"}}")), "{text}");
+    let _ = std::fs::remove_dir_all(&s.config.data_dir);
+}

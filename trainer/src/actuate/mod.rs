@@ -171,12 +171,20 @@ pub fn cycle(
         report.plan_delivered = Some(delivered.is_ok());
     }
     let rules = &state.config.alerts;
-    let (edge, last_demand, above_band) = {
+    let (edge, last_demand, above_band, live_skill) = {
         let store = state.store.lock().map_err(|_| crate::web::AppError::Internal("store lock poisoned".into()))?;
+        // The window, and the day before it for the seasonal-naive baseline.
+        let since_minute = now.0.saturating_sub(rules.skill_window_secs + 86_400) / 60;
+        let mut live_skill = Vec::new();
+        for model in &view.models {
+            let demand = store.demand_by_minute(&model.region, since_minute)?;
+            live_skill.extend(crate::monitor::live_skill(model, &demand, now.0, rules.skill_window_secs));
+        }
         (
             store.edge_summary()?,
             store.last_demand_by_region()?,
             store.prewarm_counts_since(now.0.saturating_sub(rules.window_secs), "above_band")?,
+            live_skill,
         )
     };
     let observations = Observations {
@@ -188,6 +196,7 @@ pub fn cycle(
         last_demand,
         above_band,
         actuation_consecutive_failures: state.monitor.actuation_consecutive_failures.load(Ordering::Relaxed),
+        live_skill,
     };
     report.transitions = state.monitor.update(evaluate(&observations, rules));
     if let Some(hook) = webhook {

@@ -29,6 +29,35 @@ const OUTAGE_MIN_STEPS: usize = 6;
 /// borrows the shape of the region's aggregate forecast, scaled by its share of the aggregate
 /// since it appeared, instead of waiting for history of its own.
 pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds, events: &[Occurrence]) -> ForecastTable {
+    table_with_skill(requests, now, events).0
+}
+
+/// A profile's forecast skill on the last day of its history, held out: MASE of the model and
+/// of the seasonal-naive baselines (the value a day and a week earlier), all scaled by the
+/// in-sample MAE of seasonal naive 1 d. When a baseline beats the model, the published
+/// forecast is that baseline's (skill gating).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Skill {
+    pub model_mase: f64,
+    pub naive_day_mase: f64,
+    pub naive_week_mase: f64,
+    /// What the published forecast comes from.
+    pub published: Method,
+}
+
+impl Skill {
+    pub fn gated(&self) -> bool {
+        self.published != Method::Mstl
+    }
+}
+
+/// [`table`], with each profile's held-out skill when its history allows (15 days or more of
+/// its own; cold-start profiles borrow a shape and have none).
+pub fn table_with_skill(
+    requests: &[(ProfileId, Vec<u64>)],
+    now: UnixSeconds,
+    events: &[Occurrence],
+) -> (ForecastTable, Vec<(ProfileId, Skill)>) {
     let end = requests.iter().flat_map(|(_, t)| t.iter().copied()).max().unwrap_or(now.0);
     let data_end = (end / STEP_SECS + 1) * STEP_SECS;
     // Forecast up to now + horizon, but never more than a week past the data.
@@ -52,24 +81,26 @@ pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds, events: &[Occ
         })
         .collect();
     let horizon = skip + HORIZON_STEPS;
-    let fit = |values: &[f64]| -> Option<model::Forecast> {
+    let fit = |values: &[f64]| -> Option<(model::Forecast, Option<Skill>)> {
         let mut s = Series { start: base, step_secs: STEP_SECS, values: values.iter().map(|v| Some(*v)).collect() };
         s.mask_outages(day, OUTAGE_MIN_STEPS, 1.0);
         let learnt = calendar::learn(&mut s, events);
         let history = s.imputed(day, 7 * day);
         let periods: Vec<usize> = [day, 7 * day].into_iter().filter(|p| history.len() >= 2 * p).collect();
-        let f = if periods.is_empty() {
-            model::seasonal_naive(&history, day.min(history.len().max(1)), horizon, LEVEL)
-        } else {
-            model::forecast(Method::Mstl, &history, &periods, horizon, LEVEL)
-                .or_else(|_| model::seasonal_naive(&history, day.min(history.len()), horizon, LEVEL))
+        let skill = held_out_skill(&history, &periods, day);
+        let f = match skill.map(|s| s.published) {
+            Some(Method::SeasonalNaive(lag)) => model::seasonal_naive(&history, lag, horizon, LEVEL),
+            _ if periods.is_empty() => model::seasonal_naive(&history, day.min(history.len().max(1)), horizon, LEVEL),
+            _ => model::forecast(Method::Mstl, &history, &periods, horizon, LEVEL)
+                .or_else(|_| model::seasonal_naive(&history, day.min(history.len()), horizon, LEVEL)),
         };
         let mut f = f.ok()?;
         calendar::apply(&mut f, data_end, STEP_SECS, events, &learnt);
-        Some(f)
+        Some((f, skill))
     };
     let aggregate: Vec<f64> = (0..len).map(|i| counts.iter().map(|c| c[i]).sum()).collect();
     let mut aggregate_forecast: Option<Option<model::Forecast>> = None;
+    let mut skills = Vec::new();
     let series = requests
         .iter()
         .zip(&counts)
@@ -79,12 +110,19 @@ pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds, events: &[Occ
             let cold = own < 14 * day && appeared >= day && own > 0;
             let f = if cold {
                 let share = values[appeared..].iter().sum::<f64>() / aggregate[appeared..].iter().sum::<f64>().max(1.0);
-                aggregate_forecast.get_or_insert_with(|| fit(&aggregate)).as_ref().map(|a| model::Forecast {
-                    point: a.point.iter().map(|v| v * share).collect(),
-                    upper: a.upper.iter().map(|v| v * share).collect(),
+                aggregate_forecast.get_or_insert_with(|| fit(&aggregate).map(|(f, _)| f)).as_ref().map(|a| {
+                    model::Forecast {
+                        point: a.point.iter().map(|v| v * share).collect(),
+                        upper: a.upper.iter().map(|v| v * share).collect(),
+                    }
                 })
             } else {
-                fit(values)
+                fit(values).map(|(f, skill)| {
+                    if let Some(skill) = skill {
+                        skills.push((*profile, skill));
+                    }
+                    f
+                })
             };
             let (expected, upper) = match f {
                 Some(f) => (f.point[skip..].to_vec(), f.upper[skip..].to_vec()),
@@ -97,12 +135,41 @@ pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds, events: &[Occ
             }
         })
         .collect();
-    ForecastTable {
+    let table = ForecastTable {
         start: UnixSeconds(start),
         step_secs: STEP_SECS as u32,
         upper_quantile: (0.5 + LEVEL / 2.0) as f32,
         series,
+    };
+    (table, skills)
+}
+
+/// Holds out the last day: the model fitted on the days before it against the seasonal-naive
+/// forecasts from the same history. `None` under 15 days (no weekly baseline to compare).
+fn held_out_skill(history: &[f64], periods: &[usize], day: usize) -> Option<Skill> {
+    if history.len() < 15 * day || periods.is_empty() {
+        return None;
     }
+    let (train, test) = history.split_at(history.len() - day);
+    let scale = train.iter().zip(&train[day..]).map(|(a, b)| (a - b).abs()).sum::<f64>() / (train.len() - day) as f64;
+    if scale <= 0.0 {
+        return None;
+    }
+    let periods: Vec<usize> = periods.iter().copied().filter(|p| train.len() >= 2 * p).collect();
+    let model = model::forecast(Method::Mstl, train, &periods, day, LEVEL).ok()?;
+    let mase = |predicted: &[f64]| {
+        test.iter().zip(predicted).map(|(a, p)| (a - p).abs()).sum::<f64>() / test.len() as f64 / scale
+    };
+    let naive = |lag: usize| mase(&(0..day).map(|h| train[train.len() - lag + h % lag]).collect::<Vec<_>>());
+    let (model_mase, naive_day_mase, naive_week_mase) = (mase(&model.point), naive(day), naive(7 * day));
+    let published = if model_mase <= naive_day_mase.min(naive_week_mase) {
+        Method::Mstl
+    } else if naive_day_mase <= naive_week_mase {
+        Method::SeasonalNaive(day)
+    } else {
+        Method::SeasonalNaive(7 * day)
+    };
+    Some(Skill { model_mase, naive_day_mase, naive_week_mase, published })
 }
 
 #[cfg(test)]
@@ -159,5 +226,56 @@ mod tests {
         let (new_total, all_total): (f32, f32) =
             (fresh.iter().sum(), table.series.iter().flat_map(|s| s.expected.iter()).sum());
         assert!((new_total / all_total - 0.2).abs() < 0.05, "scaled by its own share: {}", new_total / all_total);
+    }
+
+    #[test]
+    fn a_model_that_loses_to_seasonal_naive_on_the_held_out_day_is_gated_to_it() {
+        // Every weekday has its own arbitrary shape, repeated exactly each week: the value a
+        // week earlier is perfect, yesterday's is not, and the model only approximates it.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut weekly = Vec::with_capacity(7 * 288);
+        for _ in 0..7 * 288 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            weekly.push(5 + state % 40);
+        }
+        let steps = 21 * 288u64;
+        let mut times = Vec::new();
+        for step in 0..steps {
+            times.extend((0..weekly[(step % (7 * 288)) as usize]).map(|i| step * STEP_SECS + i));
+        }
+        let (table, skills) = table_with_skill(&[(ProfileId(7), times)], UnixSeconds(steps * STEP_SECS), &[]);
+        let [(id, skill)] = skills.as_slice() else { panic!("one profile's skill: {skills:?}") };
+        assert_eq!(*id, ProfileId(7));
+        assert!(skill.naive_week_mase < 1e-9, "{skill:?}");
+        assert!(skill.model_mase > skill.naive_week_mase && skill.naive_day_mase > 0.5, "{skill:?}");
+        assert!(skill.gated());
+        assert_eq!(skill.published, Method::SeasonalNaive(7 * 288));
+        // The published day is the week-old one, exactly.
+        let expected = &table.series[0].expected;
+        for (i, e) in expected.iter().enumerate() {
+            assert_eq!(*e as u64, weekly[((steps + i as u64) % (7 * 288)) as usize], "step {i}");
+        }
+    }
+
+    #[test]
+    fn a_model_that_wins_is_published_with_its_skill() {
+        // A smooth daily shape with noise: MSTL beats both baselines on the held-out day.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let steps = 21 * 288u64;
+        let mut times = Vec::new();
+        for step in 0..steps {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let hour = (step % 288) as f64 / 12.0;
+            let n = (40.0 + 30.0 * (std::f64::consts::TAU * (hour - 14.0) / 24.0).cos()).round() as u64 + state % 9;
+            times.extend((0..n).map(|i| step * STEP_SECS + i));
+        }
+        let (_, skills) = table_with_skill(&[(ProfileId(1), times)], UnixSeconds(steps * STEP_SECS), &[]);
+        let skill = skills[0].1;
+        assert_eq!(skill.published, Method::Mstl, "{skill:?}");
+        assert!(skill.model_mase <= skill.naive_day_mase.min(skill.naive_week_mase));
     }
 }

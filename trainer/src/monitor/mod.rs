@@ -23,6 +23,13 @@ pub struct AlertRules {
     pub window_secs: u64,
     /// Consecutive failed webhook deliveries before actuation counts as failing.
     pub actuation_failures: u64,
+    /// Live forecast skill: over this window, the published forecast's error against the
+    /// edge's demand counts is compared with seasonal naive's (the counts a day earlier)…
+    pub skill_window_secs: u64,
+    /// …once this many forecast steps have both…
+    pub skill_min_steps: usize,
+    /// …and the alert fires when the forecast's error exceeds naive's times this.
+    pub skill_tolerance: f64,
 }
 
 impl Default for AlertRules {
@@ -33,6 +40,9 @@ impl Default for AlertRules {
             under_provisioned_signals: 3,
             window_secs: 900,
             actuation_failures: 3,
+            skill_window_secs: 6 * 3600,
+            skill_min_steps: 36,
+            skill_tolerance: 1.0,
         }
     }
 }
@@ -50,6 +60,59 @@ pub struct Observations {
     /// Above-band prewarm signals within the window, per region.
     pub above_band: Vec<(String, u64)>,
     pub actuation_consecutive_failures: u64,
+    /// The published forecast against the edge's counts, per region.
+    pub live_skill: Vec<LiveSkill>,
+}
+
+/// A region's forecast, judged live: mean absolute errors per forecast step of the published
+/// forecast and of seasonal naive 1 d, against what the edge counted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveSkill {
+    pub region: String,
+    pub steps: usize,
+    pub model_mae: f64,
+    pub naive_mae: f64,
+}
+
+/// Judges `model`'s forecast on the complete steps of the last `window_secs` that it covers
+/// and that have edge counts from a day earlier. `demand` is the edge's (minute number,
+/// requests) for the region, from at least a day before the window.
+pub fn live_skill(
+    model: &prewarm_shared::RegionModel,
+    demand: &[(u64, u64)],
+    now: u64,
+    window_secs: u64,
+) -> Option<LiveSkill> {
+    let table = &model.forecast;
+    let step = u64::from(table.step_secs.max(1));
+    let mut per_step: BTreeMap<u64, f64> = BTreeMap::new();
+    for (minute, requests) in demand {
+        *per_step.entry(minute * 60 / step * step).or_default() += *requests as f64;
+    }
+    let first = *per_step.keys().next()?;
+    let end = now / step * step;
+    let (mut steps, mut model_error, mut naive_error) = (0usize, 0.0, 0.0);
+    let mut at = end.saturating_sub(window_secs) / step * step;
+    while at < end {
+        let day_before = at.checked_sub(86_400);
+        if let (Some(slot), Some(before)) = (table.slot(prewarm_shared::UnixSeconds(at)), day_before)
+            && before >= first
+        {
+            let observed = per_step.get(&at).copied().unwrap_or(0.0);
+            let forecast: f64 = table.series.iter().filter_map(|s| s.expected.get(slot)).map(|v| f64::from(*v)).sum();
+            let naive = per_step.get(&before).copied().unwrap_or(0.0);
+            steps += 1;
+            model_error += (observed - forecast).abs();
+            naive_error += (observed - naive).abs();
+        }
+        at += step;
+    }
+    (steps > 0).then(|| LiveSkill {
+        region: model.region.clone(),
+        steps,
+        model_mae: model_error / steps as f64,
+        naive_mae: naive_error / steps as f64,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,6 +165,19 @@ pub fn evaluate(o: &Observations, rules: &AlertRules) -> Vec<Alert> {
                 message: format!(
                     "{count} above-band prewarm signals in {} s: demand keeps outrunning the forecast band",
                     rules.window_secs
+                ),
+            });
+        }
+    }
+    for skill in &o.live_skill {
+        if skill.steps >= rules.skill_min_steps && skill.model_mae > skill.naive_mae * rules.skill_tolerance {
+            alerts.push(Alert {
+                name: "forecast_skill",
+                region: Some(skill.region.clone()),
+                message: format!(
+                    "over the last {} steps the forecast missed the edge's counts by {:.1} requests per step, \
+                     seasonal naive (a day earlier) by {:.1}: the forecast is worse than the baseline",
+                    skill.steps, skill.model_mae, skill.naive_mae
                 ),
             });
         }
@@ -175,6 +251,43 @@ pub struct Gauges {
     /// The forecast's expected and upper requests per step now, and what the edge counted in
     /// the last complete minute scaled to a step, per region.
     pub demand_now: Vec<(String, f64, f64, f64)>,
+    /// The published version's held-out forecast skill per region × profile.
+    pub forecast_skill: Vec<SkillRow>,
+}
+
+/// One region × profile's held-out forecast skill, from the training report.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SkillRow {
+    pub region: String,
+    pub profile: u16,
+    pub model_mase: f64,
+    pub naive_day_mase: f64,
+    pub naive_week_mase: f64,
+    /// The model lost to a seasonal-naive baseline: the published forecast is the baseline's.
+    pub gated: bool,
+}
+
+/// The skill rows of the training report for a published version (none before any report).
+pub fn skill_rows(report: Option<&serde_json::Value>) -> Vec<SkillRow> {
+    let Some(regions) = report.and_then(|r| r.as_object()) else { return Vec::new() };
+    let mut rows = Vec::new();
+    for (region, profiles) in regions {
+        for (id, about) in profiles.as_object().into_iter().flatten() {
+            let (Ok(profile), Some(f)) = (id.parse::<u16>(), about.get("forecast").filter(|f| f.is_object())) else {
+                continue;
+            };
+            let number = |k: &str| f.get(k).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+            rows.push(SkillRow {
+                region: region.clone(),
+                profile,
+                model_mase: number("model_mase"),
+                naive_day_mase: number("naive_day_mase"),
+                naive_week_mase: number("naive_week_mase"),
+                gated: f.get("published").is_some_and(|p| p != "mstl"),
+            });
+        }
+    }
+    rows
 }
 
 fn label(value: &str) -> String {
@@ -254,6 +367,35 @@ pub fn render(monitor: &Monitor, g: &Gauges) -> String {
         "Units the plan wants ready at its next step.",
         g.planned_units.iter().map(|(r, u)| (format!("{{region=\"{}\"}}", label(r)), f64::from(*u))).collect(),
     );
+    let skill_labels = |r: &SkillRow, forecaster: &str| {
+        format!("{{region=\"{}\",profile=\"{}\",forecaster=\"{forecaster}\"}}", label(&r.region), r.profile)
+    };
+    metric(
+        "prewarm_forecast_mase",
+        "gauge",
+        "Held-out (last day) MASE of the published model and its seasonal-naive baselines.",
+        g.forecast_skill
+            .iter()
+            .flat_map(|r| {
+                [
+                    (skill_labels(r, "model"), r.model_mase),
+                    (skill_labels(r, "naive_1d"), r.naive_day_mase),
+                    (skill_labels(r, "naive_7d"), r.naive_week_mase),
+                ]
+            })
+            .collect(),
+    );
+    metric(
+        "prewarm_forecast_gated",
+        "gauge",
+        "1 where the model lost to seasonal naive and the baseline's forecast is published.",
+        g.forecast_skill
+            .iter()
+            .map(|r| {
+                (format!("{{region=\"{}\",profile=\"{}\"}}", label(&r.region), r.profile), f64::from(u8::from(r.gated)))
+            })
+            .collect(),
+    );
     for (name, help, pick) in [
         ("prewarm_forecast_requests", "Forecast requests per step now (expected).", 1),
         ("prewarm_forecast_upper_requests", "Forecast requests per step now (upper band).", 2),
@@ -296,7 +438,53 @@ mod tests {
             last_demand: vec![("eu".into(), 9_960), ("us".into(), 9_960)],
             above_band: vec![],
             actuation_consecutive_failures: 0,
+            live_skill: vec![],
         }
+    }
+
+    #[test]
+    fn a_forecast_worse_than_yesterdays_counts_fires_the_skill_alert() {
+        let mut model = prewarm_shared::fixtures::region_model("eu");
+        let now: u64 = 2_000_000_000 / 300 * 300;
+        model.forecast.start = prewarm_shared::UnixSeconds(now - 6 * 3600);
+        let forecast_at = |at: u64| -> f64 {
+            let slot = model.forecast.slot(prewarm_shared::UnixSeconds(at)).expect("covered");
+            model.forecast.series.iter().map(|s| f64::from(s.expected[slot])).sum()
+        };
+        // The edge counted exactly the forecast (spread over each step's 5 minutes), and a
+        // day earlier something else: the forecast beats naive.
+        let counts = |today: &dyn Fn(u64) -> f64, yesterday: &dyn Fn(u64) -> f64| -> Vec<(u64, u64)> {
+            let mut out = Vec::new();
+            for step in (now - 6 * 3600..now).step_by(300) {
+                for (at, n) in [(step - 86_400, yesterday(step)), (step, today(step))] {
+                    for m in 0..5 {
+                        out.push((at / 60 + m, (n / 5.0).round() as u64));
+                    }
+                }
+            }
+            out.sort_unstable();
+            out
+        };
+        let good = counts(&|at| forecast_at(at), &|at| forecast_at(at) * 2.0);
+        let skill = live_skill(&model, &good, now, 6 * 3600).expect("judged");
+        assert_eq!(skill.steps, 72);
+        assert!(skill.model_mae < skill.naive_mae, "{skill:?}");
+        let rules = AlertRules::default();
+        let fired = |s: LiveSkill| evaluate(&Observations { live_skill: vec![s], ..quiet() }, &rules);
+        assert!(fired(skill).is_empty());
+        // Demand moved to half the forecast yesterday and stayed there: naive knows, the
+        // forecast does not.
+        let bad = counts(&|at| forecast_at(at) / 2.0, &|at| forecast_at(at) / 2.0);
+        let skill = live_skill(&model, &bad, now, 6 * 3600).expect("judged");
+        assert!(skill.model_mae > skill.naive_mae, "{skill:?}");
+        let alerts = fired(skill.clone());
+        assert_eq!(alerts.len(), 1);
+        assert_eq!((alerts[0].name, alerts[0].region.as_deref()), ("forecast_skill", Some("eu")));
+        // Too few steps to judge: no alert.
+        assert!(fired(LiveSkill { steps: 10, ..skill }).is_empty());
+        // No counts from a day before: nothing to compare.
+        let today_only: Vec<(u64, u64)> = bad.iter().copied().filter(|(m, _)| m * 60 >= now - 6 * 3600).collect();
+        assert_eq!(live_skill(&model, &today_only, now, 6 * 3600), None);
     }
 
     #[test]

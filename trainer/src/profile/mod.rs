@@ -57,6 +57,8 @@ pub struct TrainedRegion {
     pub user_profiles: Vec<(prewarm_shared::signals::UserHash, ProfileId)>,
     /// Why each profile has its priority class.
     pub priority_reasons: Vec<(ProfileId, String)>,
+    /// Each profile's held-out forecast skill (profiles with 15 days or more of history).
+    pub forecast_skill: Vec<(ProfileId, crate::forecast::demand::Skill)>,
 }
 
 /// Standardisation parameters of a data set.
@@ -276,7 +278,9 @@ fn build_region(
             requests[c].1.push(event.time);
         }
     }
-    model.forecast = crate::forecast::demand::table(&requests, now, &calendar.for_region(region));
+    let (table, forecast_skill) =
+        crate::forecast::demand::table_with_skill(&requests, now, &calendar.for_region(region));
+    model.forecast = table;
     // The default profile: where most newcomers land, judged on their first session alone.
     let mut landing = vec![0usize; k];
     for u in &member_rows {
@@ -293,6 +297,7 @@ fn build_region(
     TrainedRegion {
         user_profiles: members.iter().zip(&labels).map(|(&u, &l)| (users[u].user, ids.ids[l])).collect(),
         priority_reasons,
+        forecast_skill,
         model,
         users: members.len(),
         borrowed_global: borrowed,

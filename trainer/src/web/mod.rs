@@ -227,11 +227,23 @@ async fn healthz(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(axum::Json(json!({ "ok": true, "events": events })).into_response())
 }
 
-/// `GET /v1/status`: what is stored and what the edge has signalled.
+/// `GET /v1/status`: what is stored, what the edge has signalled, firing alerts, and the
+/// published forecasts' skill (with the profiles gated to seasonal naive).
 async fn status(State(state): State<AppState>) -> Result<Response, AppError> {
-    let (events, edge) = with_store(&state, |store| Ok((store.count_events()?, store.edge_summary()?))).await?;
+    let config = state.config.clone();
+    let (events, edge, skill) = with_store(&state, move |store| {
+        let pointer = crate::publish::DirPublisher::new(config.models_dir()).current().ok().flatten().map(|(p, _)| p);
+        Ok((store.count_events()?, store.edge_summary()?, skill_of(&config, pointer.as_ref())))
+    })
+    .await?;
     let alerts = state.monitor.firing();
-    Ok(axum::Json(json!({ "events": events, "edge": edge, "alerts": alerts })).into_response())
+    Ok(axum::Json(json!({ "events": events, "edge": edge, "alerts": alerts, "forecast_skill": skill })).into_response())
+}
+
+/// Blocking: the published version's skill rows.
+fn skill_of(config: &TrainerConfig, pointer: Option<&prewarm_shared::ModelPointer>) -> Vec<crate::monitor::SkillRow> {
+    let report = pointer.and_then(|p| crate::train::training_report(&config.models_dir(), p.version));
+    crate::monitor::skill_rows(report.as_ref())
 }
 
 /// The published model and the plan for it now, with the edge's recent prewarm signals.
@@ -349,6 +361,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
             publish_age_secs: view.pointer.as_ref().map(|p| now.0.saturating_sub(p.created_at.0)),
             planned_units: view.plans.iter().filter_map(|(r, steps)| Some((r.clone(), steps.first()?.units))).collect(),
             demand_now,
+            forecast_skill: skill_of(&state.config, view.pointer.as_ref()),
         };
         Ok(crate::monitor::render(&state.monitor, &gauges))
     })
