@@ -374,6 +374,11 @@ fn main() -> Result<()> {
                         p.priority,
                         why(&r.region, p.id.0).unwrap_or_else(|| "(no reason recorded for this version)".into())
                     );
+                    if let Some(note) =
+                        about(&r.region, p.id.0).and_then(|a| a.get("forecast_note")?.as_str().map(str::to_owned))
+                    {
+                        println!("      forecast: {note}");
+                    }
                     if let Some(skill) = about(&r.region, p.id.0).and_then(|a| a.get("forecast").cloned())
                         && !skill.is_null()
                     {
@@ -531,6 +536,10 @@ fn main() -> Result<()> {
                             )
                         },
                     );
+                    let gated = match r.forecast_notes.iter().find(|(id, _)| *id == p.id) {
+                        Some((_, note)) => format!("{gated}\n      forecast: {note}"),
+                        None => gated,
+                    };
                     println!(
                         "  profile {:>3}  {:<36} {:>5.1}% of users  cpu {:.2} ms ({:?})  bytes {:.0}  {:?} ({why}){default}{gated}",
                         p.id.0,

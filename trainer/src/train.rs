@@ -78,7 +78,11 @@ fn write_training_report(models_dir: &std::path::Path, version: ModelVersion, re
                 .map(|p| {
                     let why = r.priority_reasons.iter().find(|(id, _)| *id == p.id).map(|(_, w)| w.clone());
                     let skill = r.forecast_skill.iter().find(|(id, _)| *id == p.id).map(|(_, s)| *s);
-                    (p.id.0.to_string(), serde_json::json!({ "priority_reason": why, "forecast": skill }))
+                    let note = r.forecast_notes.iter().find(|(id, _)| *id == p.id).map(|(_, n)| n.clone());
+                    (
+                        p.id.0.to_string(),
+                        serde_json::json!({ "priority_reason": why, "forecast": skill, "forecast_note": note }),
+                    )
                 })
                 .collect();
             (r.model.region.clone(), serde_json::Value::Object(by_profile))

@@ -172,3 +172,40 @@ fn priorities_come_from_operator_rules_then_value_then_bots_with_their_reasons()
         profile::train(&store, &bad, &rules, &[], ModelVersion(1), UnixSeconds(START)).expect_err("unknown route");
     assert!(err.to_string().contains("checkout"), "{err}");
 }
+
+#[test]
+fn a_young_region_borrows_a_mature_regions_shape_in_its_own_local_time() {
+    use prewarm_trainer::config::RegionConfig;
+    let kinds = synth::standard_kinds();
+    // eu (UTC+1) has three weeks; ap (UTC+9) opened 11 hours ago, local noon to 23:00.
+    let (mut events, _) = synth::generate(&kinds, "eu", 60, 60, 4, START, 21, 7);
+    let ap_day = START + 20 * 86_400;
+    let (ap, _) = synth::generate(&kinds, "ap", 540, 60, 4, ap_day, 1, 8);
+    events.extend(ap.into_iter().filter(|e| (ap_day + 3 * 3600..ap_day + 14 * 3600).contains(&e.time)));
+    let store = store_with(&events);
+    let region = |name: &str, offset| RegionConfig { name: name.into(), utc_offset_minutes: offset, cidrs: vec![] };
+    let config = TrainerConfig { regions: vec![region("eu", 60), region("ap", 540)], ..TrainerConfig::default() };
+    let now = UnixSeconds(START + 21 * 86_400);
+    let trained =
+        profile::train(&store, &config, &ClassificationRules::default(), &[], ModelVersion(1), now).expect("trains");
+    let find = |name: &str| trained.iter().find(|r| r.model.region == name).expect(name);
+    let (eu, ap) = (find("eu"), find("ap"));
+    assert!(eu.forecast_notes.is_empty(), "a mature region forecasts from its own history");
+    let video = |r: &profile::TrainedRegion| {
+        let p = r.model.profiles.iter().find(|p| p.label.starts_with("mobile · video")).expect("video profile");
+        let s = r.model.forecast.series.iter().find(|s| s.profile == p.id).expect("series");
+        (p.id, s.expected.clone())
+    };
+    let ((ap_id, ap_video), (_, eu_video)) = (video(ap), video(eu));
+    let note = ap.forecast_notes.iter().find(|(id, _)| *id == ap_id).expect("the video profile borrowed").1.clone();
+    assert!(note.contains("region eu") && note.contains("+480 min"), "{note}");
+    // eu's shape, 8 hours later in UTC (the same local time), scaled by one factor.
+    let ratios: Vec<f32> =
+        (0..288).filter(|k| eu_video[(k + 96) % 288] > 1.0).map(|k| ap_video[k] / eu_video[(k + 96) % 288]).collect();
+    let (lo, hi) = ratios.iter().fold((f32::MAX, f32::MIN), |(a, b), r| (a.min(*r), b.max(*r)));
+    assert!(!ratios.is_empty() && hi - lo < 1e-3 * hi.max(1.0), "one scale factor: {lo}..{hi}");
+    let peak = (0..288).max_by(|&a, &b| ap_video[a].total_cmp(&ap_video[b])).expect("peak");
+    let peak_utc_hour = ((now.0 + peak as u64 * 300) % 86_400) / 3600;
+    // 21:00 at UTC+9 is 12:00 UTC.
+    assert!((10..=14).contains(&peak_utc_hour), "ap's video demand peaks at {peak_utc_hour}:00 UTC");
+}

@@ -59,6 +59,107 @@ pub struct TrainedRegion {
     pub priority_reasons: Vec<(ProfileId, String)>,
     /// Each profile's held-out forecast skill (profiles with 15 days or more of history).
     pub forecast_skill: Vec<(ProfileId, crate::forecast::demand::Skill)>,
+    /// Seconds of history the region has (its first event to its last).
+    pub history_secs: u64,
+    /// Each profile's mean requests per forecast step since its first request.
+    pub level: Vec<(ProfileId, f64)>,
+    /// How a profile's forecast was made when not from its own history.
+    pub forecast_notes: Vec<(ProfileId, String)>,
+}
+
+/// A region with under this much history borrows each profile's daily shape from the most
+/// similar profile of a region that has more (its own too short to show a day and a week).
+const YOUNG_REGION_SECS: u64 = 14 * 86_400;
+
+/// Cold start across regions: each profile of a young region takes the forecast shape of the
+/// nearest profile (same label first, else nearest centroid in raw units) of a mature region,
+/// moved to its own local time and scaled to its own level.
+pub fn borrow_across_regions(regions: &mut [TrainedRegion], config: &TrainerConfig) {
+    let day_steps = |r: &TrainedRegion| (86_400 / u64::from(r.model.forecast.step_secs.max(1))) as usize;
+    let mature: Vec<usize> = (0..regions.len()).filter(|&i| regions[i].history_secs >= YOUNG_REGION_SECS).collect();
+    if mature.is_empty() {
+        return;
+    }
+    for young in 0..regions.len() {
+        if regions[young].history_secs >= YOUNG_REGION_SECS {
+            continue;
+        }
+        let offset = config.utc_offset_of(&regions[young].model.region);
+        let mut borrowed = Vec::new();
+        for (i, meta) in regions[young].model.profiles.iter().enumerate() {
+            let Some(raw) = raw_centroid(&regions[young].model, i) else { continue };
+            let level = regions[young].level.iter().find(|(id, _)| *id == meta.id).map_or(0.0, |(_, l)| *l);
+            if level <= 0.0 {
+                continue;
+            }
+            // Same label first, then the nearest centroid (in the donor's standard units).
+            let donor = mature
+                .iter()
+                .flat_map(|&d| (0..regions[d].model.profiles.len()).map(move |j| (d, j)))
+                .filter_map(|(d, j)| {
+                    let model = &regions[d].model;
+                    let other = raw_centroid(model, j)?;
+                    let distance: f64 = raw
+                        .iter()
+                        .zip(&other)
+                        .zip(&model.normalisation.scale)
+                        .map(|((a, b), s)| (f64::from(a - b) / f64::from(s.max(0.05))).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    let label_differs = model.profiles[j].label != meta.label;
+                    Some(((label_differs, distance), d, j))
+                })
+                .min_by(|a, b| a.0.0.cmp(&b.0.0).then(a.0.1.total_cmp(&b.0.1)));
+            let Some((_, d, j)) = donor else { continue };
+            let donor_model = &regions[d].model;
+            let Some(series) = donor_model.forecast.series.iter().find(|s| s.profile == donor_model.profiles[j].id)
+            else {
+                continue;
+            };
+            let day = day_steps(&regions[d]).min(series.expected.len()).max(1);
+            let mean = series.expected[..day].iter().map(|v| f64::from(*v)).sum::<f64>() / day as f64;
+            if mean <= 0.0 {
+                continue;
+            }
+            // The same local time: the donor's UTC slot plus the offset difference, and the
+            // two tables' start difference; a day wraps around.
+            let step = i64::from(donor_model.forecast.step_secs.max(1));
+            let shift_secs = i64::from(offset - config.utc_offset_of(&donor_model.region)) * 60
+                + (regions[young].model.forecast.start.0 as i64 - donor_model.forecast.start.0 as i64);
+            let shift = shift_secs / step;
+            let scale = level / mean;
+            let len = regions[young].model.forecast.series.iter().map(|s| s.expected.len()).max().unwrap_or(day);
+            let at = |values: &[f32], k: usize| -> f32 {
+                let index = (k as i64 + shift).rem_euclid(day as i64) as usize;
+                (f64::from(values[index]) * scale) as f32
+            };
+            let expected: Vec<f32> = (0..len).map(|k| at(&series.expected, k)).collect();
+            let upper: Vec<f32> = (0..len).map(|k| at(&series.upper, k)).collect();
+            let note = format!(
+                "region under 14 days old: shape of region {} profile {} ({}), moved {:+} min to local time, scaled to {:.1} requests per step",
+                donor_model.region,
+                donor_model.profiles[j].id.0,
+                donor_model.profiles[j].label,
+                offset - config.utc_offset_of(&donor_model.region),
+                level
+            );
+            borrowed.push((meta.id, expected, upper, note));
+        }
+        let region = &mut regions[young];
+        for (id, expected, upper, note) in borrowed {
+            if let Some(s) = region.model.forecast.series.iter_mut().find(|s| s.profile == id) {
+                s.expected = expected;
+                s.upper = upper;
+                region.forecast_notes.push((id, note));
+            }
+        }
+    }
+}
+
+/// A profile's centroid in the features' own units.
+fn raw_centroid(model: &RegionModel, i: usize) -> Option<Vec<f32>> {
+    let z = model.centroid(i)?;
+    Some(z.iter().zip(&model.normalisation.scale).zip(&model.normalisation.mean).map(|((z, s), m)| z * s + m).collect())
 }
 
 /// Standardisation parameters of a data set.
@@ -171,6 +272,7 @@ pub fn train(
             &calendar,
         ));
     }
+    borrow_across_regions(&mut out, config);
     Ok(out)
 }
 
@@ -281,6 +383,17 @@ fn build_region(
     let (table, forecast_skill) =
         crate::forecast::demand::table_with_skill(&requests, now, &calendar.for_region(region));
     model.forecast = table;
+    let times = || requests.iter().flat_map(|(_, t)| t.iter().copied());
+    let history_secs = times().max().unwrap_or(0).saturating_sub(times().min().unwrap_or(0));
+    let step = u64::from(model.forecast.step_secs.max(1));
+    let level: Vec<(ProfileId, f64)> = requests
+        .iter()
+        .map(|(id, t)| {
+            let (first, last) = (t.iter().min().copied().unwrap_or(0), t.iter().max().copied().unwrap_or(0));
+            let steps = ((last - first) / step + 1) as f64;
+            (*id, t.len() as f64 / steps)
+        })
+        .collect();
     // The default profile: where most newcomers land, judged on their first session alone.
     let mut landing = vec![0usize; k];
     for u in &member_rows {
@@ -298,6 +411,9 @@ fn build_region(
         user_profiles: members.iter().zip(&labels).map(|(&u, &l)| (users[u].user, ids.ids[l])).collect(),
         priority_reasons,
         forecast_skill,
+        history_secs,
+        level,
+        forecast_notes: Vec::new(),
         model,
         users: members.len(),
         borrowed_global: borrowed,
