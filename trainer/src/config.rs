@@ -58,6 +58,9 @@ pub struct TrainerConfig {
     pub alerts: crate::monitor::AlertRules,
     /// Where profiles' priority classes come from.
     pub priority: crate::profile::priority::PriorityConfig,
+    /// `[[feed]]`: external covariates (HTTP JSON) the forecasts use as regressors.
+    #[serde(rename = "feed")]
+    pub feeds: Vec<crate::forecast::feeds::FeedConfig>,
 }
 
 /// One region.
@@ -143,6 +146,7 @@ impl Default for TrainerConfig {
             actuate: crate::actuate::ActuateConfig::default(),
             alerts: crate::monitor::AlertRules::default(),
             priority: crate::profile::priority::PriorityConfig::default(),
+            feeds: Vec::new(),
         }
     }
 }
@@ -277,6 +281,14 @@ impl TrainerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.priority.validate().map_err(ConfigError::Invalid)?;
         self.plan.validate().map_err(ConfigError::Invalid)?;
+        for (i, feed) in self.feeds.iter().enumerate() {
+            if feed.name.is_empty() || self.feeds[..i].iter().any(|f| f.name == feed.name) {
+                return Err(ConfigError::Invalid(format!("feed {}: a unique, non-empty name", i + 1)));
+            }
+            if !(feed.url.starts_with("http://") || feed.url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!("feed `{}`: url must be http:// or https://", feed.name)));
+            }
+        }
         let p = &self.profiles;
         if p.k_min < 1 || p.k_min > p.k_max || p.k_max > prewarm_shared::artifact::MAX_PROFILES {
             return Err(ConfigError::Invalid(format!(

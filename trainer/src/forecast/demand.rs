@@ -29,7 +29,20 @@ const OUTAGE_MIN_STEPS: usize = 6;
 /// borrows the shape of the region's aggregate forecast, scaled by its share of the aggregate
 /// since it appeared, instead of waiting for history of its own.
 pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds, events: &[Occurrence]) -> ForecastTable {
-    table_with_skill(requests, now, events).0
+    table_with_skill(requests, now, events, &[]).table
+}
+
+/// One profile's forecast, its held-out skill, and the feed effects applied to it.
+type Fitted = (model::Forecast, Option<Skill>, Vec<(String, super::feeds::Effect)>);
+
+/// A forecast table and what was learnt making it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableReport {
+    pub table: ForecastTable,
+    /// Held-out skill of the profiles with 15 days or more of history.
+    pub skills: Vec<(ProfileId, Skill)>,
+    /// Feed effects found per profile: (profile, feed name, effect).
+    pub effects: Vec<(ProfileId, String, super::feeds::Effect)>,
 }
 
 /// A profile's forecast skill on the last day of its history, held out: MASE of the model and
@@ -53,11 +66,13 @@ impl Skill {
 
 /// [`table`], with each profile's held-out skill when its history allows (15 days or more of
 /// its own; cold-start profiles borrow a shape and have none).
+/// `feeds`: each external feed's points for this region (see [`super::feeds::for_region`]).
 pub fn table_with_skill(
     requests: &[(ProfileId, Vec<u64>)],
     now: UnixSeconds,
     events: &[Occurrence],
-) -> (ForecastTable, Vec<(ProfileId, Skill)>) {
+    feeds: &[(String, Vec<super::feeds::FeedPoint>)],
+) -> TableReport {
     let end = requests.iter().flat_map(|(_, t)| t.iter().copied()).max().unwrap_or(now.0);
     let data_end = (end / STEP_SECS + 1) * STEP_SECS;
     // Forecast up to now + horizon, but never more than a week past the data.
@@ -81,7 +96,12 @@ pub fn table_with_skill(
         })
         .collect();
     let horizon = skip + HORIZON_STEPS;
-    let fit = |values: &[f64]| -> Option<(model::Forecast, Option<Skill>)> {
+    // Each feed on the grid of the history and the horizon after it.
+    let covariates: Vec<(&str, Vec<Option<f64>>)> = feeds
+        .iter()
+        .map(|(name, points)| (name.as_str(), super::feeds::align(points, base, STEP_SECS, len + horizon)))
+        .collect();
+    let fit = |values: &[f64]| -> Option<Fitted> {
         let mut s = Series { start: base, step_secs: STEP_SECS, values: values.iter().map(|v| Some(*v)).collect() };
         s.mask_outages(day, OUTAGE_MIN_STEPS, 1.0);
         let learnt = calendar::learn(&mut s, events);
@@ -95,12 +115,21 @@ pub fn table_with_skill(
                 .or_else(|_| model::seasonal_naive(&history, day.min(history.len()), horizon, LEVEL)),
         };
         let mut f = f.ok()?;
+        let mut effects = Vec::new();
+        for (name, covariate) in &covariates {
+            let (past, future) = covariate.split_at(len.min(covariate.len()));
+            if let Some(effect) = super::feeds::learn(&history, past, day) {
+                super::feeds::apply(&mut f, &effect, future);
+                effects.push(((*name).to_owned(), effect));
+            }
+        }
         calendar::apply(&mut f, data_end, STEP_SECS, events, &learnt);
-        Some((f, skill))
+        Some((f, skill, effects))
     };
     let aggregate: Vec<f64> = (0..len).map(|i| counts.iter().map(|c| c[i]).sum()).collect();
     let mut aggregate_forecast: Option<Option<model::Forecast>> = None;
     let mut skills = Vec::new();
+    let mut effects = Vec::new();
     let series = requests
         .iter()
         .zip(&counts)
@@ -110,17 +139,18 @@ pub fn table_with_skill(
             let cold = own < 14 * day && appeared >= day && own > 0;
             let f = if cold {
                 let share = values[appeared..].iter().sum::<f64>() / aggregate[appeared..].iter().sum::<f64>().max(1.0);
-                aggregate_forecast.get_or_insert_with(|| fit(&aggregate).map(|(f, _)| f)).as_ref().map(|a| {
+                aggregate_forecast.get_or_insert_with(|| fit(&aggregate).map(|(f, ..)| f)).as_ref().map(|a| {
                     model::Forecast {
                         point: a.point.iter().map(|v| v * share).collect(),
                         upper: a.upper.iter().map(|v| v * share).collect(),
                     }
                 })
             } else {
-                fit(values).map(|(f, skill)| {
+                fit(values).map(|(f, skill, found)| {
                     if let Some(skill) = skill {
                         skills.push((*profile, skill));
                     }
+                    effects.extend(found.into_iter().map(|(name, e)| (*profile, name, e)));
                     f
                 })
             };
@@ -141,7 +171,7 @@ pub fn table_with_skill(
         upper_quantile: (0.5 + LEVEL / 2.0) as f32,
         series,
     };
-    (table, skills)
+    TableReport { table, skills, effects }
 }
 
 /// Holds out the last day: the model fitted on the days before it against the seasonal-naive
@@ -245,7 +275,8 @@ mod tests {
         for step in 0..steps {
             times.extend((0..weekly[(step % (7 * 288)) as usize]).map(|i| step * STEP_SECS + i));
         }
-        let (table, skills) = table_with_skill(&[(ProfileId(7), times)], UnixSeconds(steps * STEP_SECS), &[]);
+        let report = table_with_skill(&[(ProfileId(7), times)], UnixSeconds(steps * STEP_SECS), &[], &[]);
+        let (table, skills) = (report.table, report.skills);
         let [(id, skill)] = skills.as_slice() else { panic!("one profile's skill: {skills:?}") };
         assert_eq!(*id, ProfileId(7));
         assert!(skill.naive_week_mase < 1e-9, "{skill:?}");
@@ -273,9 +304,43 @@ mod tests {
             let n = (40.0 + 30.0 * (std::f64::consts::TAU * (hour - 14.0) / 24.0).cos()).round() as u64 + state % 9;
             times.extend((0..n).map(|i| step * STEP_SECS + i));
         }
-        let (_, skills) = table_with_skill(&[(ProfileId(1), times)], UnixSeconds(steps * STEP_SECS), &[]);
+        let skills = table_with_skill(&[(ProfileId(1), times)], UnixSeconds(steps * STEP_SECS), &[], &[]).skills;
         let skill = skills[0].1;
         assert_eq!(skill.published, Method::Mstl, "{skill:?}");
         assert!(skill.model_mase <= skill.naive_day_mase.min(skill.naive_week_mase));
+    }
+
+    #[test]
+    fn a_feed_with_a_clear_effect_moves_the_forecast_where_its_future_values_differ() {
+        use crate::forecast::feeds::FeedPoint;
+        // Demand = a daily shape + 2 requests per step per degree above 20; the temperature
+        // wanders by the hour, and tomorrow is 10 degrees hotter than usual.
+        let days = 16u64;
+        let temperature =
+            |hour: u64| -> f64 { if hour >= days * 24 { 30.0 } else { 14.0 + ((hour * 7919) % 13) as f64 } };
+        let mut times = Vec::new();
+        for step in 0..days * 288 {
+            let hour_of_day = (step % 288) as f64 / 12.0;
+            let shape = 40.0 + 20.0 * (std::f64::consts::TAU * (hour_of_day - 15.0) / 24.0).cos();
+            let n = (shape + 2.0 * (temperature(step / 12) - 20.0)).round().max(0.0) as u64;
+            times.extend((0..n).map(|i| step * STEP_SECS + i));
+        }
+        let points: Vec<FeedPoint> = (0..(days + 2) * 24)
+            .map(|h| FeedPoint { region: "all".into(), time: h * 3600, value: temperature(h) })
+            .collect();
+        let now = UnixSeconds(days * 86_400);
+        let requests = [(ProfileId(1), times)];
+        let plain = table_with_skill(&requests, now, &[], &[]);
+        let fed = table_with_skill(&requests, now, &[], &[("temperature".to_owned(), points)]);
+        let [(_, name, effect)] = fed.effects.as_slice() else { panic!("one effect: {:?}", fed.effects) };
+        assert_eq!(name, "temperature");
+        assert!((effect.per_unit - 2.0).abs() < 0.3, "{effect:?}");
+        // Tomorrow at 30 degrees: about 2 × (30 − mean) more per step than without the feed.
+        let lift: f32 =
+            fed.table.series[0].expected.iter().zip(&plain.table.series[0].expected).map(|(a, b)| a - b).sum::<f32>()
+                / 288.0;
+        let expected_lift = effect.per_unit * (30.0 - effect.mean);
+        assert!((f64::from(lift) - expected_lift).abs() < 1.0, "lift {lift} vs {expected_lift}");
+        assert!(expected_lift > 15.0);
     }
 }

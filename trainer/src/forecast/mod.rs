@@ -4,6 +4,7 @@
 pub mod backtest;
 pub mod calendar;
 pub mod demand;
+pub mod feeds;
 pub mod model;
 pub mod series;
 

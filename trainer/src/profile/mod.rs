@@ -156,6 +156,31 @@ pub fn borrow_across_regions(regions: &mut [TrainedRegion], config: &TrainerConf
     }
 }
 
+/// Every configured feed's points from the first event to two days after `now`. A feed that
+/// fails is logged and left out: forecasts without it beat no training at all.
+fn fetch_feeds(
+    config: &TrainerConfig,
+    events: &[Event],
+    now: UnixSeconds,
+) -> Vec<(String, Vec<crate::forecast::feeds::FeedPoint>)> {
+    use crate::forecast::feeds::{Feed, HttpJsonFeed};
+    let from = events.iter().map(|e| e.time).min().unwrap_or(now.0);
+    config
+        .feeds
+        .iter()
+        .filter_map(|feed_config| {
+            let feed = HttpJsonFeed::new(feed_config.clone());
+            match feed.fetch(from, now.0 + 2 * 86_400) {
+                Ok(points) => Some((feed.name().to_owned(), points)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "feed left out of this training");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 /// A profile's centroid in the features' own units.
 fn raw_centroid(model: &RegionModel, i: usize) -> Option<Vec<f32>> {
     let z = model.centroid(i)?;
@@ -226,6 +251,7 @@ pub fn train(
         Some(path) => crate::forecast::calendar::Calendar::load(path)?,
         None => crate::forecast::calendar::Calendar::default(),
     };
+    let feeds = fetch_feeds(config, &events, now);
     let users = user_features(&events, |region| config.utc_offset_of(region));
     let owners = event_owner(&events, &users);
     let mut by_region: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -270,6 +296,7 @@ pub fn train(
             now,
             borrowed,
             &calendar,
+            &feeds,
         ));
     }
     borrow_across_regions(&mut out, config);
@@ -292,6 +319,7 @@ fn build_region(
     now: UnixSeconds,
     borrowed: bool,
     calendar: &crate::forecast::calendar::Calendar,
+    feeds: &[(String, Vec<crate::forecast::feeds::FeedPoint>)],
 ) -> TrainedRegion {
     let k = clustering.centroids.nrows();
     let raw: Vec<FeatureVector> = clustering.centroids.rows().into_iter().map(|c| scaler.raw(c)).collect();
@@ -380,9 +408,25 @@ fn build_region(
             requests[c].1.push(event.time);
         }
     }
-    let (table, forecast_skill) =
-        crate::forecast::demand::table_with_skill(&requests, now, &calendar.for_region(region));
-    model.forecast = table;
+    let region_feeds: Vec<(String, Vec<crate::forecast::feeds::FeedPoint>)> =
+        feeds.iter().map(|(name, points)| (name.clone(), crate::forecast::feeds::for_region(points, region))).collect();
+    let report = crate::forecast::demand::table_with_skill(&requests, now, &calendar.for_region(region), &region_feeds);
+    model.forecast = report.table;
+    let forecast_skill = report.skills;
+    let mut forecast_notes: Vec<(ProfileId, String)> = Vec::new();
+    for (id, feed, effect) in &report.effects {
+        let note = format!(
+            "feed `{feed}`: {:+.2} requests per step per unit above its mean {:.2} (t = {:.1}, {} steps)",
+            effect.per_unit, effect.mean, effect.t_stat, effect.steps
+        );
+        match forecast_notes.iter_mut().find(|(p, _)| p == id) {
+            Some((_, text)) => {
+                text.push_str("; ");
+                text.push_str(&note);
+            }
+            None => forecast_notes.push((*id, note)),
+        }
+    }
     let times = || requests.iter().flat_map(|(_, t)| t.iter().copied());
     let history_secs = times().max().unwrap_or(0).saturating_sub(times().min().unwrap_or(0));
     let step = u64::from(model.forecast.step_secs.max(1));
@@ -413,7 +457,7 @@ fn build_region(
         forecast_skill,
         history_secs,
         level,
-        forecast_notes: Vec::new(),
+        forecast_notes,
         model,
         users: members.len(),
         borrowed_global: borrowed,
