@@ -58,6 +58,8 @@ pub struct TrainerConfig {
     pub alerts: crate::monitor::AlertRules,
     /// Where profiles' priority classes come from.
     pub priority: crate::profile::priority::PriorityConfig,
+    /// Step of the demand series and the published forecast tables (a day of steps).
+    pub forecast_step_secs: u64,
     /// `[[feed]]`: external covariates (HTTP JSON) the forecasts use as regressors.
     #[serde(rename = "feed")]
     pub feeds: Vec<crate::forecast::feeds::FeedConfig>,
@@ -147,6 +149,7 @@ impl Default for TrainerConfig {
             alerts: crate::monitor::AlertRules::default(),
             priority: crate::profile::priority::PriorityConfig::default(),
             feeds: Vec::new(),
+            forecast_step_secs: crate::forecast::demand::STEP_SECS,
         }
     }
 }
@@ -281,6 +284,12 @@ impl TrainerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.priority.validate().map_err(ConfigError::Invalid)?;
         self.plan.validate().map_err(ConfigError::Invalid)?;
+        if !(60..=3600).contains(&self.forecast_step_secs) || 86_400 % self.forecast_step_secs != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "forecast_step_secs = {}: between 60 and 3600 and a divisor of a day (e.g. 300, 600, 900)",
+                self.forecast_step_secs
+            )));
+        }
         for (i, feed) in self.feeds.iter().enumerate() {
             if feed.name.is_empty() || self.feeds[..i].iter().any(|f| f.name == feed.name) {
                 return Err(ConfigError::Invalid(format!("feed {}: a unique, non-empty name", i + 1)));

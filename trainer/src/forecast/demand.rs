@@ -9,10 +9,9 @@ use super::calendar::{self, Occurrence};
 use super::model::{self, Method};
 use super::series::Series;
 
-/// Step of published forecasts (the edge compares a minute's count scaled to this).
+/// Default step of published forecasts (`forecast_step_secs`; the edge compares a minute's
+/// count scaled to the table's step). Tables cover one day of steps.
 pub const STEP_SECS: u64 = 300;
-/// One day of steps.
-pub const HORIZON_STEPS: usize = 288;
 /// Band coverage: the upper bound is the 90th percentile.
 pub const LEVEL: f64 = 0.8;
 /// Zero runs this long (steps) against a busy norm are outages.
@@ -29,7 +28,7 @@ const OUTAGE_MIN_STEPS: usize = 6;
 /// borrows the shape of the region's aggregate forecast, scaled by its share of the aggregate
 /// since it appeared, instead of waiting for history of its own.
 pub fn table(requests: &[(ProfileId, Vec<u64>)], now: UnixSeconds, events: &[Occurrence]) -> ForecastTable {
-    table_with_skill(requests, now, events, &[]).table
+    table_with_skill(requests, now, events, &[], STEP_SECS).table
 }
 
 /// One profile's forecast, its held-out skill, and the feed effects applied to it.
@@ -72,37 +71,38 @@ pub fn table_with_skill(
     now: UnixSeconds,
     events: &[Occurrence],
     feeds: &[(String, Vec<super::feeds::FeedPoint>)],
+    step_secs: u64,
 ) -> TableReport {
+    let step = step_secs.clamp(60, 3600);
     let end = requests.iter().flat_map(|(_, t)| t.iter().copied()).max().unwrap_or(now.0);
-    let data_end = (end / STEP_SECS + 1) * STEP_SECS;
+    let data_end = (end / step + 1) * step;
     // Forecast up to now + horizon, but never more than a week past the data.
-    let start =
-        if now.0 > data_end && now.0 - data_end <= 7 * 86_400 { now.0 / STEP_SECS * STEP_SECS } else { data_end };
-    let skip = ((start - data_end) / STEP_SECS) as usize;
+    let start = if now.0 > data_end && now.0 - data_end <= 7 * 86_400 { now.0 / step * step } else { data_end };
+    let skip = ((start - data_end) / step) as usize;
     let first = requests.iter().flat_map(|(_, t)| t.iter().copied()).min().unwrap_or(start);
-    let base = first / STEP_SECS * STEP_SECS;
-    let len = ((data_end - base) / STEP_SECS) as usize;
-    let day = (86_400 / STEP_SECS) as usize;
+    let base = first / step * step;
+    let len = ((data_end - base) / step) as usize;
+    let day = (86_400 / step) as usize;
     let counts: Vec<Vec<f64>> = requests
         .iter()
         .map(|(_, times)| {
             let mut c = vec![0.0; len];
             for t in times {
-                if let Some(slot) = c.get_mut(((t - base) / STEP_SECS) as usize) {
+                if let Some(slot) = c.get_mut(((t - base) / step) as usize) {
                     *slot += 1.0;
                 }
             }
             c
         })
         .collect();
-    let horizon = skip + HORIZON_STEPS;
+    let horizon = skip + day;
     // Each feed on the grid of the history and the horizon after it.
     let covariates: Vec<(&str, Vec<Option<f64>>)> = feeds
         .iter()
-        .map(|(name, points)| (name.as_str(), super::feeds::align(points, base, STEP_SECS, len + horizon)))
+        .map(|(name, points)| (name.as_str(), super::feeds::align(points, base, step, len + horizon)))
         .collect();
     let fit = |values: &[f64]| -> Option<Fitted> {
-        let mut s = Series { start: base, step_secs: STEP_SECS, values: values.iter().map(|v| Some(*v)).collect() };
+        let mut s = Series { start: base, step_secs: step, values: values.iter().map(|v| Some(*v)).collect() };
         s.mask_outages(day, OUTAGE_MIN_STEPS, 1.0);
         let learnt = calendar::learn(&mut s, events);
         let history = s.imputed(day, 7 * day);
@@ -123,7 +123,7 @@ pub fn table_with_skill(
                 effects.push(((*name).to_owned(), effect));
             }
         }
-        calendar::apply(&mut f, data_end, STEP_SECS, events, &learnt);
+        calendar::apply(&mut f, data_end, step, events, &learnt);
         Some((f, skill, effects))
     };
     let aggregate: Vec<f64> = (0..len).map(|i| counts.iter().map(|c| c[i]).sum()).collect();
@@ -156,7 +156,7 @@ pub fn table_with_skill(
             };
             let (expected, upper) = match f {
                 Some(f) => (f.point[skip..].to_vec(), f.upper[skip..].to_vec()),
-                None => (vec![0.0; HORIZON_STEPS], vec![0.0; HORIZON_STEPS]),
+                None => (vec![0.0; day], vec![0.0; day]),
             };
             ProfileForecast {
                 profile: *profile,
@@ -167,7 +167,7 @@ pub fn table_with_skill(
         .collect();
     let table = ForecastTable {
         start: UnixSeconds(start),
-        step_secs: STEP_SECS as u32,
+        step_secs: step as u32,
         upper_quantile: (0.5 + LEVEL / 2.0) as f32,
         series,
     };
@@ -275,7 +275,7 @@ mod tests {
         for step in 0..steps {
             times.extend((0..weekly[(step % (7 * 288)) as usize]).map(|i| step * STEP_SECS + i));
         }
-        let report = table_with_skill(&[(ProfileId(7), times)], UnixSeconds(steps * STEP_SECS), &[], &[]);
+        let report = table_with_skill(&[(ProfileId(7), times)], UnixSeconds(steps * STEP_SECS), &[], &[], STEP_SECS);
         let (table, skills) = (report.table, report.skills);
         let [(id, skill)] = skills.as_slice() else { panic!("one profile's skill: {skills:?}") };
         assert_eq!(*id, ProfileId(7));
@@ -304,7 +304,8 @@ mod tests {
             let n = (40.0 + 30.0 * (std::f64::consts::TAU * (hour - 14.0) / 24.0).cos()).round() as u64 + state % 9;
             times.extend((0..n).map(|i| step * STEP_SECS + i));
         }
-        let skills = table_with_skill(&[(ProfileId(1), times)], UnixSeconds(steps * STEP_SECS), &[], &[]).skills;
+        let skills =
+            table_with_skill(&[(ProfileId(1), times)], UnixSeconds(steps * STEP_SECS), &[], &[], STEP_SECS).skills;
         let skill = skills[0].1;
         assert_eq!(skill.published, Method::Mstl, "{skill:?}");
         assert!(skill.model_mase <= skill.naive_day_mase.min(skill.naive_week_mase));
@@ -330,8 +331,8 @@ mod tests {
             .collect();
         let now = UnixSeconds(days * 86_400);
         let requests = [(ProfileId(1), times)];
-        let plain = table_with_skill(&requests, now, &[], &[]);
-        let fed = table_with_skill(&requests, now, &[], &[("temperature".to_owned(), points)]);
+        let plain = table_with_skill(&requests, now, &[], &[], STEP_SECS);
+        let fed = table_with_skill(&requests, now, &[], &[("temperature".to_owned(), points)], STEP_SECS);
         let [(_, name, effect)] = fed.effects.as_slice() else { panic!("one effect: {:?}", fed.effects) };
         assert_eq!(name, "temperature");
         assert!((effect.per_unit - 2.0).abs() < 0.3, "{effect:?}");
@@ -342,5 +343,19 @@ mod tests {
         let expected_lift = effect.per_unit * (30.0 - effect.mean);
         assert!((f64::from(lift) - expected_lift).abs() < 1.0, "lift {lift} vs {expected_lift}");
         assert!(expected_lift > 15.0);
+    }
+
+    #[test]
+    fn the_step_is_configurable_and_a_table_still_covers_a_day() {
+        let times: Vec<u64> = (0..3 * 86_400u64).step_by(30).collect();
+        let report = table_with_skill(&[(ProfileId(1), times)], UnixSeconds(3 * 86_400), &[], &[], 900);
+        assert_eq!(report.table.step_secs, 900);
+        assert_eq!(report.table.series[0].expected.len(), 96);
+        // 2 requests a minute: 30 per 15-minute step.
+        assert!(
+            report.table.series[0].expected.iter().all(|e| (e - 30.0).abs() < 1.0),
+            "{:?}",
+            &report.table.series[0].expected[..4]
+        );
     }
 }

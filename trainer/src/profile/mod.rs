@@ -410,7 +410,13 @@ fn build_region(
     }
     let region_feeds: Vec<(String, Vec<crate::forecast::feeds::FeedPoint>)> =
         feeds.iter().map(|(name, points)| (name.clone(), crate::forecast::feeds::for_region(points, region))).collect();
-    let report = crate::forecast::demand::table_with_skill(&requests, now, &calendar.for_region(region), &region_feeds);
+    let report = crate::forecast::demand::table_with_skill(
+        &requests,
+        now,
+        &calendar.for_region(region),
+        &region_feeds,
+        config.forecast_step_secs,
+    );
     model.forecast = report.table;
     let forecast_skill = report.skills;
     let mut forecast_notes: Vec<(ProfileId, String)> = Vec::new();
