@@ -209,3 +209,50 @@ fn a_young_region_borrows_a_mature_regions_shape_in_its_own_local_time() {
     // 21:00 at UTC+9 is 12:00 UTC.
     assert!((10..=14).contains(&peak_utc_hour), "ap's video demand peaks at {peak_utc_hour}:00 UTC");
 }
+
+#[test]
+fn the_edges_counts_carry_a_profiles_series_past_the_last_event() {
+    use prewarm_shared::signals::{DemandCount, SignalBatch};
+    let kinds = synth::standard_kinds();
+    let (all, _) = synth::generate(&kinds, "eu", 60, 40, 4, START, 16, 9);
+    // Events reach the store for 15 days; the 16th is known only from the edge's counts.
+    let cut = START + 15 * 86_400;
+    let (events, edge_day): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.time < cut);
+    let mut store = store_with(&events);
+    let config = TrainerConfig::default();
+    let rules = ClassificationRules::default();
+    let now = UnixSeconds(START + 16 * 86_400);
+    let first = profile::train(&store, &config, &rules, &[], ModelVersion(1), now).expect("trains");
+    let models: Vec<_> = first.iter().map(|r| r.model.clone()).collect();
+    let api = models[0].profiles.iter().find(|p| p.label.starts_with("desktop · api")).expect("api").id;
+    let api_users: std::collections::HashSet<_> =
+        first[0].user_profiles.iter().filter(|(_, p)| *p == api).map(|(u, _)| *u).collect();
+    // Requests per forecast step since the profile appeared: what its series holds.
+    let level = |trained: &[profile::TrainedRegion]| -> f64 {
+        trained[0].level.iter().find(|(id, _)| *id == api).expect("level").1
+    };
+    let before = level(&first);
+    // On the 16th day the API users' demand tripled; the edge counted it per minute.
+    let mut per_minute: std::collections::BTreeMap<u64, u32> = std::collections::BTreeMap::new();
+    for e in edge_day.iter().filter(|e| api_users.contains(&e.user)) {
+        *per_minute.entry(e.time / 60).or_default() += 3;
+    }
+    let mut batch = SignalBatch::new(now, Some(ModelVersion(1)));
+    for (minute, requests) in per_minute {
+        batch.demand.push(DemandCount { region: "eu".into(), profile: api, minute, requests, bytes: 0 });
+    }
+    store.insert_signals(&batch, now.0).expect("store the counts");
+    let second = profile::train(&store, &config, &rules, &models, ModelVersion(2), now).expect("trains");
+    let label = |trained: &[profile::TrainedRegion]| {
+        trained[0].model.profiles.iter().find(|p| p.id == api).map(|p| p.label.clone())
+    };
+    assert_eq!(label(&second), label(&first), "stable ids");
+    // 15 days as before and a 16th at three times: (15 + 3) / 16 = 1.125 times the level.
+    let after = level(&second);
+    assert!(
+        (after / before - 1.125).abs() < 0.03,
+        "the API profile's series with the edge's counts: {after} vs {before}"
+    );
+    // The series now ends where the counts end (the API users' last request that day).
+    assert!(second[0].history_secs > first[0].history_secs + 12 * 3600, "the 16th day is history");
+}

@@ -297,6 +297,7 @@ pub fn train(
             borrowed,
             &calendar,
             &feeds,
+            &store.demand_for_region(region)?,
         ));
     }
     borrow_across_regions(&mut out, config);
@@ -320,6 +321,7 @@ fn build_region(
     borrowed: bool,
     calendar: &crate::forecast::calendar::Calendar,
     feeds: &[(String, Vec<crate::forecast::feeds::FeedPoint>)],
+    edge_counts: &[(u16, u64, u64)],
 ) -> TrainedRegion {
     let k = clustering.centroids.nrows();
     let raw: Vec<FeatureVector> = clustering.centroids.rows().into_iter().map(|c| scaler.raw(c)).collect();
@@ -406,6 +408,18 @@ fn build_region(
     for (event, owner) in events.iter().zip(owners) {
         if let Some(&c) = profile_of_user.get(owner) {
             requests[c].1.push(event.time);
+        }
+    }
+    // The edge's counts carry the series past the last event (events arrive late, or only
+    // for a sample): minutes after it are counted from the edge, under the published ids.
+    let last_event = requests.iter().flat_map(|(_, t)| t.iter().copied()).max().unwrap_or(0);
+    for &(profile, minute, n) in edge_counts {
+        let start = minute * 60;
+        if start <= last_event {
+            continue;
+        }
+        if let Some((_, times)) = requests.iter_mut().find(|(id, _)| id.0 == profile) {
+            times.extend((0..n).map(|i| start + i % 60));
         }
     }
     let region_feeds: Vec<(String, Vec<crate::forecast::feeds::FeedPoint>)> =

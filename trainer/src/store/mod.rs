@@ -328,6 +328,17 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every demand count the edge sent for a region: (profile, minute, requests).
+    pub fn demand_for_region(&self, region: &str) -> Result<Vec<(u16, u64, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT profile, minute, SUM(requests) FROM demand WHERE region = ?1 GROUP BY profile, minute ORDER BY minute",
+        )?;
+        let rows = stmt.query_map(params![region], |r| {
+            Ok((r.get::<_, i64>(0)? as u16, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Demand counts received from the edge for one region × profile, by minute.
     pub fn demand(&self, region: &str, profile: u16) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut stmt = self
