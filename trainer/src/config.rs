@@ -58,6 +58,8 @@ pub struct TrainerConfig {
     pub alerts: crate::monitor::AlertRules,
     /// Where profiles' priority classes come from.
     pub priority: crate::profile::priority::PriorityConfig,
+    /// `[object_store]`: an archive of published versions (needs the `object-store` feature).
+    pub object_store: Option<crate::publish::ObjectStoreConfig>,
     /// Step of the demand series and the published forecast tables (a day of steps).
     pub forecast_step_secs: u64,
     /// `[[feed]]`: external covariates (HTTP JSON) the forecasts use as regressors.
@@ -150,6 +152,7 @@ impl Default for TrainerConfig {
             priority: crate::profile::priority::PriorityConfig::default(),
             feeds: Vec::new(),
             forecast_step_secs: crate::forecast::demand::STEP_SECS,
+            object_store: None,
         }
     }
 }
@@ -284,6 +287,11 @@ impl TrainerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.priority.validate().map_err(ConfigError::Invalid)?;
         self.plan.validate().map_err(ConfigError::Invalid)?;
+        if cfg!(not(feature = "object-store")) && self.object_store.is_some() {
+            return Err(ConfigError::Invalid(
+                "[object_store] needs prewarm built with the object-store feature (cargo build --features object-store)".into(),
+            ));
+        }
         if !(60..=3600).contains(&self.forecast_step_secs) || 86_400 % self.forecast_step_secs != 0 {
             return Err(ConfigError::Invalid(format!(
                 "forecast_step_secs = {}: between 60 and 3600 and a divisor of a day (e.g. 300, 600, 900)",

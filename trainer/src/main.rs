@@ -110,6 +110,10 @@ enum Command {
         /// Also write to Cloudflare Workers KV through its REST API (the `[kv]` configuration).
         #[arg(long)]
         kv: bool,
+        /// Also archive to the `[object_store]` target (S3, S3-compatible or file://; needs the
+        /// `object-store` build feature).
+        #[arg(long)]
+        object_store: bool,
     },
     /// Summarise a published model: regions, profiles, costs, forecast peaks.
     Inspect {
@@ -253,7 +257,7 @@ fn main() -> Result<()> {
             println!("{count} events for {} users written to {}", truth_rows.len() - 1, out.display());
             Ok(())
         }
-        Command::Publish { ref rollback, ref local_kv, ref wrangler, ref wrangler_config, kv: to_kv } => {
+        Command::Publish { ref rollback, ref local_kv, ref wrangler, ref wrangler_config, kv: to_kv, object_store } => {
             use prewarm_trainer::publish::Publisher;
             use prewarm_trainer::publish::local_kv::LocalKv;
             let publisher = DirPublisher::new(config.models_dir());
@@ -283,6 +287,12 @@ fn main() -> Result<()> {
                     .clone()
                     .context("--kv needs a [kv] section (account_id, namespace_id) and PREWARM_CF_API_TOKEN")?;
                 targets.push(Box::new(kv));
+            }
+            if object_store {
+                let settings = config.object_store.as_ref().context(
+                    "--object-store needs an [object_store] section (url, and endpoint for S3-compatible stores)",
+                )?;
+                targets.push(object_store_publisher(settings)?);
             }
             for target in &targets {
                 target.publish(&entries)?;
@@ -659,6 +669,20 @@ fn print_diff(diff: &prewarm_trainer::publish::diff::ModelDiff) {
     }
 }
 
+#[cfg(feature = "object-store")]
+fn object_store_publisher(
+    settings: &prewarm_trainer::publish::ObjectStoreConfig,
+) -> Result<Box<dyn prewarm_trainer::publish::Publisher>> {
+    Ok(Box::new(prewarm_trainer::publish::object_store::ObjectStorePublisher::new(settings)?))
+}
+
+#[cfg(not(feature = "object-store"))]
+fn object_store_publisher(
+    _: &prewarm_trainer::publish::ObjectStoreConfig,
+) -> Result<Box<dyn prewarm_trainer::publish::Publisher>> {
+    anyhow::bail!("this prewarm was built without object_store support: build it with `--features object-store`")
+}
+
 fn serve(mut config: TrainerConfig, rules: ClassificationRules, listen: Option<std::net::SocketAddr>) -> Result<()> {
     if let Some(listen) = listen {
         config.listen = listen;
@@ -745,6 +769,10 @@ async fn periodic_training(state: AppState) {
             // With `[kv]` configured, each new version goes on to Cloudflare (blobs, then pointer).
             if let Some(kv) = state.config.kv.as_ref().filter(|_| run.published) {
                 kv.publish(&publisher.current_entries()?)?;
+            }
+            // …and to the `[object_store]` archive.
+            if let Some(settings) = state.config.object_store.as_ref().filter(|_| run.published) {
+                object_store_publisher(settings)?.publish(&publisher.current_entries()?)?;
             }
             anyhow::Ok(run.version.0)
         })

@@ -210,7 +210,10 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     step("installing what is missing");
     tools::ensure_all(root)?;
     step("building the trainer and the worker");
-    cmd(Command::new("cargo").args(["build", "--locked", "-p", "prewarm-trainer"]).current_dir(root))?;
+    // With the features `cargo xtask test` builds, so the short demo there reuses its binary.
+    cmd(Command::new("cargo")
+        .args(["build", "--locked", "-p", "prewarm-trainer", "--features", "object-store"])
+        .current_dir(root))?;
     crate::run::build_worker(root, &tools::worker_env(root)?)?;
     let bin = crate::run::target_dir(root)?.join("debug/prewarm");
     let dir = TempDir::new("demo");

@@ -11,6 +11,10 @@ use crate::tools;
 /// Where the worker tests find their published models (gitignored).
 pub const EDGE_FIXTURES: &str = "tests/edge/.fixtures";
 
+/// Optional features the tests (and clippy, and cargo deny) cover too, so that code is checked
+/// and the binary the end-to-end tests run is built once.
+pub const TEST_FEATURES: &str = "prewarm-trainer/object-store";
+
 /// Announces a step, so no minute passes silently.
 pub fn step(what: &str) {
     eprintln!("\n==> {what}");
@@ -106,7 +110,19 @@ pub fn test(root: &Path) -> Result<()> {
     step("cargo fmt --check");
     cmd(Command::new("cargo").args(["fmt", "--all", "--", "--check"]).current_dir(root))?;
     step("cargo clippy (native crates)");
-    cmd(Command::new("cargo").args(["clippy", "--all-targets", "--locked", "--", "-D", "warnings"]).current_dir(root))?;
+    cmd(Command::new("cargo")
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--features",
+            TEST_FEATURES,
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(root))?;
     step("cargo clippy (edge, wasm32)");
     cmd(Command::new("cargo")
         .args([
@@ -128,7 +144,7 @@ pub fn test(root: &Path) -> Result<()> {
     check_shared_tree(root)?;
     step("cargo deny check licenses bans sources (deny.toml), and no heavy crate twice");
     cmd(Command::new("cargo")
-        .args(["deny", "--log-level", "error", "check", "licenses", "bans", "sources"])
+        .args(["deny", "--log-level", "error", "--features", TEST_FEATURES, "check", "licenses", "bans", "sources"])
         .current_dir(root))?;
     check_heavy_duplicates(root)?;
 
@@ -144,7 +160,10 @@ pub fn test(root: &Path) -> Result<()> {
     let mut tally = Tally::default();
     let mut ok = true;
     step("cargo test (unit, integration, doc and end-to-end tests)");
-    ok &= counted(Command::new("cargo").args(["test", "--locked"]).current_dir(root), &mut tally)?;
+    ok &= counted(
+        Command::new("cargo").args(["test", "--workspace", "--locked", "--features", TEST_FEATURES]).current_dir(root),
+        &mut tally,
+    )?;
     let node_tests = root.join("tests/edge");
     if node_tests.is_dir() {
         step("worker tests under workerd (node --test + Miniflare)");

@@ -34,6 +34,28 @@ pub enum PublishError {
     Target { target: &'static str, message: String },
 }
 
+#[cfg(feature = "object-store")]
+pub mod object_store;
+
+/// `[object_store]` in the configuration.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreConfig {
+    /// `s3://bucket/prefix` or `file:///absolute/path`.
+    pub url: String,
+    /// An S3-compatible endpoint (MinIO, R2, …); unset: AWS.
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Allow a plain-HTTP endpoint (a local MinIO).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
 /// Where published entries go. Every target takes the same entries in the same order: blobs
 /// first, the pointer last.
 pub trait Publisher {
