@@ -92,6 +92,24 @@ enum Command {
         regions: String,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Sessions grow by this fraction a week (0.05: +5 % a week).
+        #[arg(long, default_value_t = 0.0)]
+        growth_per_week: f64,
+        /// This share of users arrive during the history instead of before it.
+        #[arg(long, default_value_t = 0.0)]
+        new_users: f64,
+        /// A weekly external event, `REGION:KIND:AT:MINUTES:MULTIPLIER`: one kind (its index in
+        /// the truth's order, 0 = evening mobile video viewer) in one region comes MULTIPLIER
+        /// times as much; AT is the next occurrence (Unix seconds, or `+SECONDS` from now), the
+        /// history holds the weekly ones before it.
+        #[arg(long)]
+        event: Option<String>,
+        /// Write the event's occurrences (past and next) as a calendar file for the trainer.
+        #[arg(long, requires = "event")]
+        calendar_out: Option<PathBuf>,
+        /// Also write the requests as an access log (combined format).
+        #[arg(long)]
+        access_log: Option<PathBuf>,
     },
     /// Push the current model (or a rollback) from <data_dir>/models to Workers KV targets.
     Publish {
@@ -215,7 +233,19 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Synth { ref out, ref truth, users_per_kind, days, ref regions, seed } => {
+        Command::Synth {
+            ref out,
+            ref truth,
+            users_per_kind,
+            days,
+            ref regions,
+            seed,
+            growth_per_week,
+            new_users,
+            ref event,
+            ref calendar_out,
+            ref access_log,
+        } => {
             use prewarm_trainer::synth;
             use std::io::Write;
             let kinds = synth::standard_kinds();
@@ -225,6 +255,17 @@ fn main() -> Result<()> {
             let mut events = std::io::BufWriter::new(
                 std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
             );
+            let event = event.as_deref().map(|spec| parse_synth_event(spec, system_clock().0, start)).transpose()?;
+            let scenario = synth::Scenario { growth_per_week, new_users, event: event.clone() };
+            if !((0.0..=1.0).contains(&new_users) && growth_per_week > -1.0 && growth_per_week.is_finite()) {
+                anyhow::bail!("--new-users must be in [0, 1] and --growth-per-week above -1");
+            }
+            let mut log = match access_log {
+                Some(path) => Some(std::io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => None,
+            };
             let mut truth_rows = vec!["user,region,kind".to_owned()];
             let mut count = 0;
             for (i, spec) in regions.split(',').enumerate() {
@@ -232,7 +273,7 @@ fn main() -> Result<()> {
                     spec.split_once(':').with_context(|| format!("region {spec:?} is not name:offset"))?;
                 let offset: i32 = offset.trim().parse().with_context(|| format!("region {spec:?}: bad UTC offset"))?;
                 let sessions = (days as usize / 3).max(2);
-                let (requests, users) = synth::generate_requests(
+                let (mut requests, users) = synth::generate_scenario(
                     &kinds,
                     name.trim(),
                     offset,
@@ -241,15 +282,40 @@ fn main() -> Result<()> {
                     start,
                     days,
                     seed + i as u64,
+                    &scenario,
                 );
+                requests.sort_by_key(|r| r.event.time);
                 for r in &requests {
                     writeln!(events, "{}", r.to_ndjson())?;
+                    if let Some(log) = log.as_mut() {
+                        writeln!(log, "{}", r.to_combined_log())?;
+                    }
                 }
                 count += requests.len();
                 truth_rows
                     .extend(users.iter().map(|u| format!("{},{},{}", u.user.to_hex(), u.region, kinds[u.kind].name)));
             }
             events.flush()?;
+            if let Some(log) = log.as_mut() {
+                log.flush()?;
+            }
+            if let (Some(path), Some(e)) = (calendar_out, &event) {
+                let entries: Vec<String> = e
+                    .starts
+                    .iter()
+                    .enumerate()
+                    .map(|(n, at)| {
+                        format!(
+                            "[[event]]\nname = \"match {}\"\nregion = \"{}\"\nstart = \"{}\"\nend = \"{}\"\nkind = \"match\"\n",
+                            n + 1,
+                            e.region,
+                            synth::rfc3339(*at),
+                            synth::rfc3339(at + e.minutes * 60)
+                        )
+                    })
+                    .collect();
+                std::fs::write(path, entries.join("\n")).with_context(|| format!("writing {}", path.display()))?;
+            }
             if let Some(path) = truth {
                 std::fs::write(path, truth_rows.join("\n") + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -667,6 +733,32 @@ fn print_diff(diff: &prewarm_trainer::publish::diff::ModelDiff) {
             }
         }
     }
+}
+
+/// `REGION:KIND:AT:MINUTES:MULTIPLIER` (AT: Unix seconds or `+SECONDS` from `now`), with the
+/// weekly occurrences before AT back to `history_start`.
+fn parse_synth_event(spec: &str, now: u64, history_start: u64) -> Result<prewarm_trainer::synth::SynthEvent> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [region, kind, at, minutes, multiplier] = parts.as_slice() else {
+        anyhow::bail!("--event {spec:?}: expected REGION:KIND:AT:MINUTES:MULTIPLIER");
+    };
+    let kind: usize = kind.parse().with_context(|| format!("--event {spec:?}: KIND is an index (0 to 3)"))?;
+    anyhow::ensure!(kind < prewarm_trainer::synth::standard_kinds().len(), "--event {spec:?}: no kind {kind}");
+    let at: u64 = match at.strip_prefix('+') {
+        Some(offset) => now + offset.parse::<u64>().with_context(|| format!("--event {spec:?}: bad +SECONDS"))?,
+        None => at.parse().with_context(|| format!("--event {spec:?}: AT is Unix seconds or +SECONDS"))?,
+    };
+    let minutes: u64 = minutes.parse().with_context(|| format!("--event {spec:?}: bad MINUTES"))?;
+    let multiplier: f64 = multiplier.parse().with_context(|| format!("--event {spec:?}: bad MULTIPLIER"))?;
+    anyhow::ensure!(minutes > 0 && multiplier >= 1.0, "--event {spec:?}: MINUTES > 0 and MULTIPLIER >= 1");
+    let mut starts: Vec<u64> = (1..)
+        .map(|k| at.checked_sub(k * 7 * 86_400))
+        .take_while(|t| t.is_some_and(|t| t >= history_start))
+        .flatten()
+        .collect();
+    starts.reverse();
+    starts.push(at);
+    Ok(prewarm_trainer::synth::SynthEvent { region: (*region).to_owned(), kind, starts, minutes, multiplier })
 }
 
 #[cfg(feature = "object-store")]

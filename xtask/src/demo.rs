@@ -55,8 +55,15 @@ const VISITORS: [Visitor; 4] = [
     },
 ];
 
+/// Runs the trainer's CLI on the demo's data directory (with the demo's events calendar,
+/// `calendar.toml` beside it, once written).
 fn prewarm(bin: &Path, data: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin).arg("--data-dir").arg(data).args(args).env("PREWARM_SALT", SALT).output()?;
+    let mut command = Command::new(bin);
+    command.arg("--data-dir").arg(data).args(args).env("PREWARM_SALT", SALT);
+    if let Some(calendar) = data.parent().map(|d| d.join("calendar.toml")).filter(|c| c.exists()) {
+        command.env("PREWARM_CALENDAR", calendar);
+    }
+    let out = command.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!("prewarm {args:?} failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
@@ -201,6 +208,11 @@ fn replay_against_reactive(bin: &Path, data: &Path) -> Result<String> {
     Ok(line)
 }
 
+/// When the synthetic calendar's next match starts, from the synthesis: a few minutes after the
+/// live phase begins (importing and training take one to two), so the plan shown before the
+/// live traffic rises for it a few steps ahead.
+const MATCH_IN_SECS: u64 = 600;
+
 /// Visitors the surge adds: ten times a kind's normal two, so the surge stands out from the
 /// (wide: 3× the expected value) upper band of a profile forecast from a few thousand users.
 const SURGE_VISITORS: u64 = 20;
@@ -223,15 +235,50 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
 
     // 500 users per kind: fewer make every minute a handful of sessions, which no forecast
     // (and no capacity planning) can follow.
-    step("1/6 generating four weeks of behaviour: 2 regions × 4 kinds of users × 500, with ground truth");
+    step(
+        "1/6 generating four weeks of behaviour: 2 regions × 4 kinds of users × 500, growing 3 % a week, \
+         10 % of users arriving during it, a weekly match that brings eu's video viewers out four times as much, \
+         with ground truth",
+    );
     let path = |p: &Path| p.to_str().map(str::to_owned).context("non-UTF-8 temp path");
+    let calendar = dir.0.join("calendar.toml");
+    // The next match starts in MATCH_IN_SECS, about when the live surge will: its weekly
+    // predecessors are in the history, and the calendar tells the trainer it is coming.
+    let event = format!("eu:0:+{MATCH_IN_SECS}:60:4");
     print!(
         "{}",
         prewarm(
             &bin,
             &data,
-            &["synth", "--out", &path(&events)?, "--truth", &path(&truth)?, "--days", "28", "--users-per-kind", "500"]
+            &[
+                "synth",
+                "--out",
+                &path(&events)?,
+                "--truth",
+                &path(&truth)?,
+                "--days",
+                "28",
+                "--users-per-kind",
+                "500",
+                "--growth-per-week",
+                "0.03",
+                "--new-users",
+                "0.1",
+                "--event",
+                &event,
+                "--calendar-out",
+                &path(&calendar)?,
+                "--access-log",
+                &path(&dir.0.join("history.log"))?,
+            ]
         )?
+    );
+    println!("  also written: the same history as an access log (combined format), and the match calendar");
+    let match_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + MATCH_IN_SECS;
+    println!(
+        "  the next match (eu, video viewers) starts at {:02}:{:02} UTC: the calendar tells the trainer",
+        match_at % 86_400 / 3600,
+        match_at % 3600 / 60
     );
     step("2/6 importing it into a fresh embedded store");
     print!("{}", prewarm(&bin, &data, &["import", &path(&events)?])?);
@@ -260,6 +307,7 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         &data,
         &[
             ("PREWARM_CONFIG", &path(&trainer_config)?),
+            ("PREWARM_CALENDAR", &path(&calendar)?),
             ("PREWARM_SIGNAL_TOKEN", SIGNAL_TOKEN),
             ("PREWARM_INGEST_TOKEN", INGEST_TOKEN),
             ("PREWARM_SALT", SALT),

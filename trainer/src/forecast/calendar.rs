@@ -124,12 +124,28 @@ pub fn learn(series: &mut Series, events: &[Occurrence]) -> HashMap<String, f64>
         if range.is_empty() || e.end > series.start + series.len() as u64 * step {
             continue; // not (wholly) in the past
         }
-        let lag = if range.start >= week { week } else { day };
-        let pairs: Vec<(f64, f64)> =
-            range.clone().filter_map(|i| Some((series.values[i]?, series.values[i.checked_sub(lag)?]?))).collect();
-        let (actual, baseline): (f64, f64) = pairs.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-        if !pairs.is_empty() && baseline > 0.0 {
-            ratios.entry(e.kind.clone()).or_default().push(actual / baseline);
+        // The same hours a week earlier, else a day earlier: a weekly event's previous
+        // occurrence is masked by then, so its baseline comes from the day before, scaled by
+        // how the hours just before the event compare with the same hours that day (a Monday
+        // event is not judged against a Sunday's level).
+        for lag in [week, day] {
+            let pairs: Vec<(f64, f64)> =
+                range.clone().filter_map(|i| Some((series.values[i]?, series.values[i.checked_sub(lag)?]?))).collect();
+            let (actual, baseline): (f64, f64) = pairs.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+            if pairs.is_empty() || baseline <= 0.0 {
+                continue;
+            }
+            let level = if lag == day {
+                let before = range.start.saturating_sub(range.len().max(1))..range.start;
+                let (now, then): (f64, f64) = before
+                    .filter_map(|i| Some((series.values[i]?, series.values[i.checked_sub(day)?]?)))
+                    .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+                if now > 0.0 && then > 0.0 { now / then } else { 1.0 }
+            } else {
+                1.0
+            };
+            ratios.entry(e.kind.clone()).or_default().push(actual / (baseline * level));
+            break;
         }
         series.values[range].iter_mut().for_each(|v| *v = None);
     }
@@ -226,5 +242,22 @@ mod tests {
             "[[event]]\nname = \"x\"\nstart = \"2026-12-01T21:00:00Z\"\nend = \"2026-12-01T18:00:00Z\"\nkind = \"k\"\n";
         assert!(Calendar::parse(backwards).is_err_and(|e| e.contains("ends before")));
         assert!(Calendar::parse("[[event]]\nname = \"x\"\nstart = \"soon\"\nend = \"later\"\nkind = \"k\"\n").is_err());
+    }
+
+    #[test]
+    fn a_weekly_event_is_learnt_although_each_baseline_week_held_the_previous_one() {
+        // The first occurrence is on day 0: only the later ones can teach, from the day before.
+
+        let mut values: Vec<Option<f64>> =
+            crate::forecast::seasonal_hours(24 * 28, 0.0).into_iter().map(Some).collect();
+        let past: Vec<Occurrence> = [0, 7, 14, 21].iter().map(|d| event(*d, "match", None)).collect();
+        for e in &past {
+            for v in &mut values[(e.start / HOUR) as usize..(e.end / HOUR) as usize] {
+                *v = v.map(|v| v * 3.0);
+            }
+        }
+        let mut series = Series { start: 0, step_secs: HOUR, values };
+        let learnt = learn(&mut series, &past);
+        assert!((learnt["match"] - 3.0).abs() < 0.3, "{learnt:?}");
     }
 }
