@@ -63,7 +63,26 @@ fn prewarm(bin: &Path, data: &Path, args: &[&str]) -> Result<String> {
     if let Some(calendar) = data.parent().map(|d| d.join("calendar.toml")).filter(|c| c.exists()) {
         command.env("PREWARM_CALENDAR", calendar);
     }
-    let out = command.output()?;
+    // No silent minutes: a line every few seconds while a long step runs.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (done, what) = (done.clone(), args.first().copied().unwrap_or("prewarm").to_owned());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut next = 5;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if started.elapsed().as_secs() >= next {
+                    println!("  … {what}: {next} s");
+                    next += 5;
+                }
+            }
+        })
+    };
+    let out = command.output();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = ticker.join();
+    let out = out?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!("prewarm {args:?} failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
