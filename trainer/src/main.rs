@@ -501,8 +501,8 @@ fn main() -> Result<()> {
                     .map(|(r, p)| {
                         let pools: Vec<_> = pools
                             .iter()
-                            .filter(|(pr, ..)| pr == r)
-                            .map(|(_, pool, p)| serde_json::json!({"pool": pool, "steps": &p[..p.len().min(steps)]}))
+                            .filter(|p| &p.region == r)
+                            .map(|p| serde_json::json!({"pool": p.pool, "steps": &p.steps[..p.steps.len().min(steps)]}))
                             .collect();
                         serde_json::json!({"region": r, "steps": &p[..p.len().min(steps)], "pools": pools})
                     })
@@ -520,8 +520,8 @@ fn main() -> Result<()> {
                     units(plan).len(),
                     units(plan).join(" ")
                 );
-                for (_, pool, plan) in pools.iter().filter(|(r, ..)| r == region) {
-                    println!("  pool {pool}: {}", units(plan).join(" "));
+                for p in pools.iter().filter(|p| &p.region == region) {
+                    println!("  pool {}: {}", p.pool, units(&p.steps).join(" "));
                 }
             }
             Ok(())

@@ -168,7 +168,7 @@ async fn with_pools_each_deployment_scales_to_its_own_pool() {
     let state = state_with("pools", false, vec![video, pool("api", None, Some("api"))]);
     publish(&state);
     let view = plan_now(&state, NOW).expect("plan");
-    let pools: Vec<(&str, &str)> = view.pools.iter().map(|(r, p, _)| (r.as_str(), p.as_str())).collect();
+    let pools: Vec<(&str, &str)> = view.pools.iter().map(|p| (p.region.as_str(), p.pool.as_str())).collect();
     assert_eq!(
         pools,
         vec![("eu", "video"), ("eu", "api"), ("eu", "default"), ("us", "video"), ("us", "api"), ("us", "default")]
@@ -185,11 +185,11 @@ async fn with_pools_each_deployment_scales_to_its_own_pool() {
         ],
         "the video profile by its centroid's content, the API profile by its label"
     );
-    let units = |pool: &str| view.pools.iter().find(|(r, p, _)| r == "eu" && p == pool).expect(pool).2[0].units;
+    let units = |pool: &str| view.pools.iter().find(|p| p.region == "eu" && p.pool == pool).expect(pool).steps[0].units;
     // The video pool's own instances (1/125 of the bandwidth) need more units than [plan]'s.
     let plain = PlanConfig { pools: vec![pool("video", Some("video"), None)], ..PlanConfig::default() };
     let plain = prewarm_trainer::plan::plan_pools(&view.models, &plain, NOW, &[]);
-    assert!(units("video") > plain[0].2[0].units, "{} vs {}", units("video"), plain[0].2[0].units);
+    assert!(units("video") > plain[0].steps[0].units, "{} vs {}", units("video"), plain[0].steps[0].units);
 
     let mut keda = client(state.clone()).await;
     let ask = |pool: &str| {

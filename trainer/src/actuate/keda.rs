@@ -91,16 +91,15 @@ impl PrewarmScaler {
         let steps = match &pool {
             None => steps,
             Some(pool) => {
-                let pools: Vec<&(String, String, Vec<crate::plan::PlanStep>)> =
-                    view.pools.iter().filter(|(r, ..)| *r == region).collect();
+                let pools: Vec<&crate::plan::PoolPlan> = view.pools.iter().filter(|p| p.region == region).collect();
                 &pools
                     .iter()
-                    .find(|(_, p, _)| p == pool)
+                    .find(|p| &p.pool == pool)
                     .ok_or_else(|| {
-                        let known: Vec<&str> = pools.iter().map(|(_, p, _)| p.as_str()).collect();
+                        let known: Vec<&str> = pools.iter().map(|p| p.pool.as_str()).collect();
                         Status::not_found(format!("no pool `{pool}` in region `{region}`; configured: {known:?}"))
                     })?
-                    .2
+                    .steps
             }
         };
         let first = steps.first().ok_or_else(|| {

@@ -78,12 +78,7 @@ impl PoolConfig {
         }
         if let Some(content) = &self.content {
             let Some(feature) = content_feature(content) else { return false };
-            let share = model.centroid(i).map_or(0.0, |z| {
-                let (mean, scale) = (&model.normalisation.mean, &model.normalisation.scale);
-                f64::from(
-                    z[feature] * scale.get(feature).copied().unwrap_or(1.0) + mean.get(feature).copied().unwrap_or(0.0),
-                )
-            });
+            let share = crate::publish::diff::raw_centroid(model, i).map_or(0.0, |raw| f64::from(raw[feature]));
             if share < self.min_share {
                 return false;
             }
@@ -265,6 +260,15 @@ pub fn plan(model: &RegionModel, config: &PlanConfig, now: UnixSeconds, nowcasts
     out
 }
 
+/// One region × pool's plan, with the profiles the pool serves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolPlan {
+    pub region: String,
+    pub pool: String,
+    pub profiles: Vec<ProfileId>,
+    pub steps: Vec<PlanStep>,
+}
+
 /// Which pool serves each profile of `model`: (pool name, profile ids), `default` last.
 pub fn pools_of(model: &RegionModel, pools: &[PoolConfig]) -> Vec<(String, Vec<ProfileId>)> {
     let mut out: Vec<(String, Vec<ProfileId>)> = pools.iter().map(|p| (p.name.clone(), Vec::new())).collect();
@@ -282,13 +286,13 @@ pub fn pools_of(model: &RegionModel, pools: &[PoolConfig]) -> Vec<(String, Vec<P
 }
 
 /// With `[[plan.pool]]`: a plan per region × pool, each over its pool's profiles with its own
-/// instance shape and bounds. (region, pool, steps).
+/// instance shape and bounds.
 pub fn plan_pools(
     models: &[RegionModel],
     config: &PlanConfig,
     now: UnixSeconds,
     signals: &[(String, u16, u64, f32)],
-) -> Vec<(String, String, Vec<PlanStep>)> {
+) -> Vec<PoolPlan> {
     if config.pools.is_empty() {
         return Vec::new();
     }
@@ -303,7 +307,8 @@ pub fn plan_pools(
                 .iter()
                 .find(|p| p.name == pool)
                 .map_or_else(|| PlanConfig { pools: Vec::new(), ..config.clone() }, |p| p.plan_config(config));
-            out.push((model.region.clone(), pool, plan(&part, &pool_config, now, &nowcasts)));
+            let steps = plan(&part, &pool_config, now, &nowcasts);
+            out.push(PoolPlan { region: model.region.clone(), pool, profiles: ids, steps });
         }
     }
     out

@@ -24,6 +24,7 @@ use self::cluster::{ClusterError, Clustering};
 use self::features::{UserFeatures, event_owner, user_features};
 use crate::config::TrainerConfig;
 use crate::ingest::event::Event;
+use crate::publish::diff::raw_centroid;
 use crate::store::{Store, StoreError};
 
 /// The smallest standard deviation used to standardise a feature: a feature (nearly) constant
@@ -179,12 +180,6 @@ fn fetch_feeds(
             }
         })
         .collect()
-}
-
-/// A profile's centroid in the features' own units.
-fn raw_centroid(model: &RegionModel, i: usize) -> Option<Vec<f32>> {
-    let z = model.centroid(i)?;
-    Some(z.iter().zip(&model.normalisation.scale).zip(&model.normalisation.mean).map(|((z, s), m)| z * s + m).collect())
 }
 
 /// Standardisation parameters of a data set.
@@ -359,11 +354,16 @@ fn build_region(
     let profile_of_user: std::collections::HashMap<usize, usize> =
         members.iter().zip(&labels).map(|(&u, &l)| (u, l)).collect();
 
+    // Each profile's events, gathered once for costs, priorities and the demand series.
+    let mut of_profile: Vec<Vec<&Event>> = vec![Vec::new(); k];
+    for (event, owner) in events.iter().zip(owners) {
+        if let Some(&c) = profile_of_user.get(owner) {
+            of_profile[c].push(event);
+        }
+    }
     let profiles: Vec<ProfileMeta> = (0..k)
         .map(|c| {
-            let in_profile =
-                events.iter().zip(owners).filter(|(_, owner)| profile_of_user.get(owner) == Some(&c)).map(|(e, _)| e);
-            let cost = describe::costs(in_profile, &config.costs);
+            let cost = describe::costs(of_profile[c].iter().copied(), &config.costs);
             ProfileMeta {
                 id: ids.ids[c],
                 label: describe::label(&raw[c]),
@@ -378,9 +378,7 @@ fn build_region(
     describe::disambiguate(&mut profiles, &raw);
     let mut priority_reasons = Vec::with_capacity(k);
     for (c, meta) in profiles.iter_mut().enumerate() {
-        let in_profile =
-            events.iter().zip(owners).filter(|(_, owner)| profile_of_user.get(owner) == Some(&c)).map(|(e, _)| e);
-        let facts = priority::facts(&meta.label, in_profile, rules, raw[c][index::DEVICE_BOT]);
+        let facts = priority::facts(&meta.label, of_profile[c].iter().copied(), rules, raw[c][index::DEVICE_BOT]);
         let (class, why) = config.priority.classify(&facts);
         meta.priority = class;
         priority_reasons.push((meta.id, why));
@@ -404,12 +402,8 @@ fn build_region(
         forecast: ForecastTable { start: now, step_secs: 300, upper_quantile: 0.9, series: Vec::new() },
     };
     // Each profile's request history, forecast for the next day.
-    let mut requests: Vec<(ProfileId, Vec<u64>)> = ids.ids.iter().map(|id| (*id, Vec::new())).collect();
-    for (event, owner) in events.iter().zip(owners) {
-        if let Some(&c) = profile_of_user.get(owner) {
-            requests[c].1.push(event.time);
-        }
-    }
+    let mut requests: Vec<(ProfileId, Vec<u64>)> =
+        ids.ids.iter().zip(&of_profile).map(|(id, events)| (*id, events.iter().map(|e| e.time).collect())).collect();
     // The edge's counts carry the series past the last event (events arrive late, or only
     // for a sample): minutes after it are counted from the edge, under the published ids.
     let last_event = requests.iter().flat_map(|(_, t)| t.iter().copied()).max().unwrap_or(0);

@@ -252,9 +252,8 @@ pub struct PlanView {
     pub pointer: Option<prewarm_shared::ModelPointer>,
     pub models: Vec<prewarm_shared::RegionModel>,
     pub plans: Vec<(String, Vec<crate::plan::PlanStep>)>,
-    /// With `[[plan.pool]]`: (region, pool, steps).
-    pub pools: Vec<(String, String, Vec<crate::plan::PlanStep>)>,
-    pub config_pools: Vec<crate::plan::PoolConfig>,
+    /// With `[[plan.pool]]`: each region × pool's plan.
+    pub pools: Vec<crate::plan::PoolPlan>,
     pub signals_in_effect: usize,
 }
 
@@ -269,17 +268,10 @@ impl PlanView {
                 let pools: Vec<_> = self
                     .pools
                     .iter()
-                    .filter(|(r, ..)| r == region)
-                    .map(|(_, pool, steps)| {
-                        let profiles: Vec<u16> = self
-                            .models
-                            .iter()
-                            .find(|m| &m.region == region)
-                            .map(|m| crate::plan::pools_of(m, &self.config_pools))
-                            .and_then(|p| p.into_iter().find(|(name, _)| name == pool))
-                            .map(|(_, ids)| ids.iter().map(|id| id.0).collect())
-                            .unwrap_or_default();
-                        json!({ "pool": pool, "profiles": profiles, "steps": steps })
+                    .filter(|p| &p.region == region)
+                    .map(|p| {
+                        let profiles: Vec<u16> = p.profiles.iter().map(|id| id.0).collect();
+                        json!({ "pool": p.pool, "profiles": profiles, "steps": p.steps })
                     })
                     .collect();
                 if !pools.is_empty() {
@@ -305,14 +297,7 @@ pub fn plan_now(state: &AppState, now: UnixSeconds) -> Result<PlanView, AppError
     let (pointer, models) = current.map_or((None, Vec::new()), |(p, m)| (Some(p), m));
     let plans = crate::plan::plan_regions(&models, &config.plan, now, &signals);
     let pools = crate::plan::plan_pools(&models, &config.plan, now, &signals);
-    Ok(PlanView {
-        pointer,
-        models,
-        plans,
-        pools,
-        config_pools: config.plan.pools.clone(),
-        signals_in_effect: signals.len(),
-    })
+    Ok(PlanView { pointer, models, plans, pools, signals_in_effect: signals.len() })
 }
 
 /// `GET /v1/plan`: the plan per region for the published model and recent prewarm signals.
