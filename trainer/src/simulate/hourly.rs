@@ -89,6 +89,11 @@ impl HourlySchedule {
         self.origins.get(i)
     }
 
+    /// The minute burstiness learnt at the latest origin not after `now`.
+    pub fn burst_at(&self, now: usize) -> Option<f64> {
+        self.origin_at(now).map(|o| o.burst)
+    }
+
     /// The forecast for the hour holding minute `target`, made at the latest origin not after
     /// `now`: a step per hour, as hourly scaling schedules are.
     pub fn known_at(&self, now: usize, target: usize) -> Option<Known> {
@@ -146,18 +151,17 @@ fn forecast_at(
     let past: Vec<Occurrence> = events.iter().filter(|e| e.end <= origin_time).cloned().collect();
     // Masked and learnt here; applied minute by minute when the forecast is read, so an
     // event's edges are sharp rather than interpolated across hours.
+    let burst = burst(&series.values, &hours, config.burst_quantile);
+    // A zero horizon asks for the burstiness alone: no model to fit.
+    if config.horizon_hours == 0 {
+        return Some(Origin { minute, point: Vec::new(), last_hour: None, burst, learnt: Vec::new() });
+    }
     let learnt = calendar::learn(&mut hourly, &past).into_iter().collect();
     let filled = hourly.imputed(24, 168);
     let f = model::forecast(Method::Mstl, &filled, &[24, 168], config.horizon_hours, config.level)
         .or_else(|_| model::seasonal_naive(&filled, 24.min(filled.len()), config.horizon_hours, config.level))
         .ok()?;
-    Some(Origin {
-        minute,
-        point: f.point,
-        last_hour: hours.last().copied().flatten(),
-        burst: burst(&series.values, &hours, config.burst_quantile),
-        learnt,
-    })
+    Some(Origin { minute, point: f.point, last_hour: hours.last().copied().flatten(), burst, learnt })
 }
 
 /// The quantile of (minute − hour mean) / √(hour mean) over the last week's complete,

@@ -226,7 +226,7 @@ pub struct Forecasts {
     /// prewarm forecasts each profile on its own (one schedule for an aggregate trace), each
     /// with its weight.
     prewarm: Vec<(HourlySchedule, f64)>,
-    /// With profiles, the whole trace's schedule too: its minute burstiness is the margin.
+    /// With profiles, the whole trace's minute burstiness (the margin), per origin.
     prewarm_total: Option<HourlySchedule>,
 }
 
@@ -246,8 +246,10 @@ impl Forecasts {
                 .map(|p| (HourlySchedule::build(&p.requests, trace.start, &PREWARM_SCHEDULE, calendar), p.weight))
                 .collect()
         };
+        // Only its burstiness is read: a zero horizon skips the model fits.
+        let burst_only = ScheduleConfig { horizon_hours: 0, ..PREWARM_SCHEDULE };
         let prewarm_total = (wants(PolicyKind::Prewarm) && !trace.profiles.is_empty())
-            .then(|| HourlySchedule::build(&trace.demand, trace.start, &PREWARM_SCHEDULE, calendar));
+            .then(|| HourlySchedule::build(&trace.demand, trace.start, &burst_only, &[]));
         Self {
             prewarm_total,
             aws: if wants(PolicyKind::AwsPredictive) {

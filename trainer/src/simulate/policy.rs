@@ -183,8 +183,8 @@ impl<'s> Prewarm<'s> {
     /// rate plus `headroom` × the burstiness margin (the whole trace's when known at `now`).
     fn band(&self, now: usize, known: &[(f64, Known)]) -> f64 {
         let mean: f64 = known.iter().map(|(weight, k)| weight * k.rate).sum();
-        let margin = match self.total.and_then(|t| t.smooth_at(now, now)) {
-            Some(total) => total.burst.max(0.0) * mean.max(0.0).sqrt(),
+        let margin = match self.total.and_then(|t| t.burst_at(now)) {
+            Some(burst) => burst.max(0.0) * mean.max(0.0).sqrt(),
             None => known
                 .iter()
                 .map(|(weight, k)| (weight * k.burst.max(0.0) * k.rate.max(0.0).sqrt()).powi(2))
