@@ -228,7 +228,7 @@ fn main() -> Result<()> {
             for runs in runs.split(',').filter_map(|r| r.trim().parse::<usize>().ok()) {
                 let (seconds, inertia) = bench::kmeans(&matrix, k, runs)?;
                 println!(
-                    "  prewarm (linfa, k-means++, {runs} run(s), relative tolerance): {seconds:>7.2} s  inertia {inertia:.0}"
+                    "  prewarm (greedy k-means++ on a 50k sample, {runs} run(s), linfa Lloyd): {seconds:>7.2} s  inertia {inertia:.0}"
                 );
             }
             Ok(())
