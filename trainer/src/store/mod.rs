@@ -103,6 +103,10 @@ const EVENT_COLUMNS: usize = 14;
 /// Rows per INSERT statement (14 values each, well under SQLite's 32,766 parameters).
 const ROWS_PER_INSERT: usize = 64;
 
+/// The statement for a full chunk, built once: it is also the statement cache's key, looked up
+/// for every chunk.
+static INSERT_FULL_CHUNK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
+
 /// `INSERT INTO events (...) VALUES (?, ...), ... ` for `rows` rows.
 fn insert_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; EVENT_COLUMNS].join(","));
@@ -201,7 +205,11 @@ impl Store {
     pub fn insert_events(&mut self, events: &[Event]) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut stmt = tx.prepare_cached(&insert_sql(chunk.len()))?;
+            let mut stmt = if chunk.len() == ROWS_PER_INSERT {
+                tx.prepare_cached(&INSERT_FULL_CHUNK)?
+            } else {
+                tx.prepare_cached(&insert_sql(chunk.len()))?
+            };
             let mut column = 1;
             for e in chunk {
                 let values: [&dyn rusqlite::ToSql; EVENT_COLUMNS] = [

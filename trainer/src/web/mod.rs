@@ -132,10 +132,10 @@ fn authorize(headers: &HeaderMap, expected: Option<&String>, name: &'static str)
     }
 }
 
-fn decoded_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>, AppError> {
+fn decoded_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, AppError> {
     match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::trim) {
-        None | Some("identity") => Ok(body.to_vec()),
-        Some("gzip") => Ok(ingest::gunzip(&body, limit)?),
+        None | Some("identity") => Ok(body),
+        Some("gzip") => Ok(ingest::gunzip(&body, limit)?.into()),
         Some(other) => Err(AppError::UnsupportedEncoding(other.to_owned())),
     }
 }
