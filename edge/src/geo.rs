@@ -1,50 +1,71 @@
 //! Where a request came from, as far as prewarm needs it: Cloudflare's `request.cf` (colo,
-//! country, continent, timezone, TCP RTT) and the local time there. Never addresses.
+//! country, continent, timezone, TCP RTT) and the local time there. Never addresses. A
+//! visitor's location is remembered in their signed state and re-read now and again.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use prewarm_shared::UnixSeconds;
 use prewarm_shared::features::local_time;
+use prewarm_shared::{BehaviourState, GeoMemo, UnixSeconds};
 use worker::js_sys::{self, Array, Object, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 
+use crate::forward::CfFacts;
+
 /// How long a timezone's UTC offset is reused before it is computed again (DST changes).
 const OFFSET_CACHE_SECS: u64 = 15 * 60;
+
+fn field(object: &JsValue, name: &str) -> Option<JsValue> {
+    Reflect::get(object, &JsValue::from_str(name)).ok().filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+/// Read `request.cf` again after this long (travel, daylight saving)...
+const GEO_REFRESH_SECS: u64 = 15 * 60;
+/// ...and on every this-many-th request, for fresh RTT samples.
+const GEO_REFRESH_REQUESTS: u16 = 16;
 
 #[derive(Debug, Default, Clone)]
 pub struct RequestOrigin {
     pub colo: Option<String>,
     pub country: Option<String>,
     pub continent: Option<String>,
-    pub timezone: Option<String>,
+    /// The visitor's UTC offset (0 when the timezone is unknown).
+    pub utc_offset_minutes: i32,
+    /// Only on the requests that read `request.cf`.
     pub rtt_ms: Option<u32>,
 }
 
-fn field(object: &JsValue, name: &str) -> Option<JsValue> {
-    Reflect::get(object, &JsValue::from_str(name)).ok().filter(|v| !v.is_undefined() && !v.is_null())
-}
-
 impl RequestOrigin {
-    /// Reads `request.cf`; every field is optional (local runs and tests may lack some).
-    pub fn read(request: &worker::web_sys::Request) -> Self {
-        let Some(cf) = field(request.as_ref(), "cf") else {
-            return Self::default();
-        };
-        let string = |name| field(&cf, name).and_then(|v| v.as_string());
-        Self {
-            colo: string("colo"),
-            country: string("country"),
-            continent: string("continent"),
-            timezone: string("timezone"),
-            rtt_ms: field(&cf, "clientTcpRtt").and_then(|v| v.as_f64()).filter(|v| *v >= 0.0).map(|v| v as u32),
+    /// Where the visitor is: from the state's memo while it is recent, otherwise from
+    /// `request.cf` (a JSON parse inside the runtime), remembered in the state for next time.
+    pub fn for_visitor(request: &worker::web_sys::Request, state: &mut BehaviourState, now: UnixSeconds) -> Self {
+        let recent = state.geo.filter(|g| {
+            now.0.saturating_sub(g.read_at.0) < GEO_REFRESH_SECS && !state.requests.is_multiple_of(GEO_REFRESH_REQUESTS)
+        });
+        if let Some(memo) = recent {
+            return Self {
+                colo: memo.colo().map(str::to_owned),
+                country: memo.country().map(str::to_owned),
+                continent: memo.continent().map(str::to_owned),
+                utc_offset_minutes: i32::from(memo.utc_offset_minutes),
+                rtt_ms: None,
+            };
         }
+        let cf = CfFacts::read(request);
+        let utc_offset_minutes = cf.timezone.as_deref().map_or(0, |tz| utc_offset_minutes(tz, now));
+        state.geo = Some(GeoMemo::new(
+            cf.colo.as_deref(),
+            cf.country.as_deref(),
+            cf.continent.as_deref(),
+            utc_offset_minutes,
+            now,
+        ));
+        Self { colo: cf.colo, country: cf.country, continent: cf.continent, utc_offset_minutes, rtt_ms: cf.rtt_ms }
     }
 
-    /// Local hour and weekday of `now` in the request's timezone (UTC when unknown).
+    /// Local hour and weekday of `now` where the visitor is.
     pub fn local_time(&self, now: UnixSeconds) -> (f32, u8) {
-        let offset = self.timezone.as_deref().map_or(0, |tz| utc_offset_minutes(tz, now));
-        local_time(now, offset)
+        local_time(now, self.utc_offset_minutes)
     }
 }
 

@@ -4,8 +4,6 @@
 use prewarm_shared::UnixSeconds;
 use prewarm_shared::signals::UserHash;
 use prewarm_shared::state::{BehaviourState, CookieKeys, StateError};
-use worker::js_sys::{self, Reflect};
-use worker::wasm_bindgen::{JsCast, JsValue};
 
 pub const ID_COOKIE: &str = "pw_id";
 pub const STATE_COOKIE: &str = "pw_state";
@@ -20,8 +18,6 @@ const ID_HEX_LEN: usize = 32;
 pub struct Visitor {
     /// The raw id: it goes into this visitor's own cookie and nowhere else.
     raw_id: String,
-    /// What leaves the worker instead.
-    pub user: UserHash,
     pub state: BehaviourState,
     /// The id cookie must be (re)set on the response.
     pub id_is_new: bool,
@@ -51,28 +47,13 @@ fn is_valid_id(id: &str) -> bool {
     id.len() == ID_HEX_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// 128 random bits from the runtime's CSPRNG (`crypto.getRandomValues`).
-fn random_id() -> String {
-    let bytes = js_sys::Uint8Array::new_with_length(16);
-    let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).ok();
-    let get_random = crypto
-        .as_ref()
-        .and_then(|c| Reflect::get(c, &JsValue::from_str("getRandomValues")).ok())
-        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-    if let (Some(crypto), Some(f)) = (crypto, get_random) {
-        let _ = f.call1(&crypto, &bytes);
-    }
-    bytes.to_vec().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Reads or creates the visitor's identity and state.
-pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, salt: &[u8], now: UnixSeconds) -> Visitor {
+pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, now: UnixSeconds) -> Visitor {
     let existing = cookie_header.and_then(|h| cookie(h, ID_COOKIE)).filter(|id| is_valid_id(id));
     let (raw_id, id_is_new) = match existing {
         Some(id) => (id.to_owned(), false),
-        None => (random_id(), true),
+        None => (crate::forward::random_id(), true),
     };
-    let user = UserHash::derive(salt, raw_id.as_bytes());
     let (state, rejected_state) = match cookie_header.and_then(|h| cookie(h, STATE_COOKIE)) {
         // A state cookie only belongs with the id it came with: a new id starts fresh.
         Some(value) if !id_is_new => match BehaviourState::from_cookie(value, keys) {
@@ -81,10 +62,16 @@ pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, salt: &[u8], now
         },
         _ => (BehaviourState::new(now), None),
     };
-    Visitor { raw_id, user, state, id_is_new, rejected_state }
+    Visitor { raw_id, state, id_is_new, rejected_state }
 }
 
 impl Visitor {
+    /// What leaves the worker instead of the raw id: HMAC(salt, id). Computed only when a
+    /// signal needs it (a sampled state), not on every request.
+    pub fn user(&self, salt: &[u8]) -> UserHash {
+        UserHash::derive(salt, self.raw_id.as_bytes())
+    }
+
     /// `Set-Cookie` values for the response.
     pub fn set_cookies(&self, keys: &CookieKeys) -> Vec<String> {
         let attributes = "Path=/; Secure; HttpOnly; SameSite=Lax";

@@ -65,9 +65,11 @@ pub fn status() -> ModelStatus {
 }
 
 /// The model for this request's region, or `None` (then the request gets profile `default`).
-/// `spawn` runs the background refresh (the caller hands it to `ctx.wait_until`).
+/// `kv` is called only when KV must be read (getting the binding costs several crossings of
+/// the Wasm boundary, and most requests are served from the cache); `spawn` runs the
+/// background refresh (the caller hands it to `ctx.wait_until`).
 pub async fn model_for(
-    kv: &KvStore,
+    kv: impl Fn() -> Option<KvStore>,
     cache_ttl: u64,
     check_secs: u64,
     origin: &RequestOrigin,
@@ -81,14 +83,17 @@ pub async fn model_for(
     let pointer = match pointer {
         None if refreshing => return None,
         None => {
+            let kv = kv()?;
             begin_refresh();
-            refresh(kv, cache_ttl, now).await;
+            refresh(&kv, cache_ttl, now).await;
             CACHE.with(|c| c.borrow().pointer.clone())?
         }
         Some(pointer) => {
-            if due && !refreshing {
+            if due
+                && !refreshing
+                && let Some(kv) = kv()
+            {
                 begin_refresh();
-                let kv = kv.clone();
                 spawn(Box::pin(async move { refresh(&kv, cache_ttl, now).await }));
             }
             pointer
@@ -100,7 +105,7 @@ pub async fn model_for(
     }
     // First request for this region in this isolate: load its blob now.
     let entry = pointer.entry(region)?;
-    match load_region(kv, cache_ttl, entry).await {
+    match load_region(&kv()?, cache_ttl, entry).await {
         Ok(model) => {
             let model = Rc::new(model);
             CACHE.with(|c| {

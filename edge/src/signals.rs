@@ -61,7 +61,8 @@ pub fn counters() -> SignalCounters {
 pub struct Served<'a> {
     pub model: &'a RegionModel,
     pub profile: ProfileId,
-    pub user: &'a UserHash,
+    /// The user's hash, computed only for a sampled state.
+    pub user: &'a dyn Fn() -> UserHash,
     pub requests_by_user: u16,
     pub features: &'a FeatureVector,
     pub bytes: u64,
@@ -158,15 +159,9 @@ pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
                 }
             }
         }
-        let sampled = f32::from(served.user.0[0]) / 256.0 < config.state_sample_rate;
-        if sampled && served.requests_by_user.is_multiple_of(SAMPLE_EVERY_REQUESTS) {
-            a.states.push(SampledState {
-                user: *served.user,
-                region,
-                profile: served.profile,
-                at: now,
-                features: *served.features,
-            });
+        let user = served.requests_by_user.is_multiple_of(SAMPLE_EVERY_REQUESTS).then(served.user);
+        if let Some(user) = user.filter(|u| f32::from(u.0[0]) / 256.0 < config.state_sample_rate) {
+            a.states.push(SampledState { user, region, profile: served.profile, at: now, features: *served.features });
         }
         let due = !a.prewarm.is_empty()
             || a.pending() >= config.signal_batch_max

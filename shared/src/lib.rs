@@ -47,4 +47,4 @@ mod hex;
 pub use artifact::{ArtifactError, ModelPointer, ProfileId, RegionModel};
 pub use classify::{ClassificationRules, ContentClass, Device, RequestClass};
 pub use features::{FEATURE_DIM, FeatureVector, Observation, UnixSeconds};
-pub use state::{BehaviourState, CookieKey, StateError};
+pub use state::{BehaviourState, CookieKey, GeoMemo, StateError};

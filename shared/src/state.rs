@@ -2,8 +2,10 @@
 //!
 //! The edge has no database: everything it knows about a user travels in this cookie. The state
 //! is a fixed set of exponentially decayed means plus a few counters, updated per request in
-//! O(d) without allocating. The cookie is 63 bytes before base64: a 51-byte payload whose second
+//! O(d) without allocating. The cookie is 76 bytes before base64: a 64-byte payload whose second
 //! byte is the id of the key that signed it, and a 12-byte truncated HMAC-SHA256 over the payload.
+//! The payload also remembers where the user was last seen from ([`GeoMemo`]), so that the edge
+//! need not read `request.cf` on every request.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,13 +17,15 @@ use crate::classify::{ContentClass, Device};
 use crate::features::{self, FEATURE_DIM, FeatureVector, Observation, UnixSeconds, index};
 
 /// Bumped whenever the cookie layout changes; older cookies are then treated as new users.
-pub const STATE_SCHEMA_VERSION: u8 = 1;
+pub const STATE_SCHEMA_VERSION: u8 = 2;
 /// A gap longer than this starts a new session.
 pub const SESSION_GAP_SECS: u64 = 30 * 60;
 /// The slowest decay: a mean reflects roughly the last 32 requests.
 pub const MIN_DECAY_ALPHA: f32 = 1.0 / 32.0;
 
-const PAYLOAD_LEN: usize = 51;
+const PAYLOAD_LEN: usize = 64;
+/// Where the geo memo starts in the payload (after the means).
+const GEO_AT: usize = 51;
 const TAG_LEN: usize = 12;
 /// Encoded length before base64.
 pub const COOKIE_BYTES: usize = PAYLOAD_LEN + TAG_LEN;
@@ -141,6 +145,67 @@ pub struct BehaviourState {
     pub model_version: ModelVersion,
     flags: u8,
     means: [f32; MEANS],
+    /// Where the user was last seen from; `None` until the edge has read it once.
+    pub geo: Option<GeoMemo>,
+}
+
+/// Where a user was last seen from, as `request.cf` said: reading `request.cf` costs the
+/// Workers runtime a JSON parse per request, so the edge reads it on a user's first request and
+/// then only now and again (travel, daylight saving), and keeps it here meanwhile. Fields that
+/// do not fit (not 3-letter colos, not 2-letter countries or continents) are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GeoMemo {
+    colo: [u8; 3],
+    country: [u8; 2],
+    continent: [u8; 2],
+    pub utc_offset_minutes: i16,
+    pub read_at: UnixSeconds,
+}
+
+/// `value` as exactly `N` ASCII alphanumerics, or zeros (absent).
+fn code<const N: usize>(value: Option<&str>) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(v) = value
+        && v.len() == N
+        && v.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        out.copy_from_slice(v.as_bytes());
+    }
+    out
+}
+
+fn text<const N: usize>(code: &[u8; N]) -> Option<&str> {
+    if code.iter().all(u8::is_ascii_alphanumeric) { core::str::from_utf8(code).ok() } else { None }
+}
+
+impl GeoMemo {
+    pub fn new(
+        colo: Option<&str>,
+        country: Option<&str>,
+        continent: Option<&str>,
+        utc_offset_minutes: i32,
+        read_at: UnixSeconds,
+    ) -> Self {
+        Self {
+            colo: code(colo),
+            country: code(country),
+            continent: code(continent),
+            utc_offset_minutes: utc_offset_minutes.clamp(-14 * 60, 14 * 60) as i16,
+            read_at,
+        }
+    }
+
+    pub fn colo(&self) -> Option<&str> {
+        text(&self.colo)
+    }
+
+    pub fn country(&self) -> Option<&str> {
+        text(&self.country)
+    }
+
+    pub fn continent(&self) -> Option<&str> {
+        text(&self.continent)
+    }
 }
 
 impl BehaviourState {
@@ -156,6 +221,7 @@ impl BehaviourState {
             model_version: ModelVersion(0),
             flags: 0,
             means: [0.0; MEANS],
+            geo: None,
         }
     }
 
@@ -281,6 +347,15 @@ impl BehaviourState {
             let q = (((value - lo) / (hi - lo)).clamp(0.0, 1.0) * f32::from(u16::MAX)).round() as u16;
             p[23 + 2 * i..25 + 2 * i].copy_from_slice(&q.to_le_bytes());
         }
+        if let Some(geo) = &self.geo {
+            let g = &mut buf[GEO_AT..PAYLOAD_LEN];
+            g[0..3].copy_from_slice(&geo.colo);
+            g[3..5].copy_from_slice(&geo.country);
+            g[5..7].copy_from_slice(&geo.continent);
+            g[7..9].copy_from_slice(&geo.utc_offset_minutes.to_le_bytes());
+            // A read time of 0 means "no memo"; a real one is never 0.
+            g[9..13].copy_from_slice(&seconds_u32(geo.read_at).max(1).to_le_bytes());
+        }
         let mut mac = key.mac();
         mac.update(&buf[..PAYLOAD_LEN]);
         let tag = mac.finalize().into_bytes();
@@ -324,6 +399,17 @@ impl BehaviourState {
             model_version: ModelVersion(u32_at(18)),
             flags: payload[22],
             means,
+            geo: {
+                let g = &payload[GEO_AT..PAYLOAD_LEN];
+                let read_at = u32_at(GEO_AT + 9);
+                (read_at != 0).then(|| GeoMemo {
+                    colo: [g[0], g[1], g[2]],
+                    country: [g[3], g[4]],
+                    continent: [g[5], g[6]],
+                    utc_offset_minutes: i16::from_le_bytes([g[7], g[8]]),
+                    read_at: UnixSeconds(u64::from(read_at)),
+                })
+            },
         };
         if state.session_start > state.last_seen || state.sessions > state.requests {
             return Err(StateError::Inconsistent);
@@ -396,6 +482,20 @@ mod tests {
     }
 
     #[test]
+    fn the_geo_memo_travels_in_the_cookie_and_odd_codes_are_dropped() {
+        let mut state = sample_state();
+        assert_eq!(BehaviourState::from_cookie(&state.to_cookie(&keys().current), &keys()).map(|s| s.geo), Ok(None));
+        state.geo = Some(GeoMemo::new(Some("FRA"), Some("DE"), Some("EU"), 60, UnixSeconds(1_700_000_000)));
+        let back = BehaviourState::from_cookie(&state.to_cookie(&keys().current), &keys()).expect("decodes");
+        let geo = back.geo.expect("memo kept");
+        assert_eq!((geo.colo(), geo.country(), geo.continent()), (Some("FRA"), Some("DE"), Some("EU")));
+        assert_eq!((geo.utc_offset_minutes, geo.read_at), (60, UnixSeconds(1_700_000_000)));
+        let odd = GeoMemo::new(Some("FRANKFURT"), Some("D"), None, -10_000, UnixSeconds(5));
+        assert_eq!((odd.colo(), odd.country(), odd.continent()), (None, None, None));
+        assert_eq!(odd.utc_offset_minutes, -14 * 60);
+    }
+
+    #[test]
     fn tampered_truncated_foreign_and_old_cookies_are_rejected() {
         let cookie = sample_state().to_cookie(&keys().current);
         let mut bytes = URL_SAFE_NO_PAD.decode(&cookie).expect("base64");
@@ -403,7 +503,8 @@ mod tests {
         let tampered = URL_SAFE_NO_PAD.encode(&bytes);
         assert_eq!(BehaviourState::from_cookie(&tampered, &keys()), Err(StateError::BadSignature));
         assert!(matches!(
-            BehaviourState::from_cookie(&cookie[..cookie.len() - 4], &keys()),
+            // Whole base64 quanta short (a partial one fails as base64 first).
+            BehaviourState::from_cookie(&cookie[..cookie.len() - 6], &keys()),
             Err(StateError::WrongLength { .. })
         ));
         let foreign = CookieKeys::single(CookieKey::new(1, b"another secret".to_vec()));
