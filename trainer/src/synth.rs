@@ -215,7 +215,8 @@ pub struct SynthEvent {
     /// Unix seconds of each occurrence's start (past ones fall in the history).
     pub starts: Vec<u64>,
     pub minutes: u64,
-    /// Demand of the kind during the event, as a multiple of its normal evening.
+    /// Demand of the kind during the event, as a multiple of its normal peak (its evening, for
+    /// video viewers), whatever the hour it falls at.
     pub multiplier: f64,
 }
 
@@ -253,14 +254,13 @@ pub fn generate_scenario(
                 for &at in
                     event.starts.iter().filter(|&&at| at >= start + joined * 86_400 && at < start + days * 86_400)
                 {
-                    // On a normal day a user starts a session inside the window with
-                    // probability sessions / days × P(the kind's hour falls in it); the event
-                    // adds (multiplier − 1) times that, spread over the window.
-                    let local_hour =
-                        ((at as i64 + i64::from(utc_offset_minutes) * 60).rem_euclid(86_400)) as f64 / 3600.0;
+                    // On a normal day a user starts a session inside a window this long at the
+                    // kind's peak hour with probability sessions / days × P(the kind's hour falls
+                    // in it); the event adds (multiplier − 1) times that, spread over the window,
+                    // whatever the hour: a match at midnight still draws an evening's crowd.
                     let hours = event.minutes as f64 / 60.0;
-                    let (mu, sigma) = (kind.hour.0, kind.hour.1.max(0.1));
-                    let within = normal_cdf((local_hour + hours - mu) / sigma) - normal_cdf((local_hour - mu) / sigma);
+                    let sigma = kind.hour.1.max(0.1);
+                    let within = normal_cdf(hours / 2.0 / sigma) - normal_cdf(-hours / 2.0 / sigma);
                     let share =
                         (event.multiplier - 1.0).max(0.0) * sessions as f64 / days.max(1) as f64 * within.max(0.0);
                     if rng.unit() < share.min(1.0) {

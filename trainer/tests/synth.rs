@@ -57,4 +57,22 @@ fn growth_new_users_and_a_weekly_event_shape_the_history() {
             "{during} during the event vs {day_before} a day before"
         );
     }
+
+    // A match at 03:00 local, when video viewers sleep, still draws more than twice their
+    // normal evening: the multiplier is of the kind's peak, not of that hour.
+    let night: Vec<u64> = [5u64, 12, 19, 26].iter().map(|d| START + d * 86_400 + 2 * 3600).collect();
+    let scenario = Scenario {
+        event: Some(SynthEvent { region: "eu".into(), kind: 0, starts: night.clone(), minutes: 90, multiplier: 4.0 }),
+        ..Scenario::default()
+    };
+    let (requests, _) = synth::generate_scenario(&kinds, "eu", 60, 200, 9, START, days, 3, &scenario);
+    for at in &night {
+        // The evening window a day before: 20:00 UTC is 21:00 local, the viewers' peak.
+        let evening = video(&requests, at - 86_400 + 18 * 3600);
+        let during = video(&requests, *at);
+        assert!(
+            during as f64 > 2.0 * evening.max(1) as f64,
+            "{during} during a night match vs {evening} on an evening"
+        );
+    }
 }

@@ -55,6 +55,52 @@ const VISITORS: [Visitor; 4] = [
     },
 ];
 
+/// No silent minutes while a long step runs: a spinner with the elapsed time on a terminal, a
+/// line every 5 s in a log (where a spinner's carriage returns would be noise).
+struct Progress {
+    done: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(what: &str) -> Self {
+        use std::io::{IsTerminal, Write};
+        let done = Arc::new(AtomicBool::new(false));
+        let (stop, what) = (done.clone(), what.to_owned());
+        let ticker = std::thread::spawn(move || {
+            let started = Instant::now();
+            let terminal = std::io::stdout().is_terminal();
+            let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+            let mut next_line = 5;
+            let mut frame = 0;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                let elapsed = started.elapsed().as_secs();
+                if terminal {
+                    print!("\r  {} {what}: {elapsed} s ", frames[frame % frames.len()]);
+                    let _ = std::io::stdout().flush();
+                    frame += 1;
+                } else if elapsed >= next_line {
+                    println!("  … {what}: {next_line} s");
+                    next_line += 5;
+                }
+            }
+            if terminal {
+                print!("\r{}\r", " ".repeat(what.len() + 16));
+                let _ = std::io::stdout().flush();
+            }
+        });
+        Self { done, ticker: Some(ticker) }
+    }
+
+    fn finish(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
+
 /// Runs the trainer's CLI on the demo's data directory (with the demo's events calendar,
 /// `calendar.toml` beside it, once written).
 fn prewarm(bin: &Path, data: &Path, args: &[&str]) -> Result<String> {
@@ -63,25 +109,9 @@ fn prewarm(bin: &Path, data: &Path, args: &[&str]) -> Result<String> {
     if let Some(calendar) = data.parent().map(|d| d.join("calendar.toml")).filter(|c| c.exists()) {
         command.env("PREWARM_CALENDAR", calendar);
     }
-    // No silent minutes: a line every few seconds while a long step runs.
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ticker = {
-        let (done, what) = (done.clone(), args.first().copied().unwrap_or("prewarm").to_owned());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut next = 5;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                if started.elapsed().as_secs() >= next {
-                    println!("  … {what}: {next} s");
-                    next += 5;
-                }
-            }
-        })
-    };
+    let progress = Progress::start(args.first().copied().unwrap_or("prewarm"));
     let out = command.output();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = ticker.join();
+    progress.finish();
     let out = out?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
@@ -227,14 +257,18 @@ fn replay_against_reactive(bin: &Path, data: &Path) -> Result<String> {
     Ok(line)
 }
 
-/// When the synthetic calendar's next match starts, from the synthesis: a few minutes after the
-/// live phase begins (importing and training take one to two), so the plan shown before the
-/// live traffic rises for it a few steps ahead.
-const MATCH_IN_SECS: u64 = 600;
+/// About how long generating, importing, training and starting everything takes before the
+/// live traffic begins (about a minute here): the synthetic calendar's next match is set
+/// to kick off that long plus half the live phase after the synthesis, when the surge joins.
+const PREP_SECS: u64 = 75;
 
 /// Visitors the surge adds: ten times a kind's normal two, so the surge stands out from the
 /// (wide: 3× the expected value) upper band of a profile forecast from a few thousand users.
 const SURGE_VISITORS: u64 = 20;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     let started = Instant::now();
@@ -261,9 +295,10 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     );
     let path = |p: &Path| p.to_str().map(str::to_owned).context("non-UTF-8 temp path");
     let calendar = dir.0.join("calendar.toml");
-    // The next match starts in MATCH_IN_SECS, about when the live surge will: its weekly
-    // predecessors are in the history, and the calendar tells the trainer it is coming.
-    let event = format!("eu:0:+{MATCH_IN_SECS}:60:4");
+    // The next match starts when the live surge will: its weekly predecessors are in the
+    // history, and the calendar tells the trainer it is coming.
+    let match_in = PREP_SECS + duration.as_secs() / 2;
+    let event = format!("eu:0:+{match_in}:60:4");
     print!(
         "{}",
         prewarm(
@@ -293,7 +328,7 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         )?
     );
     println!("  also written: the same history as an access log (combined format), and the match calendar");
-    let match_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + MATCH_IN_SECS;
+    let match_at = unix_now() + match_in;
     println!(
         "  the next match (eu, video viewers) starts at {:02}:{:02} UTC: the calendar tells the trainer",
         match_at % 86_400 / 3600,
@@ -432,20 +467,33 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         );
         status
     };
-    let half = duration / 2;
-    let phase_end = Instant::now() + half;
-    while Instant::now() < phase_end {
-        std::thread::sleep(Duration::from_secs(5).min(half));
+    // Normal traffic until the match kicks off (kept between a quarter and three quarters of
+    // the live phase, should preparing have been much faster or slower than PREP_SECS).
+    let live_start = Instant::now();
+    let normal = Duration::from_secs(match_at.saturating_sub(unix_now())).clamp(duration / 4, duration * 3 / 4);
+    let tick = Duration::from_secs(5).min(duration / 4).max(Duration::from_secs(1));
+    while live_start.elapsed() < normal {
+        std::thread::sleep(tick.min(normal.saturating_sub(live_start.elapsed())));
         report("normal");
     }
     let before_surge = prewarm_count(&json(trainer.addr, "/v1/status"));
-    println!("  surge: {SURGE_VISITORS} more mobile video viewers join");
+    let kickoff = i128::from(unix_now()) - i128::from(match_at);
+    println!(
+        "  the match kicks off ({:02}:{:02}:{:02} UTC; {}): {SURGE_VISITORS} more mobile video viewers join",
+        match_at % 86_400 / 3600,
+        match_at % 3600 / 60,
+        match_at % 60,
+        match kickoff {
+            0 => "on time".to_owned(),
+            k if k > 0 => format!("the surge joins {k} s after it"),
+            k => format!("the surge joins {} s before it", -k),
+        }
+    );
     for i in 0..SURGE_VISITORS {
         threads.push(spawn(&VISITORS[0], 100 + i));
     }
-    let surge_end = Instant::now() + half;
-    while Instant::now() < surge_end {
-        std::thread::sleep(Duration::from_secs(5).min(half));
+    while live_start.elapsed() < duration {
+        std::thread::sleep(tick.min(duration.saturating_sub(live_start.elapsed())));
         report("surge ");
     }
     stop.store(true, Ordering::Relaxed);
