@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use prewarm_shared::assign::assign_profile;
-use prewarm_shared::{ClassificationRules, Device, Observation, UnixSeconds};
+use prewarm_shared::{ClassificationRules, Device, Observation, RegionModel, UnixSeconds};
 use worker::{Context, Env, Request, Response, Result, Url, event, web_sys};
 
 use crate::config::EdgeConfig;
@@ -66,65 +66,79 @@ fn config(env: &Env) -> std::result::Result<Rc<EdgeConfig>, config::ConfigError>
     Ok(config)
 }
 
-#[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
-    let facts = forward::RequestFacts::read(&req);
-    let path_and_query = forward::path_and_query(&facts.url).ok_or("the request URL is not absolute")?;
-    let path = forward::path_of(path_and_query);
-    let config = config(&env);
+/// A request identified and located, before its model is known.
+struct Begun {
+    facts: forward::RequestFacts,
+    config: Rc<EdgeConfig>,
+    visitor: identify::Visitor,
+    origin: geo::RequestOrigin,
+    now: UnixSeconds,
+}
+
+/// What the first look at a request decided.
+enum Start {
+    /// `/__prewarm/...`: answered by the status module.
+    Status,
+    /// No usable configuration: forwarded untouched.
+    PassThrough,
+    Profile(Box<Begun>),
+}
+
+/// Reads the request, the configuration and the visitor (identity, state, location).
+fn begin(req: &web_sys::Request, env: &Env) -> Result<Start> {
+    let facts = forward::RequestFacts::read(req);
+    let path = forward::path_of(forward::path_and_query(&facts.url).ok_or("the request URL is not absolute")?);
+    let config = config(env);
     status::set_config_error(config.as_ref().err().map(|e| e.0.clone()));
     if path.starts_with(status::PREFIX) {
-        // Guarded by `STATUS_TOKEN` when set; answered even when the rest of the config is broken.
-        let req = Request::from(req);
-        return status::handle(&req, path, config::text(&env, "STATUS_TOKEN").as_deref()).map(Into::into);
+        return Ok(Start::Status);
     }
-    let Ok(config) = config else {
-        return pass_through(&req, facts.cookie.as_deref(), &env, path_and_query).await;
-    };
-    status::count_request();
+    let Ok(config) = config else { return Ok(Start::PassThrough) };
     let now = now();
-
-    // identify
     let mut visitor = identify::identify(facts.cookie.as_deref(), &config.cookie_keys, now);
-    if visitor.rejected_state.is_some() {
-        status::count_state_rejected();
-    }
     if config.fault_injection && facts.fault.as_deref() == Some("panic") {
         panic!("fault injection: x-prewarm-fault: panic");
     }
+    let origin = geo::RequestOrigin::for_visitor(req, &mut visitor.state, now);
+    Ok(Start::Profile(Box::new(Begun { facts, config, visitor, origin, now })))
+}
 
-    // region and model
-    let origin = geo::RequestOrigin::for_visitor(&req, &mut visitor.state, now);
-    let kv = || env.kv(model_cache::KV_BINDING).ok();
-    let model = model_cache::model_for(kv, config.model_cache_ttl, config.model_check_secs, &origin, now, |refresh| {
-        ctx.wait_until(refresh)
-    })
-    .await;
+/// Everything decided before forwarding, kept until the origin answers.
+struct Prepared {
+    begun: Begun,
+    model: Option<Rc<RegionModel>>,
+    tags: Tags,
+}
+
+/// Folds what is known before forwarding into the state and assigns the profile.
+fn assign(mut begun: Begun, model: Option<Rc<RegionModel>>) -> Prepared {
+    status::count_request();
+    if begun.visitor.rejected_state.is_some() {
+        status::count_state_rejected();
+    }
     if model.is_none() {
         status::count_without_model();
     }
-
-    // update the state with what is known before forwarding, then assign
     let default_rules = DEFAULT_RULES.with(Rc::clone);
     let rules = model.as_ref().map_or(&*default_rules, |m| &m.rules);
-    let accept = facts.accept.as_deref();
-    let (local_hour, local_weekday) = origin.local_time(now);
-    let class = rules.classify(path, accept, None);
-    visitor.state.observe_request(&Observation {
-        at: now,
+    let path = forward::path_of(forward::path_and_query(&begun.facts.url).unwrap_or("/"));
+    let (local_hour, local_weekday) = begun.origin.local_time(begun.now);
+    let state = &mut begun.visitor.state;
+    state.observe_request(&Observation {
+        at: begun.now,
         local_hour,
         local_weekday,
-        device: device_of(&facts.user_agent),
-        class,
-        rtt_ms: origin.rtt_ms,
+        device: device_of(&begun.facts.user_agent),
+        class: rules.classify(path, begun.facts.accept.as_deref(), None),
+        rtt_ms: begun.origin.rtt_ms,
         response_bytes: 0,
         response_ms: 0,
     });
     let tags = match &model {
         Some(model) => {
-            let profile = assign_profile(model, &visitor.state, &visitor.state.features());
-            visitor.state.profile = Some(profile);
-            visitor.state.model_version = model.model_version;
+            let profile = assign_profile(model, state, &state.features());
+            state.profile = Some(profile);
+            state.model_version = model.model_version;
             Tags {
                 profile: profile.0.to_string(),
                 region: model.region.clone(),
@@ -133,22 +147,18 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         }
         None => Tags { profile: DEFAULT_TAG.into(), region: DEFAULT_TAG.into(), model: "none".into() },
     };
+    Prepared { begun, model, tags }
+}
 
-    // forward
-    let started = worker::js_sys::Date::now();
-    let target = forward::target(&config.origin, path_and_query);
-    let response = match forward::forward(&req, facts.cookie.as_deref(), &target, Some(&tags)).await {
-        Ok(response) => response,
-        Err(e) => {
-            status::count_origin_error();
-            return Response::error(format!("origin unreachable: {e}"), 502).map(Into::into);
-        }
-    };
-    let response_ms = (worker::js_sys::Date::now() - started).max(0.0) as u32;
-
-    // fold the response in, count, signal
-    let (content_type, bytes) = forward::response_head(&response);
-    let content = rules.classify(path, accept, content_type.as_deref()).content;
+/// Folds the origin's answer in, counts the request (signalling through `ctx.wait_until` when
+/// a batch is due) and returns the `Set-Cookie` values.
+fn finish(prepared: Prepared, content_type: Option<&str>, bytes: u64, response_ms: u32, ctx: &Context) -> Vec<String> {
+    let Prepared { mut begun, model, .. } = prepared;
+    let default_rules = DEFAULT_RULES.with(Rc::clone);
+    let rules = model.as_ref().map_or(&*default_rules, |m| &m.rules);
+    let path = forward::path_of(forward::path_and_query(&begun.facts.url).unwrap_or("/"));
+    let content = rules.classify(path, begun.facts.accept.as_deref(), content_type).content;
+    let (visitor, config) = (&mut begun.visitor, &begun.config);
     // Without a length the rate is unknown, not zero.
     visitor.state.observe_response(content, bytes, if bytes > 0 { response_ms } else { 0 });
     if let (Some(model), Some(profile)) = (&model, visitor.state.profile) {
@@ -160,25 +170,122 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
             requests_by_user: visitor.state.requests,
             features: &features,
             bytes,
-            now,
+            now: begun.now,
         };
-        if let Some(batch) = signals::record(&config, &served) {
+        if let Some(batch) = signals::record(config, &served) {
             ctx.wait_until(signals::send(config.clone(), batch));
         }
     }
-    forward::with_cookies(&response, &visitor.set_cookies(&config.cookie_keys))
+    visitor.set_cookies(&config.cookie_keys)
+}
+
+/// The whole request, asynchronously: the path `edge/worker.mjs` takes when the synchronous one
+/// cannot serve (status endpoints, no configuration, a model still to be loaded from KV).
+#[event(fetch)]
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
+    let begun = match begin(&req, &env)? {
+        Start::Status => {
+            // Guarded by `STATUS_TOKEN` when set; answered even when the rest of the config is broken.
+            let req = Request::from(req);
+            let path = req.path();
+            return status::handle(&req, &path, config::text(&env, "STATUS_TOKEN").as_deref()).map(Into::into);
+        }
+        Start::PassThrough => return pass_through(&req, &env).await,
+        Start::Profile(begun) => *begun,
+    };
+    let kv = || env.kv(model_cache::KV_BINDING).ok();
+    let (cache_ttl, check_secs) = (begun.config.model_cache_ttl, begun.config.model_check_secs);
+    let model =
+        model_cache::model_for(kv, cache_ttl, check_secs, &begun.origin, begun.now, |refresh| ctx.wait_until(refresh))
+            .await;
+    let prepared = assign(begun, model);
+    let started = worker::js_sys::Date::now();
+    let begun = &prepared.begun;
+    let target = forward::target(&begun.config.origin, forward::path_and_query(&begun.facts.url).unwrap_or("/"));
+    let response = match forward::forward(&req, begun.facts.cookie.as_deref(), &target, Some(&prepared.tags)).await {
+        Ok(response) => response,
+        Err(e) => {
+            status::count_origin_error();
+            return Response::error(format!("origin unreachable: {e}"), 502).map(Into::into);
+        }
+    };
+    let response_ms = (worker::js_sys::Date::now() - started).max(0.0) as u32;
+    let (content_type, bytes) = forward::response_head(&response);
+    let cookies = finish(prepared, content_type.as_deref(), bytes, response_ms, &ctx);
+    forward::with_cookies(&response, &cookies)
+}
+
+/// Requests between `prewarm_prepare` and `prewarm_complete`, by token. Bounded: a request whose
+/// origin never answers is forgotten after this many newer ones.
+const MAX_PENDING: usize = 4096;
+
+thread_local! {
+    static PENDING: RefCell<(u32, std::collections::HashMap<u32, Prepared>)> =
+        RefCell::new((0, std::collections::HashMap::new()));
+}
+
+/// The synchronous path, for `edge/worker.mjs`: everything before forwarding, without a Rust
+/// future (futures cost more than the work here). Returns what JavaScript needs to forward
+/// ("\n"-separated: token, target URL, `c` + the Cookie header to send or `-` for none,
+/// profile, region, model), or `None` when the asynchronous `fetch` must serve the request.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn prewarm_prepare(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> Option<String> {
+    let ctx = Context::new(ctx);
+    let Ok(Start::Profile(begun)) = begin(&req, &env) else { return None };
+    let kv = || env.kv(model_cache::KV_BINDING).ok();
+    let (cache_ttl, check_secs) = (begun.config.model_cache_ttl, begun.config.model_check_secs);
+    let model =
+        model_cache::model_now(kv, cache_ttl, check_secs, &begun.origin, begun.now, |refresh| ctx.wait_until(refresh))?;
+    let prepared = assign(*begun, model);
+    let begun = &prepared.begun;
+    let target = forward::target(&begun.config.origin, forward::path_and_query(&begun.facts.url).unwrap_or("/"));
+    let cookie = begun.facts.cookie.as_deref().and_then(identify::strip_own_cookies);
+    let tags = &prepared.tags;
+    let plan = PENDING.with(|p| {
+        let (next, pending) = &mut *p.borrow_mut();
+        *next = next.wrapping_add(1);
+        if pending.len() >= MAX_PENDING {
+            pending.clear();
+        }
+        let token = *next;
+        let cookie = cookie.map_or_else(|| "-".to_owned(), |c| format!("c{c}"));
+        let plan = format!("{token}\n{target}\n{cookie}\n{}\n{}\n{}", tags.profile, tags.region, tags.model);
+        (token, plan)
+    });
+    PENDING.with(|p| p.borrow_mut().1.insert(plan.0, prepared));
+    Some(plan.1)
+}
+
+/// The synchronous path's second half: the origin answered `response` after `response_ms`;
+/// returns the `Set-Cookie` values, "\n"-separated (none for an unknown token).
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn prewarm_complete(
+    token: u32,
+    response: web_sys::Response,
+    response_ms: u32,
+    ctx: worker::worker_sys::Context,
+) -> String {
+    let Some(prepared) = PENDING.with(|p| p.borrow_mut().1.remove(&token)) else { return String::new() };
+    let (content_type, bytes) = forward::response_head(&response);
+    finish(prepared, content_type.as_deref(), bytes, response_ms, &Context::new(ctx)).join("\n")
+}
+
+/// The origin could not be reached for a prepared request.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn prewarm_abandon(token: u32) {
+    PENDING.with(|p| p.borrow_mut().1.remove(&token));
+    status::count_origin_error();
 }
 
 /// Forwards untouched when prewarm itself cannot run (no or bad configuration).
-async fn pass_through(
-    req: &web_sys::Request,
-    cookie: Option<&str>,
-    env: &Env,
-    path_and_query: &str,
-) -> Result<web_sys::Response> {
+async fn pass_through(req: &web_sys::Request, env: &Env) -> Result<web_sys::Response> {
+    let facts = forward::RequestFacts::read(req);
+    let path_and_query = forward::path_and_query(&facts.url).ok_or("the request URL is not absolute")?;
     let origin = env.var("ORIGIN_URL").map(|v| v.to_string()).ok().and_then(|o| Url::parse(&o).ok());
     match origin {
-        Some(origin) => forward::forward(req, cookie, &forward::target(&origin, path_and_query), None).await,
+        Some(origin) => {
+            forward::forward(req, facts.cookie.as_deref(), &forward::target(&origin, path_and_query), None).await
+        }
         None => Response::error("prewarm: ORIGIN_URL is not configured", 502).map(Into::into),
     }
 }

@@ -64,6 +64,44 @@ pub fn status() -> ModelStatus {
     })
 }
 
+/// The model for this request's region from the isolate's cache, without waiting: `None` when
+/// KV must be read first (the isolate's first request, or its first for this region; the
+/// caller then takes [`model_for`]), `Some(None)` when no model applies. A due refresh of the
+/// pointer is started through `spawn` as in [`model_for`].
+pub fn model_now(
+    kv: impl Fn() -> Option<KvStore>,
+    cache_ttl: u64,
+    check_secs: u64,
+    origin: &RequestOrigin,
+    now: UnixSeconds,
+    spawn: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>),
+) -> Option<Option<Rc<RegionModel>>> {
+    let (pointer, refreshing, due) = CACHE.with(|c| {
+        let c = c.borrow();
+        (c.pointer.clone(), c.refreshing, now.0.saturating_sub(c.checked_at) >= check_secs)
+    });
+    let pointer = match pointer {
+        None if refreshing => return Some(None),
+        None => return None,
+        Some(pointer) => pointer,
+    };
+    if due
+        && !refreshing
+        && let Some(kv) = kv()
+    {
+        begin_refresh();
+        spawn(Box::pin(async move { refresh(&kv, cache_ttl, now).await }));
+    }
+    let region = pointer.region_for(origin.colo.as_deref(), origin.country.as_deref(), origin.continent.as_deref());
+    if let Some(model) = CACHE.with(|c| c.borrow().regions.get(region).cloned()) {
+        return Some(Some(model));
+    }
+    match pointer.entry(region) {
+        Some(_) => None,
+        None => Some(None),
+    }
+}
+
 /// The model for this request's region, or `None` (then the request gets profile `default`).
 /// `kv` is called only when KV must be read (getting the binding costs several crossings of
 /// the Wasm boundary, and most requests are served from the cache); `spawn` runs the
