@@ -112,6 +112,9 @@ fn prewarm(bin: &Path, data: &Path, args: &[&str]) -> Result<String> {
     let progress = Progress::start(args.first().copied().unwrap_or("prewarm"));
     let out = command.output();
     progress.finish();
+    if interrupted() {
+        bail!("interrupted by Ctrl-C");
+    }
     let out = out?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
@@ -266,12 +269,39 @@ const PREP_SECS: u64 = 75;
 /// (wide: 3× the expected value) upper band of a profile forecast from a few thousand users.
 const SURGE_VISITORS: u64 = 20;
 
+/// Set by Ctrl-C: the demo stops its traffic, prints what it has and stops everything it
+/// started (the trainer, the worker, the origin, the temporary directory) as it returns.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn watch_ctrl_c() {
+    std::thread::spawn(|| {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+            INTERRUPTED.store(true, Ordering::Relaxed);
+            println!("\n  Ctrl-C: stopping the traffic and everything the demo started …");
+        }
+    });
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Sleeps up to `span`, waking early on Ctrl-C.
+fn nap(span: Duration) {
+    let until = Instant::now() + span;
+    while !interrupted() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())));
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     let started = Instant::now();
+    watch_ctrl_c();
     step("installing what is missing");
     tools::ensure_all(root)?;
     step("building the trainer and the worker");
@@ -432,6 +462,7 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         "worker at http://{} loaded model version {} (regions {})",
         worker.addr, loaded["model"]["version"], loaded["model"]["regions_loaded"]
     );
+    println!("dashboard, while the demo runs: http://{}/", trainer.addr);
 
     step(&format!(
         "5/6 live traffic through the worker for {} s: normal, then a surge of video viewers",
@@ -472,33 +503,50 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     let live_start = Instant::now();
     let normal = Duration::from_secs(match_at.saturating_sub(unix_now())).clamp(duration / 4, duration * 3 / 4);
     let tick = Duration::from_secs(5).min(duration / 4).max(Duration::from_secs(1));
-    while live_start.elapsed() < normal {
-        std::thread::sleep(tick.min(normal.saturating_sub(live_start.elapsed())));
-        report("normal");
+    while live_start.elapsed() < normal && !interrupted() {
+        nap(tick.min(normal.saturating_sub(live_start.elapsed())));
+        if !interrupted() {
+            report("normal");
+        }
     }
     let before_surge = prewarm_count(&json(trainer.addr, "/v1/status"));
     let kickoff = i128::from(unix_now()) - i128::from(match_at);
-    println!(
-        "  the match kicks off ({:02}:{:02}:{:02} UTC; {}): {SURGE_VISITORS} more mobile video viewers join",
-        match_at % 86_400 / 3600,
-        match_at % 3600 / 60,
-        match_at % 60,
-        match kickoff {
-            0 => "on time".to_owned(),
-            k if k > 0 => format!("the surge joins {k} s after it"),
-            k => format!("the surge joins {} s before it", -k),
-        }
-    );
-    for i in 0..SURGE_VISITORS {
-        threads.push(spawn(&VISITORS[0], 100 + i));
+    if !interrupted() {
+        println!(
+            "  the match kicks off ({:02}:{:02}:{:02} UTC; {}): {SURGE_VISITORS} more mobile video viewers join",
+            match_at % 86_400 / 3600,
+            match_at % 3600 / 60,
+            match_at % 60,
+            match kickoff {
+                0 => "on time".to_owned(),
+                k if k > 0 => format!("the surge joins {k} s after it"),
+                k => format!("the surge joins {} s before it", -k),
+            }
+        );
     }
-    while live_start.elapsed() < duration {
-        std::thread::sleep(tick.min(duration.saturating_sub(live_start.elapsed())));
-        report("surge ");
+    if !interrupted() {
+        for i in 0..SURGE_VISITORS {
+            threads.push(spawn(&VISITORS[0], 100 + i));
+        }
+    }
+    while live_start.elapsed() < duration && !interrupted() {
+        nap(tick.min(duration.saturating_sub(live_start.elapsed())));
+        if !interrupted() {
+            report("surge ");
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
+    }
+    if interrupted() {
+        let (sent, ok) = (tally.sent.load(Ordering::Relaxed), tally.ok.load(Ordering::Relaxed));
+        println!(
+            "interrupted after {:.0} s: {ok} of {sent} demo requests answered 200",
+            started.elapsed().as_secs_f64()
+        );
+        // Returning drops the trainer, the worker, the origin and the data directory.
+        bail!("interrupted by Ctrl-C; everything the demo started was stopped");
     }
     std::thread::sleep(Duration::from_secs(3)); // the last signal batches
 
@@ -518,6 +566,7 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     );
     println!("plan, next 30 min (units): before the live traffic {plan_before:?}, after the surge {plan_after:?}");
     println!("replay of the history, D = 5 min, ratios to reactive HPA: {replay}");
+    println!("dashboard (stopped with the demo): http://{}/", trainer.addr);
     println!("not built yet: see the README's Status");
     println!("data directory (removed on exit): {}; total {:.0} s", dir.0.display(), started.elapsed().as_secs_f64());
     if ok != sent {
