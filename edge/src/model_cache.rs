@@ -114,27 +114,17 @@ pub async fn model_for(
     now: UnixSeconds,
     spawn: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>),
 ) -> Option<Rc<RegionModel>> {
-    let (pointer, refreshing, due) = CACHE.with(|c| {
-        let c = c.borrow();
-        (c.pointer.clone(), c.refreshing, now.0.saturating_sub(c.checked_at) >= check_secs)
-    });
-    let pointer = match pointer {
-        None if refreshing => return None,
+    if let Some(model) = model_now(&kv, cache_ttl, check_secs, origin, now, spawn) {
+        return model;
+    }
+    // KV must be read first: the isolate's first pointer, or this region's first blob.
+    let pointer = match CACHE.with(|c| c.borrow().pointer.clone()) {
+        Some(pointer) => pointer,
         None => {
             let kv = kv()?;
             begin_refresh();
             refresh(&kv, cache_ttl, now).await;
             CACHE.with(|c| c.borrow().pointer.clone())?
-        }
-        Some(pointer) => {
-            if due
-                && !refreshing
-                && let Some(kv) = kv()
-            {
-                begin_refresh();
-                spawn(Box::pin(async move { refresh(&kv, cache_ttl, now).await }));
-            }
-            pointer
         }
     };
     let region = pointer.region_for(origin.colo.as_deref(), origin.country.as_deref(), origin.continent.as_deref());
