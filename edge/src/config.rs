@@ -45,7 +45,9 @@ pub struct EdgeConfig {
     /// Share of users whose anonymised state is sampled to the trainer (`STATE_SAMPLE_RATE`).
     pub state_sample_rate: f32,
     /// Test-only fault injection (`PREWARM_FAULT_INJECTION=1`): a request carrying
-    /// `x-prewarm-fault: panic` panics inside prewarm code.
+    /// `x-prewarm-fault: panic` panics inside prewarm code before its model is looked up;
+    /// `panic-after-load` panics in the asynchronous handler after a model load from KV (the
+    /// isolate's first request), where the panic traps in a microtask.
     pub fault_injection: bool,
 }
 

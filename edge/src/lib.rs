@@ -198,6 +198,9 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let model =
         model_cache::model_for(kv, cache_ttl, check_secs, &begun.origin, begun.now, |refresh| ctx.wait_until(refresh))
             .await;
+    if begun.config.fault_injection && begun.facts.fault.as_deref() == Some("panic-after-load") {
+        panic!("fault injection: x-prewarm-fault: panic-after-load");
+    }
     let prepared = assign(begun, model);
     let started = worker::js_sys::Date::now();
     let begun = &prepared.begun;

@@ -222,6 +222,29 @@ test("a panic inside prewarm code passes the request through and the isolate rec
   }
 });
 
+test("a panic in the asynchronous handler (after a model load) passes the request through too", async () => {
+  const env = await setup({ PREWARM_FAULT_INJECTION: "1" });
+  try {
+    await publish(env.mf, fixtureModel("model-v1"));
+    // The isolate's first request must load the model from KV: the asynchronous handler serves
+    // it, and the panic traps in a microtask, where only the global error event tells.
+    const res = await env.mf.dispatchFetch("http://edge.test/boom-async", {
+      headers: { "user-agent": DESKTOP_UA, "x-prewarm-fault": "panic-after-load" },
+    });
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+    assert.equal(env.origin.seen.at(-1).url, "/boom-async");
+    assert.equal(env.origin.seen.at(-1).headers["x-prewarm-profile"], undefined, "passed through untouched");
+    const after = await env.mf.dispatchFetch("http://edge.test/after", { headers: { "user-agent": DESKTOP_UA } });
+    assert.equal(after.status, 200);
+    await after.arrayBuffer();
+    assert.ok(env.origin.seen.at(-1).headers["x-prewarm-profile"], "prewarm works again after the panic");
+    assert.equal((await status(env.mf)).counters.panics_caught, 1);
+  } finally {
+    await env.close();
+  }
+});
+
 test("a publish cut off between its blobs and its pointer leaves the previous model serving", async () => {
   const env = await setup();
   try {
