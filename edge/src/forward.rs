@@ -47,6 +47,9 @@ extern "C" {
 #[derive(Debug, Default, Clone)]
 pub struct RequestFacts {
     pub url: String,
+    /// Where the path starts in `url` (`url.len()` for a bare origin); `None` when the URL is
+    /// not absolute. Found once: the path is needed at several steps.
+    path_at: Option<usize>,
     pub cookie: Option<String>,
     pub accept: Option<String>,
     pub user_agent: String,
@@ -67,13 +70,34 @@ impl RequestFacts {
     /// Fields in `requestFacts`'s order.
     fn parse(joined: &str) -> Self {
         let mut next = fields(joined);
+        let url = next().unwrap_or_default();
         Self {
-            url: next().unwrap_or_default(),
+            path_at: path_start(&url),
+            url,
             cookie: next(),
             accept: next(),
             user_agent: next().unwrap_or_default(),
             fault: next(),
         }
+    }
+
+    /// The request URL was absolute (the runtime always gives one).
+    pub fn is_absolute(&self) -> bool {
+        self.path_at.is_some()
+    }
+
+    /// The path and query ("/" for a bare origin or a URL that is not absolute).
+    pub fn path_and_query(&self) -> &str {
+        match self.path_at {
+            Some(at) if at < self.url.len() => &self.url[at..],
+            _ => "/",
+        }
+    }
+
+    /// The path alone (before `?`).
+    pub fn path(&self) -> &str {
+        let path_and_query = self.path_and_query();
+        path_and_query.split_once('?').map_or(path_and_query, |(path, _)| path)
     }
 }
 
@@ -113,16 +137,11 @@ pub fn response_head(response: &web_sys::Response) -> (Option<String>, u64) {
     ((!content_type.is_empty()).then(|| content_type.to_owned()), length.parse().unwrap_or(0))
 }
 
-/// The path and query of a request URL as the runtime serialised it (absolute, no fragment):
-/// sliced, not parsed, since this runs on every request. `None` for anything else.
-pub fn path_and_query(url: &str) -> Option<&str> {
+/// Where the path starts in a request URL as the runtime serialised it (absolute, no
+/// fragment): sliced, not parsed, since this runs on every request. `None` for anything else.
+fn path_start(url: &str) -> Option<usize> {
     let after_scheme = url.find("://")? + 3;
-    Some(url[after_scheme..].find('/').map_or("/", |at| &url[after_scheme + at..]))
-}
-
-/// The path alone (before `?`).
-pub fn path_of(path_and_query: &str) -> &str {
-    path_and_query.split_once('?').map_or(path_and_query, |(path, _)| path)
+    Some(url[after_scheme..].find('/').map_or(url.len(), |at| after_scheme + at))
 }
 
 /// The origin URL for an incoming request: the origin's scheme and authority, the request's path
@@ -168,12 +187,13 @@ mod tests {
     #[test]
     fn targets_keep_the_path_and_query_and_take_the_origins_authority() {
         let origin = Url::parse("http://127.0.0.1:8787/ignored?x=1").expect("url");
-        let incoming = path_and_query("https://edge.example/a/b%20c?q=1&r").expect("absolute");
-        assert_eq!(incoming, "/a/b%20c?q=1&r");
-        assert_eq!(path_of(incoming), "/a/b%20c");
-        assert_eq!(target(&origin, incoming), "http://127.0.0.1:8787/a/b%20c?q=1&r");
-        assert_eq!(path_and_query("https://edge.example"), Some("/"));
-        assert_eq!(path_and_query("/relative"), None);
+        let incoming = RequestFacts::parse("https://edge.example/a/b%20c?q=1&r");
+        assert_eq!(incoming.path_and_query(), "/a/b%20c?q=1&r");
+        assert_eq!(incoming.path(), "/a/b%20c");
+        assert_eq!(target(&origin, incoming.path_and_query()), "http://127.0.0.1:8787/a/b%20c?q=1&r");
+        let bare = RequestFacts::parse("https://edge.example");
+        assert_eq!((bare.is_absolute(), bare.path_and_query()), (true, "/"));
+        assert!(!RequestFacts::parse("/relative").is_absolute());
     }
 
     #[test]

@@ -80,20 +80,22 @@ enum Start {
     /// `/__prewarm/...`: answered by the status module.
     Status,
     /// No usable configuration: forwarded untouched.
-    PassThrough,
+    PassThrough(Box<forward::RequestFacts>),
     Profile(Box<Begun>),
 }
 
 /// Reads the request, the configuration and the visitor (identity, state, location).
 fn begin(req: &web_sys::Request, env: &Env) -> Result<Start> {
     let facts = forward::RequestFacts::read(req);
-    let path = forward::path_of(forward::path_and_query(&facts.url).ok_or("the request URL is not absolute")?);
+    if !facts.is_absolute() {
+        return Err("the request URL is not absolute".into());
+    }
     let config = config(env);
     status::set_config_error(config.as_ref().err().map(|e| e.0.clone()));
-    if path.starts_with(status::PREFIX) {
+    if facts.path().starts_with(status::PREFIX) {
         return Ok(Start::Status);
     }
-    let Ok(config) = config else { return Ok(Start::PassThrough) };
+    let Ok(config) = config else { return Ok(Start::PassThrough(Box::new(facts))) };
     let now = now();
     let mut visitor = identify::identify(facts.cookie.as_deref(), &config.cookie_keys, now);
     if config.fault_injection && facts.fault.as_deref() == Some("panic") {
@@ -121,7 +123,7 @@ fn assign(mut begun: Begun, model: Option<Rc<RegionModel>>) -> Prepared {
     }
     let default_rules = DEFAULT_RULES.with(Rc::clone);
     let rules = model.as_ref().map_or(&*default_rules, |m| &m.rules);
-    let path = forward::path_of(forward::path_and_query(&begun.facts.url).unwrap_or("/"));
+    let path = begun.facts.path();
     let (local_hour, local_weekday) = begun.origin.local_time(begun.now);
     let state = &mut begun.visitor.state;
     state.observe_request(&Observation {
@@ -156,7 +158,7 @@ fn finish(prepared: Prepared, content_type: Option<&str>, bytes: u64, response_m
     let Prepared { mut begun, model, .. } = prepared;
     let default_rules = DEFAULT_RULES.with(Rc::clone);
     let rules = model.as_ref().map_or(&*default_rules, |m| &m.rules);
-    let path = forward::path_of(forward::path_and_query(&begun.facts.url).unwrap_or("/"));
+    let path = begun.facts.path();
     let content = rules.classify(path, begun.facts.accept.as_deref(), content_type).content;
     let (visitor, config) = (&mut begun.visitor, &begun.config);
     // Without a length the rate is unknown, not zero.
@@ -190,7 +192,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
             let path = req.path();
             return status::handle(&req, &path, config::text(&env, "STATUS_TOKEN").as_deref()).map(Into::into);
         }
-        Start::PassThrough => return pass_through(&req, &env).await,
+        Start::PassThrough(facts) => return pass_through(&req, &facts, &env).await,
         Start::Profile(begun) => *begun,
     };
     let kv = || env.kv(model_cache::KV_BINDING).ok();
@@ -204,7 +206,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let prepared = assign(begun, model);
     let started = worker::js_sys::Date::now();
     let begun = &prepared.begun;
-    let target = forward::target(&begun.config.origin, forward::path_and_query(&begun.facts.url).unwrap_or("/"));
+    let target = forward::target(&begun.config.origin, begun.facts.path_and_query());
     let response = match forward::forward(&req, begun.facts.cookie.as_deref(), &target, Some(&prepared.tags)).await {
         Ok(response) => response,
         Err(e) => {
@@ -241,22 +243,21 @@ pub fn prewarm_prepare(req: web_sys::Request, env: Env, ctx: worker::worker_sys:
         model_cache::model_now(kv, cache_ttl, check_secs, &begun.origin, begun.now, |refresh| ctx.wait_until(refresh))?;
     let prepared = assign(*begun, model);
     let begun = &prepared.begun;
-    let target = forward::target(&begun.config.origin, forward::path_and_query(&begun.facts.url).unwrap_or("/"));
+    let target = forward::target(&begun.config.origin, begun.facts.path_and_query());
     let cookie = begun.facts.cookie.as_deref().and_then(identify::strip_own_cookies);
+    let cookie = cookie.map_or_else(|| "-".to_owned(), |c| format!("c{c}"));
     let tags = &prepared.tags;
-    let plan = PENDING.with(|p| {
+    let plan = format!("{target}\n{cookie}\n{}\n{}\n{}", tags.profile, tags.region, tags.model);
+    PENDING.with(|p| {
         let (next, pending) = &mut *p.borrow_mut();
         *next = next.wrapping_add(1);
         if pending.len() >= MAX_PENDING {
             pending.clear();
         }
         let token = *next;
-        let cookie = cookie.map_or_else(|| "-".to_owned(), |c| format!("c{c}"));
-        let plan = format!("{token}\n{target}\n{cookie}\n{}\n{}\n{}", tags.profile, tags.region, tags.model);
-        (token, plan)
-    });
-    PENDING.with(|p| p.borrow_mut().1.insert(plan.0, prepared));
-    Some(plan.1)
+        pending.insert(token, prepared);
+        Some(format!("{token}\n{plan}"))
+    })
 }
 
 /// The synchronous path's second half: the origin answered `response` after `response_ms`;
@@ -281,13 +282,12 @@ pub fn prewarm_abandon(token: u32) {
 }
 
 /// Forwards untouched when prewarm itself cannot run (no or bad configuration).
-async fn pass_through(req: &web_sys::Request, env: &Env) -> Result<web_sys::Response> {
-    let facts = forward::RequestFacts::read(req);
-    let path_and_query = forward::path_and_query(&facts.url).ok_or("the request URL is not absolute")?;
+async fn pass_through(req: &web_sys::Request, facts: &forward::RequestFacts, env: &Env) -> Result<web_sys::Response> {
     let origin = env.var("ORIGIN_URL").map(|v| v.to_string()).ok().and_then(|o| Url::parse(&o).ok());
     match origin {
         Some(origin) => {
-            forward::forward(req, facts.cookie.as_deref(), &forward::target(&origin, path_and_query), None).await
+            forward::forward(req, facts.cookie.as_deref(), &forward::target(&origin, facts.path_and_query()), None)
+                .await
         }
         None => Response::error("prewarm: ORIGIN_URL is not configured", 502).map(Into::into),
     }
