@@ -33,10 +33,6 @@ pub struct EdgeConfig {
     /// At most one prewarm signal per region × profile × reason per window
     /// (`PREWARM_DEBOUNCE_SECS`, default 60).
     pub prewarm_debounce_secs: u64,
-    /// Signal a rise when the forecast for the next slots exceeds the current slot by this
-    /// factor (`PREWARM_RISE_FACTOR`, default 1.5) within `PREWARM_RISE_SLOTS` (default 3).
-    pub prewarm_rise_factor: f32,
-    pub prewarm_rise_slots: usize,
     /// The share of a region's traffic one isolate sees (`EDGE_TRAFFIC_SHARE`, default 1.0):
     /// local counts are divided by it before comparing with the region's forecast. Above 1 for
     /// time-compressed replays and amplified load tests (the demo), where one isolate sees
@@ -103,8 +99,6 @@ impl EdgeConfig {
             signal_timeout_ms: number(env, "SIGNAL_TIMEOUT_MS", 3000)?,
             signal_max_in_flight: number(env, "SIGNAL_MAX_IN_FLIGHT", 4)?,
             prewarm_debounce_secs: number(env, "PREWARM_DEBOUNCE_SECS", 60)?,
-            prewarm_rise_factor: number(env, "PREWARM_RISE_FACTOR", 1.5)?,
-            prewarm_rise_slots: number(env, "PREWARM_RISE_SLOTS", 3)?,
             edge_traffic_share: share,
             state_sample_rate: number(env, "STATE_SAMPLE_RATE", 0.05f32)?.clamp(0.0, 1.0),
             fault_injection: text(env, "PREWARM_FAULT_INJECTION").is_some_and(|v| v == "1"),

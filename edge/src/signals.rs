@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use futures_util::future::{Either, select};
 use prewarm_shared::artifact::{ModelVersion, RegionModel};
+use prewarm_shared::signal_rule::{self, MinuteWindow};
 use prewarm_shared::signals::{
     self, DemandCount, PrewarmReason, PrewarmRequest, SIGNATURE_HEADER, SampledState, SignalBatch, TIMESTAMP_HEADER,
     UserHash,
@@ -30,11 +31,9 @@ struct Aggregator {
     states: Vec<SampledState>,
     oldest: Option<u64>,
     last_prewarm: HashMap<(String, ProfileId, PrewarmReason), u64>,
-    rise_checked_minute: HashMap<SliceKey, u64>,
-    /// Requests per region × profile in (minute, this minute, the minute before), kept across
-    /// flushes: the band comparison needs a whole minute, not what arrived since the last
-    /// batch went out.
-    this_minute: HashMap<SliceKey, (u64, u32, u32)>,
+    /// The last 60 seconds' requests per region × profile, kept across flushes: the alarm
+    /// test needs a whole minute, not what arrived since the last batch went out.
+    this_minute: HashMap<SliceKey, MinuteWindow>,
     model_version: Option<ModelVersion>,
     in_flight: u32,
     counters: SignalCounters,
@@ -71,13 +70,11 @@ pub struct Served<'a> {
 
 impl Aggregator {
     fn debounced(&mut self, key: (String, ProfileId, PrewarmReason), now: UnixSeconds, window: u64) -> bool {
-        match self.last_prewarm.get(&key) {
-            Some(&last) if now.0.saturating_sub(last) < window => false,
-            _ => {
-                self.last_prewarm.insert(key, now.0);
-                true
-            }
+        let due = signal_rule::due(self.last_prewarm.get(&key).copied(), now, window);
+        if due {
+            self.last_prewarm.insert(key, now.0);
         }
+        due
     }
 
     /// Queues a prewarm request unless one with the same reason went out within the window.
@@ -121,43 +118,14 @@ pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
         let entry = a.demand.entry((region.clone(), served.profile, minute)).or_default();
         entry.0 = entry.0.saturating_add(1);
         entry.1 = entry.1.saturating_add(served.bytes);
-        // The last 60 s, estimated as this minute's count plus the previous minute's weighted
-        // by how much of it the window still covers (a sliding window that needs no history).
-        let last_minute = {
-            let slice = a.this_minute.entry((region.clone(), served.profile)).or_insert((minute, 0, 0));
-            if slice.0 != minute {
-                let before = if slice.0 + 1 == minute { slice.1 } else { 0 };
-                *slice = (minute, 0, before);
-            }
-            slice.1 = slice.1.saturating_add(1);
-            let covered = (60 - now.0 % 60) as f32 / 60.0;
-            slice.1 as f32 + slice.2 as f32 * covered
-        };
+        // The worker's rule, shared with the replay: the last 60 seconds against the alarm.
+        let last_minute = a.this_minute.entry((region.clone(), served.profile)).or_default().record(now, 1);
         a.oldest.get_or_insert(now.0);
         a.model_version = Some(model.model_version);
-        let forecast = &model.forecast;
-        if let Some(slot) = forecast.slot(now) {
-            // The last minute's count, scaled to a forecast step and to the whole region.
-            let per_step = last_minute * forecast.step_secs as f32 / 60.0 / config.edge_traffic_share;
-            let current = forecast.at(served.profile, slot);
-            if let Some((_, upper)) = current
-                && per_step > upper
-            {
-                a.raise(PrewarmReason::AboveBand, &region, served.profile, now, per_step, upper, config);
-            }
-            // A forecast rise ahead: checked once a minute per region × profile.
-            let slice = (region.clone(), served.profile);
-            if a.rise_checked_minute.get(&slice) != Some(&minute) {
-                a.rise_checked_minute.insert(slice, minute);
-                let ahead =
-                    (slot + 1..=slot + config.prewarm_rise_slots).filter_map(|s| forecast.at(served.profile, s));
-                let peak = ahead.map(|(expected, _)| expected).fold(0.0f32, f32::max);
-                if let Some((expected, upper)) = current
-                    && peak > expected.max(1.0) * config.prewarm_rise_factor
-                {
-                    a.raise(PrewarmReason::ForecastRise, &region, served.profile, now, per_step, upper, config);
-                }
-            }
+        if let Some(c) =
+            signal_rule::crossing(&model.forecast, served.profile, now, last_minute, config.edge_traffic_share)
+        {
+            a.raise(PrewarmReason::AboveBand, &region, served.profile, now, c.observed_per_step, c.alarm, config);
         }
         let user = served.requests_by_user.is_multiple_of(SAMPLE_EVERY_REQUESTS).then(served.user);
         if let Some(user) = user.filter(|u| f32::from(u.0[0]) / 256.0 < config.state_sample_rate) {
@@ -183,12 +151,12 @@ fn take(a: &mut Aggregator, now: UnixSeconds) -> SignalBatch {
     batch.states = std::mem::take(&mut a.states);
     batch.prewarm.iter().for_each(|_| a.counters.prewarm_raised += 1);
     a.oldest = None;
-    // Old debounce and rise-check entries are useless after a while; keep the maps small.
+    // Old debounce and window entries are useless after a while; keep the maps small.
     if a.last_prewarm.len() > 4096 {
         a.last_prewarm.clear();
     }
-    if a.rise_checked_minute.len() > 4096 {
-        a.rise_checked_minute.clear();
+    if a.this_minute.len() > 4096 {
+        a.this_minute.clear();
     }
     batch
 }

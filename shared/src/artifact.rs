@@ -17,8 +17,9 @@ use crate::features::{FEATURE_DIM, FeatureSchema, UnixSeconds};
 
 /// Identifies a prewarm artifact.
 pub const MAGIC: [u8; 4] = *b"PWRM";
-/// Bumped whenever a payload type changes incompatibly.
-pub const ARTIFACT_SCHEMA_VERSION: u16 = 1;
+/// Bumped whenever a payload type changes incompatibly (2: forecasts carry the alarm level
+/// of the edge's prewarm signal, costs their mean).
+pub const ARTIFACT_SCHEMA_VERSION: u16 = 2;
 /// magic 4 + schema 2 + kind 1 + reserved 1 + model version 4 + created-at 8 + length 4 + sha256 32.
 pub const HEADER_LEN: usize = 56;
 /// The most profiles a region may have; keeps assignment cost and artifact size bounded.
@@ -235,6 +236,8 @@ pub enum CostSource {
 /// One resource's cost per request.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CostFigure {
+    /// What capacity for many requests is sized by: their total is their count times the mean.
+    pub mean: f32,
     pub median: f32,
     pub p90: f32,
     pub source: CostSource,
@@ -277,12 +280,15 @@ pub struct AssignmentParams {
     pub hysteresis_margin: f32,
 }
 
-/// One profile's demand forecast: requests per step, expected and an upper quantile.
+/// One profile's demand forecast, in requests per step: expected, the calibrated band a
+/// minute's demand stays under with probability `upper_quantile` (what the plan provisions
+/// for), and the higher alarm level the edge's prewarm signal tests the last minute against.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProfileForecast {
     pub profile: ProfileId,
     pub expected: Vec<f32>,
     pub upper: Vec<f32>,
+    pub alarm: Vec<f32>,
 }
 
 /// Forecasts for every profile of a region over the horizon.
@@ -308,6 +314,11 @@ impl ForecastTable {
     pub fn at(&self, profile: ProfileId, slot: usize) -> Option<(f32, f32)> {
         let s = self.series.iter().find(|s| s.profile == profile)?;
         Some((*s.expected.get(slot)?, *s.upper.get(slot)?))
+    }
+
+    /// One profile's series.
+    pub fn of(&self, profile: ProfileId) -> Option<&ProfileForecast> {
+        self.series.iter().find(|s| s.profile == profile)
     }
 }
 
@@ -336,6 +347,18 @@ impl RegionModel {
     /// Row `i` of the centroid matrix.
     pub fn centroid(&self, i: usize) -> Option<&[f32]> {
         self.centroids.get(i * FEATURE_DIM..(i + 1) * FEATURE_DIM)
+    }
+
+    /// Row `i` of the centroid matrix in raw feature units (the standardisation undone).
+    pub fn raw_centroid(&self, i: usize) -> Option<[f32; FEATURE_DIM]> {
+        let row = self.centroid(i)?;
+        let mut raw = [0.0; FEATURE_DIM];
+        for (f, v) in row.iter().enumerate() {
+            let (mean, scale) =
+                (self.normalisation.mean.get(f).copied().unwrap_or(0.0), self.normalisation.scale.get(f).copied()?);
+            raw[f] = v * scale + mean;
+        }
+        Some(raw)
     }
 
     /// Position of a profile id in `profiles`.
@@ -404,7 +427,7 @@ impl RegionModel {
         }
         let horizon = f.series.first().map_or(0, |s| s.expected.len());
         for s in &f.series {
-            if s.expected.len() != horizon || s.upper.len() != horizon {
+            if s.expected.len() != horizon || s.upper.len() != horizon || s.alarm.len() != horizon {
                 return invalid(format!("forecast of profile {} has a different horizon", s.profile.0));
             }
             if self.profile_index(s.profile).is_none() {

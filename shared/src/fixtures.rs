@@ -60,9 +60,9 @@ impl Shape {
 /// The fixture's profiles, in raw units, with their metadata.
 pub fn profiles() -> Vec<(FeatureVector, ProfileMeta)> {
     let cost = |cpu: f32, mem: f32, bytes: f32| ResourceCost {
-        cpu_ms: CostFigure { median: cpu, p90: cpu * 2.5, source: CostSource::Measured },
-        memory_mb_s: CostFigure { median: mem, p90: mem * 2.0, source: CostSource::Measured },
-        bytes: CostFigure { median: bytes, p90: bytes * 3.0, source: CostSource::Measured },
+        cpu_ms: CostFigure { mean: cpu * 1.3, median: cpu, p90: cpu * 2.5, source: CostSource::Measured },
+        memory_mb_s: CostFigure { mean: mem * 1.2, median: mem, p90: mem * 2.0, source: CostSource::Measured },
+        bytes: CostFigure { mean: bytes * 1.5, median: bytes, p90: bytes * 3.0, source: CostSource::Measured },
     };
     let meta = |id: u16, label: &str, priority, share, cost| ProfileMeta {
         id: ProfileId(id),
@@ -168,7 +168,8 @@ pub fn region_model(region: &str) -> RegionModel {
                 })
                 .collect();
             let upper = expected.iter().map(|e| e * 1.3 + 5.0).collect();
-            ProfileForecast { profile: meta.id, expected, upper }
+            let alarm = expected.iter().map(|e| e * 1.6 + 10.0).collect();
+            ProfileForecast { profile: meta.id, expected, upper, alarm }
         })
         .collect();
     RegionModel {

@@ -130,9 +130,11 @@ pub struct DemandCount {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrewarmReason {
-    /// Observed demand is above the forecast's upper band for the current slot.
+    /// The last minute's demand is above the forecast's alarm level for the current slot
+    /// (`prewarm_shared::signal_rule`).
     AboveBand,
-    /// The forecast for the next slots rises by more than the configured factor.
+    /// Sent by earlier edges when the forecast ahead rose; no longer raised (the trainer's
+    /// plan provisions forecast rises itself), still accepted on the wire.
     ForecastRise,
 }
 
@@ -144,7 +146,7 @@ pub struct PrewarmRequest {
     pub minute: u64,
     /// Requests per forecast step, extrapolated from what the isolate saw.
     pub observed: f32,
-    /// The forecast's upper band for the same step.
+    /// The level it crossed for the same step (the forecast's alarm level).
     pub forecast_upper: f32,
     pub reason: PrewarmReason,
 }

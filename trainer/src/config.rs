@@ -62,6 +62,8 @@ pub struct TrainerConfig {
     pub object_store: Option<crate::publish::ObjectStoreConfig>,
     /// Step of the demand series and the published forecast tables (a day of steps).
     pub forecast_step_secs: u64,
+    /// `[forecast]`: band quantiles, history, skill window, outlier masking.
+    pub forecast: crate::forecast::engine::ForecastConfig,
     /// `[[feed]]`: external covariates (HTTP JSON) the forecasts use as regressors.
     #[serde(rename = "feed")]
     pub feeds: Vec<crate::forecast::feeds::FeedConfig>,
@@ -151,7 +153,8 @@ impl Default for TrainerConfig {
             alerts: crate::monitor::AlertRules::default(),
             priority: crate::profile::priority::PriorityConfig::default(),
             feeds: Vec::new(),
-            forecast_step_secs: crate::forecast::demand::STEP_SECS,
+            forecast_step_secs: crate::forecast::DEFAULT_STEP_SECS,
+            forecast: crate::forecast::engine::ForecastConfig::default(),
             object_store: None,
         }
     }
@@ -287,6 +290,7 @@ impl TrainerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.priority.validate().map_err(ConfigError::Invalid)?;
         self.plan.validate().map_err(ConfigError::Invalid)?;
+        self.forecast.validate().map_err(ConfigError::Invalid)?;
         if cfg!(not(feature = "object-store")) && self.object_store.is_some() {
             return Err(ConfigError::Invalid(
                 "[object_store] needs prewarm built with the object-store feature (cargo build --features object-store)".into(),

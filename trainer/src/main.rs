@@ -72,6 +72,9 @@ enum Command {
     /// are the reference protocol (hourly sums, 24 h horizon, daily origins after 14 days).
     Backtest {
         csv: PathBuf,
+        /// The step scored: `1h` (the reference protocol) or minutes such as `5m`.
+        #[arg(long, default_value = "1h")]
+        step: String,
         #[arg(long)]
         json: bool,
     },
@@ -391,16 +394,12 @@ fn main() -> Result<()> {
                 (None, None) => "current".to_owned(),
             };
             let regions = load_models(&spec, &config)?;
-            // Why each priority: recorded by the trainer beside the versions it published.
+            // Why each priority and forecast: recorded by the trainer beside the versions.
             let report = regions
                 .first()
-                .and_then(|r| prewarm_trainer::train::training_report(&config.models_dir(), r.model_version));
-            let about = |region: &str, id: u16| -> Option<serde_json::Value> {
-                report.as_ref()?.get(region)?.get(id.to_string()).cloned()
-            };
-            let why = |region: &str, id: u16| -> Option<String> {
-                about(region, id)?.get("priority_reason")?.as_str().map(str::to_owned)
-            };
+                .and_then(|r| prewarm_trainer::report::TrainingReport::read(&config.models_dir(), r.model_version));
+            let about = |region: &str, id: u16| report.as_ref().and_then(|r| r.profile(region, id)).cloned();
+            let why = |region: &str, id: u16| about(region, id).map(|a| a.priority_reason);
             if json {
                 let views = regions.iter().map(|r| {
                     let mut view = r.to_json();
@@ -412,11 +411,10 @@ fn main() -> Result<()> {
                             {
                                 object.insert("priority_reason".into(), reason.into());
                             }
-                            if let (Some(skill), Some(object)) = (
-                                id.and_then(|id| about(&r.region, id)).and_then(|a| a.get("forecast").cloned()),
-                                p.as_object_mut(),
-                            ) {
-                                object.insert("forecast_skill".into(), skill);
+                            if let (Some(forecast), Some(object)) =
+                                (id.and_then(|id| about(&r.region, id)).and_then(|a| a.forecast), p.as_object_mut())
+                            {
+                                object.insert("forecast".into(), serde_json::to_value(forecast).unwrap_or_default());
                             }
                         }
                     }
@@ -453,20 +451,23 @@ fn main() -> Result<()> {
                         p.priority,
                         why(&r.region, p.id.0).unwrap_or_else(|| "(no reason recorded for this version)".into())
                     );
-                    if let Some(note) =
-                        about(&r.region, p.id.0).and_then(|a| a.get("forecast_note")?.as_str().map(str::to_owned))
-                    {
+                    if let Some(note) = about(&r.region, p.id.0).and_then(|a| a.forecast_note) {
                         println!("      forecast: {note}");
                     }
-                    if let Some(skill) = about(&r.region, p.id.0).and_then(|a| a.get("forecast").cloned())
-                        && !skill.is_null()
-                    {
+                    if let Some(f) = about(&r.region, p.id.0).and_then(|a| a.forecast) {
+                        let candidates: Vec<String> = f
+                            .skill
+                            .iter()
+                            .filter(|s| s.mase.is_finite())
+                            .map(|s| format!("{} {:.3}", s.method.name(), s.mase))
+                            .collect();
+                        println!("      forecast model: {} — {}", f.method.name(), f.reason);
+                        println!("      recent out-of-sample MASE: {}", candidates.join(", "));
                         println!(
-                            "      forecast skill on the held-out last day (MASE): model {:.3}, naive 1 d {:.3}, naive 7 d {:.3}; published: {}",
-                            skill["model_mase"].as_f64().unwrap_or(f64::NAN),
-                            skill["naive_day_mase"].as_f64().unwrap_or(f64::NAN),
-                            skill["naive_week_mase"].as_f64().unwrap_or(f64::NAN),
-                            skill["published"]
+                            "      band: p{:.0} of a minute's demand, calibrated on {} out-of-sample minutes; {} outlier runs masked",
+                            f.band_quantile * 100.0,
+                            f.band_scores,
+                            f.masked.runs
                         );
                     }
                     if let Some((at, expected, upper)) = peak {
@@ -477,9 +478,7 @@ fn main() -> Result<()> {
                         );
                     }
                     // The centroid in the features' own units: what a typical member looks like.
-                    if let Some(row) =
-                        r.profile_index(p.id).and_then(|i| prewarm_trainer::publish::diff::raw_centroid(r, i))
-                    {
+                    if let Some(row) = r.profile_index(p.id).and_then(|i| r.raw_centroid(i)) {
                         let raw: Vec<String> = row
                             .iter()
                             .enumerate()
@@ -495,9 +494,10 @@ fn main() -> Result<()> {
             let models = DirPublisher::new(config.models_dir()).current()?.map(|(_, r)| r).unwrap_or_default();
             let store = Store::open(&config.store_path())?;
             let now = system_clock();
-            let signals = store.recent_prewarm(now.0.saturating_sub(config.plan.nowcast_decay_secs))?;
-            let plans = prewarm_trainer::plan::plan_regions(&models, &config.plan, now, &signals);
-            let pools = prewarm_trainer::plan::plan_pools(&models, &config.plan, now, &signals);
+            let live = prewarm_trainer::plan::Live::from_store(&store, now, config.plan.nowcast_decay_secs)?;
+            let signals = &live.signals;
+            let plans = prewarm_trainer::plan::plan_regions(&models, &config.plan, now, &live);
+            let pools = prewarm_trainer::plan::plan_pools(&models, &config.plan, now, &live);
             if json {
                 let view: Vec<_> = plans
                     .iter()
@@ -530,33 +530,54 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Simulate(ref args) => simulate_cli::run(args, &config, &rules),
-        Command::Backtest { ref csv, json } => {
+        Command::Backtest { ref csv, ref step, json } => {
             use prewarm_trainer::forecast::{backtest, series::Series};
+            let minutes = match step.trim() {
+                "1h" | "60m" => 60,
+                other => other
+                    .strip_suffix('m')
+                    .and_then(|m| m.parse().ok())
+                    .with_context(|| format!("--step {other:?}: `1h` or a number of minutes such as `5m`"))?,
+            };
             let points = Series::read_minute_csv(csv)?;
-            let hourly = backtest::hourly_from_minutes(&points)?;
-            let report = backtest::backtest(&hourly, &backtest::Protocol::hourly());
+            let report = backtest::backtest(&points, &backtest::Protocol::at_step(minutes), &config.forecast)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(());
             }
             println!(
-                "{}: {} hours, {} windows evaluated, {} excluded (missing or masked data), {:.2} s",
+                "{}: {} steps of {} min, {} windows evaluated, {} excluded (most of the horizon unknown), {:.2} s",
                 csv.display(),
                 report.points,
+                report.step_minutes,
                 report.windows,
                 report.excluded_windows,
                 report.seconds
             );
-            println!("  {:<22} {:>7} {:>7} {:>7} {:>8}", "method", "MASE", "sMAPE", "WAPE", "pinball");
+            println!(
+                "  {:<22} {:>7} {:>7} {:>7} {:>8} {:>9}",
+                "method", "MASE", "sMAPE", "WAPE", "pinball", "p90 cover"
+            );
             for s in &report.scores {
-                println!("  {:<22} {:>7.3} {:>7.3} {:>7.3} {:>8.3}", s.method, s.mase, s.smape, s.wape, s.pinball);
+                println!(
+                    "  {:<22} {:>7.3} {:>7.3} {:>7.3} {:>8.3} {:>8.1}%",
+                    s.method,
+                    s.mase,
+                    s.smape,
+                    s.wape,
+                    s.pinball,
+                    s.coverage * 100.0
+                );
             }
+            let choices: Vec<String> = report.prewarm_choices.iter().map(|(m, n)| format!("{m} ×{n}")).collect();
+            println!("  prewarm published: {}", choices.join(", "));
             Ok(())
         }
         Command::Train { json, ref truth } => {
             let store = Store::open(&config.store_path())?;
             let publisher = DirPublisher::new(config.models_dir());
-            let run = train_and_publish(&store, &config, &rules, &publisher, system_clock())?;
+            let mut ledger = prewarm_trainer::forecast::ledger::Ledger::default();
+            let run = train_and_publish(&store, &config, &rules, &publisher, system_clock(), &mut ledger)?;
             if json {
                 let regions: Vec<_> = run.regions.iter().map(|r| r.model.to_json()).collect();
                 println!(
@@ -604,21 +625,15 @@ fn main() -> Result<()> {
                 println!("region {}: {} users, silhouette {:.2}{note}", r.model.region, r.users, r.silhouette);
                 for p in &r.model.profiles {
                     let default = if p.id == r.model.default_profile { " [default for new users]" } else { "" };
-                    let why = r.priority_reasons.iter().find(|(id, _)| *id == p.id).map_or("", |(_, why)| why.as_str());
-                    let gated = r.forecast_skill.iter().find(|(id, s)| *id == p.id && s.gated()).map_or(
-                        String::new(),
-                        |(_, s)| {
-                            format!(
-                                " [forecast: seasonal naive, MASE {:.2} < model {:.2}]",
-                                s.naive_day_mase.min(s.naive_week_mase),
-                                s.model_mase
-                            )
-                        },
-                    );
-                    let gated = match r.forecast_notes.iter().find(|(id, _)| *id == p.id) {
-                        Some((_, note)) => format!("{gated}\n      forecast: {note}"),
-                        None => gated,
-                    };
+                    let trained = r.profiles.get(&p.id);
+                    let why = trained.map_or("", |t| t.priority_reason.as_str());
+                    let mut gated = String::new();
+                    if let Some(f) = trained.and_then(|t| t.forecast.as_ref()) {
+                        gated = format!("\n      forecast: {} ({})", f.series.method.name(), f.series.reason);
+                    }
+                    if let Some(note) = trained.and_then(|t| t.forecast_note.as_ref()) {
+                        gated = format!("{gated}\n      forecast: {note}");
+                    }
                     println!(
                         "  profile {:>3}  {:<36} {:>5.1}% of users  cpu {:.2} ms ({:?})  bytes {:.0}  {:?} ({why}){default}{gated}",
                         p.id.0,
@@ -870,9 +885,12 @@ async fn periodic_training(state: AppState) {
     }
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(interval));
     ticker.tick().await;
+    // Past forecasts, kept between trainings: the skill and bands of each are measured on them.
+    let ledger = std::sync::Arc::new(std::sync::Mutex::new(prewarm_trainer::forecast::ledger::Ledger::default()));
     loop {
         ticker.tick().await;
         let state = state.clone();
+        let ledger = ledger.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let now = system_clock();
             let cutoff = now.0.saturating_sub(state.config.retention_days * 86_400);
@@ -880,7 +898,8 @@ async fn periodic_training(state: AppState) {
             // A connection of its own: WAL readers do not block the ingest endpoint's writes.
             let store = Store::open(&state.config.store_path())?;
             let publisher = DirPublisher::new(state.config.models_dir());
-            let run = train_and_publish(&store, &state.config, &state.rules, &publisher, now)?;
+            let mut ledger = ledger.lock().map_err(|_| anyhow::anyhow!("ledger lock poisoned"))?;
+            let run = train_and_publish(&store, &state.config, &state.rules, &publisher, now, &mut ledger)?;
             // With `[kv]` configured, each new version goes on to Cloudflare (blobs, then pointer).
             if let Some(kv) = state.config.kv.as_ref().filter(|_| run.published) {
                 kv.publish(&publisher.current_entries()?)?;

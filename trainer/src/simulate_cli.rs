@@ -1,19 +1,16 @@
-//! `prewarm simulate`: read a trace, replay the policies, print the table, write the plots.
+//! `prewarm simulate`: read a trace, replay prewarm's own stages and the baselines, print the
+//! table, write the plots.
 
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use prewarm_shared::artifact::{ModelVersion, ResourceCost};
 use prewarm_shared::classify::ClassificationRules;
-use prewarm_shared::signals::UserHash;
-use prewarm_shared::{ProfileId, UnixSeconds};
 use prewarm_trainer::config::TrainerConfig;
 use prewarm_trainer::forecast::series::Series;
 use prewarm_trainer::ingest::access_log;
-use prewarm_trainer::profile;
-use prewarm_trainer::simulate::{self, PolicyKind, RegionReport, Report, SimulationConfig, Trace, plot};
+use prewarm_trainer::simulate::store_trace::{self, Resource};
+use prewarm_trainer::simulate::{self, PolicyKind, RegionReport, Report, SimulationConfig, Trace, pipeline, plot};
 use prewarm_trainer::store::Store;
 
 #[derive(clap::Args)]
@@ -27,32 +24,40 @@ pub struct SimulateArgs {
     #[arg(long, num_args = 1.., conflicts_with = "store")]
     log: Vec<PathBuf>,
     /// The event store of the data directory, per region × profile: profiles are trained on
-    /// the store, each region is replayed with its own capacity, and a request weighs its
-    /// profile's cost (see `--resource`). A minute without events counts as zero.
+    /// the events before each retraining, requests assigned as the edge would have, and each
+    /// region replayed with its own capacity (see `--resource`).
     #[arg(long)]
     store: bool,
-    /// With `--store`: what a unit of capacity serves, per minute — `cpu` (a request weighs its
-    /// profile's median CPU ms), `memory` (MB·s), `bytes`, or `requests` (every request 1).
+    /// With `--store`: what a unit of capacity serves per minute — `cpu` (ms), `memory`
+    /// (MB·s), `bytes`, or `requests`.
     #[arg(long, default_value = "cpu", requires = "store")]
-    resource: Resource,
-    /// Provisioning delays D in minutes, comma-separated: one table each.
+    resource: ResourceArg,
+    /// Provisioning delays D in minutes, comma-separated: one table each (the plan's lead
+    /// time is set to D).
     #[arg(long, default_value = "5", value_delimiter = ',')]
     delay: Vec<usize>,
-    /// C, requests per minute one unit serves; default the median minute / 10.
+    /// C, demand units one unit of capacity serves a minute; default the median minute / 10.
     #[arg(long)]
     unit_rpm: Option<f64>,
     #[arg(long, default_value_t = 14)]
     warmup_days: usize,
+    /// Score only minutes from this time on (`YYYY-MM-DD` or Unix seconds), e.g. to report a
+    /// split the defaults were not tuned on.
+    #[arg(long, value_parser = parse_time)]
+    score_from: Option<u64>,
+    /// Score only minutes before this time.
+    #[arg(long, value_parser = parse_time)]
+    score_until: Option<u64>,
     /// Policies to replay, comma-separated (default all).
     #[arg(long, value_delimiter = ',')]
     policies: Vec<String>,
-    /// Replace a policy's knob, e.g. `--knob prewarm=1.25` (repeatable); the references
+    /// Replace a policy's knob, e.g. `--knob prewarm=0.75` (repeatable); the references the
     /// ratios are taken against keep their defaults.
     #[arg(long, value_parser = parse_knob)]
     knob: Vec<(PolicyKind, f64)>,
     #[arg(long)]
     json: bool,
-    /// External events (the trainer's calendar format) for the policies that use one.
+    /// External events (the trainer's calendar format); default: the configured calendar.
     #[arg(long)]
     calendar: Option<PathBuf>,
     /// Write an SVG of demand against each policy's ready capacity.
@@ -70,88 +75,100 @@ pub struct SimulateArgs {
 
 /// The resource a replay of the store sizes capacity for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Resource {
+pub enum ResourceArg {
     Cpu,
     Memory,
     Bytes,
     Requests,
 }
 
-impl Resource {
-    fn weight(self, cost: &ResourceCost) -> f64 {
-        match self {
-            Resource::Cpu => f64::from(cost.cpu_ms.median),
-            Resource::Memory => f64::from(cost.memory_mb_s.median),
-            Resource::Bytes => f64::from(cost.bytes.median),
-            Resource::Requests => 1.0,
-        }
-    }
-
-    fn unit(self) -> &'static str {
-        match self {
-            Resource::Cpu => "CPU ms",
-            Resource::Memory => "MB·s",
-            Resource::Bytes => "bytes",
-            Resource::Requests => "requests",
+impl From<ResourceArg> for Resource {
+    fn from(r: ResourceArg) -> Self {
+        match r {
+            ResourceArg::Cpu => Resource::Cpu,
+            ResourceArg::Memory => Resource::Memory,
+            ResourceArg::Bytes => Resource::Bytes,
+            ResourceArg::Requests => Resource::Requests,
         }
     }
 }
 
+fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(t) = s.parse::<u64>() {
+        return Ok(t);
+    }
+    prewarm_trainer::ingest::event::parse_rfc3339_utc(&format!("{s}T00:00:00Z"))
+        .or_else(|| prewarm_trainer::ingest::event::parse_rfc3339_utc(s))
+        .ok_or_else(|| format!("`{s}`: expected YYYY-MM-DD, an RFC 3339 time or Unix seconds"))
+}
+
 pub fn run(args: &SimulateArgs, config: &TrainerConfig, rules: &ClassificationRules) -> Result<()> {
+    let sim = simulation_config(args, config)?;
     if args.store {
-        return run_store(args, config, rules);
+        return run_store(args, &sim, rules);
     }
     let (source, points) = read_trace(args)?;
     let mut trace = Trace::from_points(&points)?;
     if args.csv.is_none() {
-        // Logs and the store record every request: a minute without one had none.
+        // Logs record every request: a minute without one had none.
         trace.demand.iter_mut().for_each(|d| *d = Some(d.unwrap_or(0.0)));
     }
-    let sim = simulation_config(args)?;
-    let policies = sim.policies.clone();
     if !args.json {
-        eprintln!("replaying {} minutes of {source} under {} policies…", trace.demand.len(), policies.len());
+        eprintln!("replaying {} minutes of {source} under {} policies…", trace.demand.len(), sim.policies.len());
     }
-    let report = simulate::simulate(&trace, &sim)?;
+    let knobs = |kind: PolicyKind| vec![sim.knob_of(kind)];
+    let (report, ready) = pipeline::replay_trace(&trace, &sim, &knobs, args.plot.is_some())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&source, &report);
     }
     if let Some(path) = &args.plot {
-        write_timeline(args, &sim, &source, &trace, path)?;
+        write_timeline(args, &report, &source, &trace, &ready, path)?;
     }
     if let Some(path) = &args.sweep {
         let delay = sim.delays.first().copied().unwrap_or(5);
-        let swept = simulate::sweep(&trace, &SimulationConfig { delays: vec![delay], ..sim.clone() })?;
+        let one = SimulationConfig { delays: vec![delay], ..sim.clone() };
+        let (swept, _) = pipeline::replay_trace(&trace, &one, &sweep_knobs, false)?;
         write_frontier(args, &source, delay, &swept, path)?;
     }
     Ok(())
 }
 
-fn simulation_config(args: &SimulateArgs) -> Result<SimulationConfig> {
+fn sweep_knobs(kind: PolicyKind) -> Vec<Option<f64>> {
+    match kind.sweep_knobs() {
+        knobs if knobs.is_empty() => vec![None],
+        knobs => knobs.into_iter().map(Some).collect(),
+    }
+}
+
+fn simulation_config(args: &SimulateArgs, config: &TrainerConfig) -> Result<SimulationConfig> {
     let policies = if args.policies.is_empty() {
         PolicyKind::ALL.to_vec()
     } else {
         args.policies.iter().map(|p| p.parse()).collect::<Result<Vec<PolicyKind>, _>>()?
+    };
+    let calendar = match args.calendar.as_ref().or(config.calendar.as_ref()) {
+        Some(path) => prewarm_trainer::forecast::calendar::Calendar::load(path)?.events,
+        None => Vec::new(),
     };
     Ok(SimulationConfig {
         unit_rpm: args.unit_rpm,
         delays: args.delay.clone(),
         warmup_days: args.warmup_days,
         policies,
-        calendar: match &args.calendar {
-            Some(path) => prewarm_trainer::forecast::calendar::Calendar::load(path)?.events,
-            None => Vec::new(),
-        },
+        calendar,
         knobs: args.knob.clone(),
+        score_from: args.score_from,
+        score_until: args.score_until,
+        trainer: config.clone(),
     })
 }
 
 fn parse_knob(s: &str) -> Result<(PolicyKind, f64), String> {
     let (policy, value) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected POLICY=VALUE"))?;
     let kind: PolicyKind = policy.parse().map_err(|e: simulate::SimulateError| e.to_string())?;
-    if kind.default_knob().is_none() {
+    if kind.default_knob(&TrainerConfig::default()).is_none() {
         return Err(format!("{policy} has no knob"));
     }
     match value.parse::<f64>() {
@@ -160,99 +177,72 @@ fn parse_knob(s: &str) -> Result<(PolicyKind, f64), String> {
     }
 }
 
-/// The store per region × profile: profiles trained on the whole store (who is who), each
-/// region's requests per profile weighted by the profile's cost.
-fn run_store(args: &SimulateArgs, config: &TrainerConfig, rules: &ClassificationRules) -> Result<()> {
+/// The store per region × profile, without hindsight.
+fn run_store(args: &SimulateArgs, sim: &SimulationConfig, rules: &ClassificationRules) -> Result<()> {
+    let config = &sim.trainer;
     let store = Store::open(&config.store_path())?;
     let source = config.store_path().display().to_string();
-    let now = store.latest_event_time()?.context("the store has no events: import logs or POST /v1/events first")?;
-    if !args.json {
-        eprintln!("training profiles on {source}…");
-    }
-    let trained = profile::train(&store, config, rules, &[], ModelVersion(1), UnixSeconds(now))?;
     let events = store.events_by_user(None)?;
-    let mut regions: Vec<(String, Trace)> = Vec::with_capacity(trained.len());
-    for region in &trained {
-        let of_user: HashMap<UserHash, ProfileId> = region.user_profiles.iter().copied().collect();
-        let mut profiles: Vec<simulate::ProfilePoints> = region
-            .model
-            .profiles
-            .iter()
-            .map(|p| (format!("{} {}", p.id.0, p.label), args.resource.weight(&p.cost), Vec::new()))
-            .collect();
-        for event in events.iter().filter(|e| e.region == region.model.region) {
-            let Some(id) = of_user.get(&event.user) else { continue };
-            if let Some(i) = region.model.profiles.iter().position(|p| p.id == *id) {
-                profiles[i].2.push((event.time, 1.0));
-            }
-        }
-        profiles.retain(|(_, _, points)| !points.is_empty());
-        if profiles.is_empty() {
-            continue;
-        }
-        regions.push((region.model.region.clone(), Trace::from_profiles(&profiles)?));
+    if events.is_empty() {
+        bail!("the store has no events: import logs or POST /v1/events first");
     }
-    let sim = simulation_config(args)?;
+    let resource: Resource = args.resource.into();
     if !args.json {
-        let parts: usize = regions.iter().map(|(_, t)| t.profiles.len()).sum();
         eprintln!(
-            "replaying {} regions ({parts} region × profile series, demand in {}) under {} policies…",
-            regions.len(),
-            args.resource.unit(),
-            sim.policies.len()
+            "replaying {} events of {source} (demand in {}): training every {} s on the events before each instant…",
+            events.len(),
+            resource.unit(),
+            config.train_interval_secs
         );
     }
-    let report = simulate::simulate_regions(&regions, &sim)?;
+    let knobs = |kind: PolicyKind| vec![sim.knob_of(kind)];
+    let report = store_trace::replay_store(events.clone(), sim, rules, resource, &knobs)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{source}: {} regions, demand in {} (each request weighs its profile's median cost), {:.1} s",
-            regions.len(),
-            args.resource.unit(),
+            "{source}: {} regions, demand in {} (each request weighs what it cost), {} trainings, {:.1} s",
+            report.regions.len(),
+            resource.unit(),
+            report.total.trainings,
             report.total.seconds
         );
         for RegionReport { region: name, report: r } in &report.regions {
-            let profiles = regions.iter().find(|(n, _)| n == name).map_or(0, |(_, t)| t.profiles.len());
-            println!(
-                "\nregion {name}: {profiles} profiles, C = {:.2} {} per minute per unit",
-                r.unit_rpm,
-                args.resource.unit()
-            );
+            println!("\nregion {name}: C = {:.2} {} per minute per unit", r.unit_rpm, resource.unit());
             print_rows(r);
         }
         println!("\nall regions (sums; ratios of the sums)");
         print_rows(&report.total);
     }
-    // The plot shows the busiest region.
-    let busiest = regions.iter().max_by(|a, b| {
-        let total = |t: &Trace| t.demand.iter().flatten().sum::<f64>();
-        total(&a.1).total_cmp(&total(&b.1))
-    });
-    if let (Some(path), Some((name, trace))) = (&args.plot, busiest) {
-        write_timeline(args, &sim, &format!("{source} region {name}"), trace, path)?;
-    }
     if let Some(path) = &args.sweep {
         let delay = sim.delays.first().copied().unwrap_or(5);
-        let swept = simulate::sweep_regions(&regions, &SimulationConfig { delays: vec![delay], ..sim.clone() })?;
+        let one = SimulationConfig { delays: vec![delay], ..sim.clone() };
+        let swept = store_trace::replay_store(events, &one, rules, resource, &sweep_knobs)?;
         write_frontier(args, &source, delay, &swept.total, path)?;
     }
     Ok(())
 }
 
-fn write_timeline(args: &SimulateArgs, sim: &SimulationConfig, source: &str, trace: &Trace, path: &Path) -> Result<()> {
-    let model = sim.model(trace, sim.delays.first().copied().unwrap_or(5))?;
-    let from = (model.warmup + args.plot_offset_days * 1440).min(trace.demand.len());
+fn write_timeline(
+    args: &SimulateArgs,
+    report: &Report,
+    source: &str,
+    trace: &Trace,
+    ready: &pipeline::ReadySeries,
+    path: &Path,
+) -> Result<()> {
+    let delay = args.delay.first().copied().unwrap_or(5);
+    let from = (report.warmup_days * 1440 + args.plot_offset_days * 1440).min(trace.demand.len());
     let to = (from + args.plot_days * 1440).min(trace.demand.len());
-    let forecasts = simulate::Forecasts::build(trace, &sim.policies, &sim.calendar);
-    let ready: Vec<(String, Vec<u32>)> = sim
-        .policies
+    let series: Vec<(String, Vec<u32>)> = ready
         .iter()
-        .map(|&k| (k.name().to_owned(), simulate::replay(k, None, trace, &model, &forecasts).1[from..to].to_vec()))
+        .filter(|(_, d, _)| *d == delay)
+        .map(|(name, _, r)| (name.clone(), r[from..to.min(r.len())].to_vec()))
         .collect();
-    let demand: Vec<Option<f64>> = trace.demand[from..to].iter().map(|d| d.map(|d| d / model.unit_rpm)).collect();
-    let title = format!("{source}: demand and ready units, D = {} min, C = {:.2}", model.delay, model.unit_rpm);
-    std::fs::write(path, plot::timeline(&title, &demand, &ready))
+    let c = report.unit_rpm;
+    let demand: Vec<Option<f64>> = trace.demand[from..to].iter().map(|d| d.map(|d| d / c)).collect();
+    let title = format!("{source}: demand and ready units, D = {delay} min, C = {c:.2}");
+    std::fs::write(path, plot::timeline(&title, &demand, &series))
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
@@ -260,7 +250,7 @@ fn write_timeline(args: &SimulateArgs, sim: &SimulationConfig, source: &str, tra
 
 fn write_frontier(args: &SimulateArgs, source: &str, delay: usize, swept: &Report, path: &Path) -> Result<()> {
     if !args.json {
-        println!("\nsweep at D = {delay} min (knob: target utilisation, floor factor or headroom)");
+        println!("\nsweep at D = {delay} min (knob: target utilisation, floor factor, or prewarm's floor_utilisation)");
         print_rows(swept);
     }
     let title = format!("{source}: cost against under-provisioning, D = {delay} min (ratios to reactive-hpa)");
@@ -304,10 +294,27 @@ fn read_trace(args: &SimulateArgs) -> Result<(String, Vec<(u64, f64)>)> {
 
 fn print_table(source: &str, report: &Report) {
     println!(
-        "{source}: {} minutes ({} missing), C = {:.2} requests/min per unit, {}-day warm-up, {:.1} s",
-        report.minutes, report.missing_minutes, report.unit_rpm, report.warmup_days, report.seconds
+        "{source}: {} minutes ({} missing), C = {:.2} requests/min per unit, {}-day warm-up, {} trainings, {:.1} s",
+        report.minutes, report.missing_minutes, report.unit_rpm, report.warmup_days, report.trainings, report.seconds
     );
     print_rows(report);
+}
+
+/// prewarm's signals, band and crowd response at each delay.
+fn print_quality(report: &Report) {
+    let share = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    for q in &report.prewarm {
+        let response = q.response().map_or_else(|| "-".to_owned(), |(m, p)| format!("{m} min (p90 {p})"));
+        println!(
+            "  prewarm at D = {}: {} signals, precision {}; {} material episodes above plan, recall {}; capacity rises {response} after their start; band coverage {}",
+            q.delay,
+            q.signals,
+            share(q.precision()),
+            q.material_episodes,
+            share(q.recall()),
+            share(q.band_coverage()),
+        );
+    }
 }
 
 fn print_rows(report: &Report) {
@@ -356,4 +363,5 @@ fn print_rows(report: &Report) {
             o.elasticity.timeshare_over,
         );
     }
+    print_quality(report);
 }

@@ -1,23 +1,223 @@
-//! One training run, end to end: profiles from the store, then a publish of the new model
-//! version to the directory publisher.
+//! One training run: the pipeline's stages composed, each a function of (data before `now`,
+//! configuration, `now`): [`profile::fit`] → demand series → [`forecast::tables`] →
+//! [`model::assemble`] (then the cross-region cold start), and the publish of the result.
+//! The CLI, the service's periodic training and the replay (`simulate`) all call these.
 
-use prewarm_shared::UnixSeconds;
+use std::collections::BTreeMap;
+
 use prewarm_shared::artifact::{ModelBundle, ModelVersion, RegionMap, RegionModel};
 use prewarm_shared::classify::ClassificationRules;
+use prewarm_shared::{ProfileId, UnixSeconds};
 
 use crate::config::TrainerConfig;
-use crate::profile::{self, ProfileError, TrainedRegion};
+use crate::forecast::calendar::{Calendar, CalendarError};
+use crate::forecast::cold_start::{self, RegionHistory};
+use crate::forecast::engine::{Context, MinuteSeries};
+use crate::forecast::feeds::{self, Feed, FeedPoint, HttpJsonFeed};
+use crate::forecast::ledger::Ledger;
+use crate::forecast::tables::{self, ProfileSeries};
+use crate::ingest::event::Event;
+use crate::model::{self, TrainedRegion};
+use crate::profile::{self, FittedRegion, ProfileError};
 use crate::publish::{DirPublisher, PublishError};
-use crate::store::Store;
+use crate::report::TrainingReport;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
     Profile(#[from] ProfileError),
     #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Calendar(#[from] CalendarError),
+    #[error(transparent)]
     Publish(#[from] PublishError),
     #[error("cannot encode the model: {0}")]
     Artifact(#[from] prewarm_shared::ArtifactError),
+}
+
+/// What the forecast stage reads beside the events: the edge's demand counts per region
+/// (profile id, minute, requests), the calendar and the feeds' points.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub edge_counts: BTreeMap<String, Vec<(u16, u64, u64)>>,
+    pub calendar: Calendar,
+    pub feeds: Vec<(String, Vec<FeedPoint>)>,
+}
+
+/// A forecast starts at `now`, unless the data ended over a week earlier (an old log being
+/// inspected): then where the data ends.
+const MAX_FORECAST_GAP_SECS: u64 = 7 * 86_400;
+
+/// The demand series of each fitted profile, to `until`: its users' requests, then the edge's
+/// counts for the minutes after the region's last event (minutes the edge reported nothing
+/// for stay unknown).
+pub fn demand_series(fitted: &FittedRegion, edge_counts: &[(u16, u64, u64)], until: u64) -> Vec<ProfileSeries> {
+    let times = || fitted.profiles.values().flat_map(|p| p.request_times.iter().copied());
+    let first = times().min().unwrap_or(until);
+    let last_event = times().max().unwrap_or(first);
+    let edge_minutes: std::collections::BTreeSet<u64> =
+        edge_counts.iter().filter(|(_, m, _)| m * 60 > last_event).map(|(_, m, _)| *m).collect();
+    fitted
+        .model
+        .profiles
+        .iter()
+        .map(|meta| {
+            let own = fitted.profiles.get(&meta.id).map_or(&[][..], |p| p.request_times.as_slice());
+            let mut minutes = tables::minutes_from_times(own.iter().copied(), first, until);
+            let boundary = (last_event / 60 + 1) * 60;
+            for (i, v) in minutes.values.iter_mut().enumerate() {
+                let minute = minutes.start / 60 + i as u64;
+                if minute * 60 >= boundary {
+                    *v = edge_minutes.contains(&minute).then_some(0.0);
+                }
+            }
+            for &(profile, minute, n) in edge_counts {
+                if profile == meta.id.0
+                    && minute * 60 >= boundary
+                    && let Some(Some(v)) =
+                        minute.checked_sub(minutes.start / 60).and_then(|i| minutes.values.get_mut(i as usize))
+                {
+                    *v += n as f64;
+                }
+            }
+            ProfileSeries { profile: meta.id, minutes }
+        })
+        .collect()
+}
+
+/// The pipeline on `events` (every event before `now`): profiles, forecasts, models.
+/// `ledger` carries the past forecasts that skill and bands are measured on (a fresh one is
+/// seeded from the history).
+#[allow(clippy::too_many_arguments)]
+pub fn train_events(
+    events: &[Event],
+    observed: &Observed,
+    config: &TrainerConfig,
+    rules: &ClassificationRules,
+    previous: &[RegionModel],
+    version: ModelVersion,
+    now: UnixSeconds,
+    ledger: &mut Ledger,
+) -> Result<Vec<TrainedRegion>, TrainError> {
+    let fitted = profile::fit(events, config, rules, previous, version, now)?;
+    let mut trained: Vec<TrainedRegion> = Vec::with_capacity(fitted.len());
+    let mut histories = Vec::with_capacity(fitted.len());
+    for region in fitted {
+        let name = region.model.region.clone();
+        let last = region.profiles.values().filter_map(|p| p.request_times.last().copied()).max().unwrap_or(now.0);
+        let first = region.profiles.values().filter_map(|p| p.request_times.first().copied()).min().unwrap_or(last);
+        let counts = observed.edge_counts.get(&name).map_or(&[][..], Vec::as_slice);
+        let edge_last = counts.iter().map(|(_, m, _)| m * 60 + 60).max().unwrap_or(0);
+        let data_end = last.max(edge_last);
+        let at = if now.0 <= data_end + MAX_FORECAST_GAP_SECS { now.0.max(data_end) } else { data_end };
+        let series = demand_series(&region, counts, at / 60 * 60);
+        let ctx = Context {
+            events: observed.calendar.for_region(&name),
+            feeds: observed.feeds.iter().map(|(n, p)| (n.clone(), feeds::for_region(p, &name))).collect(),
+            step_secs: config.forecast_step_secs,
+            steps: (86_400 / config.forecast_step_secs.clamp(60, 3600)) as usize,
+            band_minutes: 1,
+            lookback_secs: crate::forecast::nowcast::WINDOW_MINUTES * 60,
+            nowcast: true,
+        };
+        let forecast = tables::tables(&name, &series, UnixSeconds(at), &ctx, &config.forecast, ledger);
+        let step = config.forecast_step_secs.max(1);
+        let level: BTreeMap<ProfileId, f64> =
+            series.iter().map(|s| (s.profile, mean_per_step(&s.minutes, step))).collect();
+        histories.push((data_end.saturating_sub(first), level, config.utc_offset_of(&name)));
+        trained.push(model::assemble(region, forecast));
+    }
+    let mut views: Vec<RegionHistory<'_>> = trained
+        .iter_mut()
+        .zip(histories)
+        .map(|(t, (history_secs, level, utc_offset_minutes))| RegionHistory {
+            model: &mut t.model,
+            history_secs,
+            level,
+            utc_offset_minutes,
+        })
+        .collect();
+    let notes = cold_start::borrow_across_regions(&mut views);
+    for (region, profile, note) in notes {
+        if let Some(p) = trained[region].profiles.get_mut(&profile) {
+            p.forecast_note = Some(note);
+        }
+    }
+    Ok(trained)
+}
+
+/// Mean requests per step from a series' first request on.
+fn mean_per_step(minutes: &MinuteSeries, step_secs: u64) -> f64 {
+    let Some(first) = minutes.values.iter().position(|v| v.is_some_and(|v| v > 0.0)) else { return 0.0 };
+    let known: Vec<f64> = minutes.values[first..].iter().flatten().copied().collect();
+    known.iter().sum::<f64>() / known.len().max(1) as f64 * step_secs as f64 / 60.0
+}
+
+/// What the forecast stage reads beside the store's events, as of `now`.
+pub fn observed(
+    store: &Store,
+    config: &TrainerConfig,
+    events: &[Event],
+    now: UnixSeconds,
+) -> Result<Observed, TrainError> {
+    let calendar = match &config.calendar {
+        Some(path) => Calendar::load(path)?,
+        None => Calendar::default(),
+    };
+    let mut edge_counts = BTreeMap::new();
+    for (region, _) in store.regions()? {
+        edge_counts.insert(region.clone(), store.demand_for_region(&region)?);
+    }
+    Ok(Observed { edge_counts, calendar, feeds: fetch_feeds(config, events, now) })
+}
+
+/// Every configured feed's points from the first event to two days after `now`. A feed that
+/// fails is logged and left out: forecasts without it beat no training at all.
+fn fetch_feeds(config: &TrainerConfig, events: &[Event], now: UnixSeconds) -> Vec<(String, Vec<FeedPoint>)> {
+    let from = events.iter().map(|e| e.time).min().unwrap_or(now.0);
+    config
+        .feeds
+        .iter()
+        .filter_map(|feed_config| {
+            let feed = HttpJsonFeed::new(feed_config.clone());
+            match feed.fetch(from, now.0 + 2 * 86_400) {
+                Ok(points) => Some((feed.name().to_owned(), points)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "feed left out of this training");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// The pipeline on everything in the store, with a fresh ledger.
+pub fn train(
+    store: &Store,
+    config: &TrainerConfig,
+    rules: &ClassificationRules,
+    previous: &[RegionModel],
+    version: ModelVersion,
+    now: UnixSeconds,
+) -> Result<Vec<TrainedRegion>, TrainError> {
+    train_with(store, config, rules, previous, version, now, &mut Ledger::default())
+}
+
+/// The pipeline on everything in the store, with the service's ledger.
+pub fn train_with(
+    store: &Store,
+    config: &TrainerConfig,
+    rules: &ClassificationRules,
+    previous: &[RegionModel],
+    version: ModelVersion,
+    now: UnixSeconds,
+    ledger: &mut Ledger,
+) -> Result<Vec<TrainedRegion>, TrainError> {
+    let events: Vec<Event> = store.events_by_user(None)?.into_iter().filter(|e| e.time < now.0.max(1)).collect();
+    let observed = observed(store, config, &events, now)?;
+    train_events(&events, &observed, config, rules, previous, version, now, ledger)
 }
 
 /// The outcome of a run.
@@ -36,11 +236,13 @@ pub fn train_and_publish(
     rules: &ClassificationRules,
     publisher: &DirPublisher,
     now: UnixSeconds,
+    ledger: &mut Ledger,
 ) -> Result<TrainRun, TrainError> {
     let previous = publisher.current()?;
     let previous_models: Vec<RegionModel> = previous.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
     let version = ModelVersion(publisher.next_version()?);
-    let regions = profile::train(store, config, rules, &previous_models, version, now)?;
+    // Events at `now` itself belong to the next training: a stage sees data before `now`.
+    let regions = train_with(store, config, rules, &previous_models, version, UnixSeconds(now.0 + 1), ledger)?;
     let models: Vec<RegionModel> = regions.iter().map(|r| r.model.clone()).collect();
     // Publishing identical content again is a no-op (versions aside).
     let unchanged = previous_models.len() == models.len()
@@ -56,50 +258,8 @@ pub fn train_and_publish(
     }
     let default_region =
         models.iter().find(|m| m.region == config.default_region).or(models.first()).map_or("", |m| m.region.as_str());
-    let region_map = RegionMap::default();
-    let (_, entries) = ModelBundle::encode(&models, version, now, default_region, region_map)?;
+    let (_, entries) = ModelBundle::encode(&models, version, now, default_region, RegionMap::default())?;
     publisher.publish(&entries)?;
-    write_training_report(&config.models_dir(), version, &regions);
+    TrainingReport::of(version, now, &regions).write(&config.models_dir());
     Ok(TrainRun { version, regions, published: true })
-}
-
-/// What a training run learnt about each profile beyond the artifact the edge reads (which
-/// stays as small as it is): why its priority, and its held-out forecast skill. Kept beside
-/// the published versions as `reasons/<version>.json`: region → profile id →
-/// `{"priority_reason", "forecast"}`.
-fn write_training_report(models_dir: &std::path::Path, version: ModelVersion, regions: &[TrainedRegion]) {
-    let report: serde_json::Map<String, serde_json::Value> = regions
-        .iter()
-        .map(|r| {
-            let by_profile = r
-                .model
-                .profiles
-                .iter()
-                .map(|p| {
-                    let why = r.priority_reasons.iter().find(|(id, _)| *id == p.id).map(|(_, w)| w.clone());
-                    let skill = r.forecast_skill.iter().find(|(id, _)| *id == p.id).map(|(_, s)| *s);
-                    let note = r.forecast_notes.iter().find(|(id, _)| *id == p.id).map(|(_, n)| n.clone());
-                    (
-                        p.id.0.to_string(),
-                        serde_json::json!({ "priority_reason": why, "forecast": skill, "forecast_note": note }),
-                    )
-                })
-                .collect();
-            (r.model.region.clone(), serde_json::Value::Object(by_profile))
-        })
-        .collect();
-    let dir = models_dir.join("reasons");
-    let written = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::write(dir.join(format!("{}.json", version.0)), serde_json::Value::Object(report).to_string())
-    });
-    // Explanations only: a failure to write them must not fail a publish that succeeded.
-    if let Err(e) = written {
-        tracing::warn!(error = %e, "could not write the training report");
-    }
-}
-
-/// The report recorded for `version`, if any: region → profile id → {priority_reason, forecast}.
-pub fn training_report(models_dir: &std::path::Path, version: ModelVersion) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(models_dir.join("reasons").join(format!("{}.json", version.0))).ok()?;
-    serde_json::from_str(&text).ok()
 }

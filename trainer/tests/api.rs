@@ -253,7 +253,7 @@ async fn status_reports_what_the_edge_signalled_and_plan_answers_without_a_model
     let (_, body) = send(&s, Request::get("/v1/plan").body(Body::empty()).expect("request")).await;
     let steps = body["regions"][0]["steps"].as_array().expect("steps");
     assert!(!steps.is_empty());
-    assert_eq!(steps[0]["at"], NOW.0 - 600 + 900, "the first step is one lead time (300 s) ahead, on a step boundary");
+    assert_eq!(steps[0]["at"], NOW.0, "the plan starts at the step holding now");
     let _ = std::fs::remove_dir_all(&s.config.data_dir);
 }
 
@@ -278,10 +278,10 @@ async fn metrics_expose_counters_and_alerts_in_prometheus_text() {
 }
 
 #[tokio::test]
-async fn status_and_metrics_report_each_profiles_held_out_forecast_skill() {
+async fn status_and_metrics_report_each_profiles_model_and_skill() {
     use prewarm_trainer::publish::DirPublisher;
     use prewarm_trainer::synth;
-    // 16 days of the synthetic kinds: enough history for a held-out day.
+    // 16 days of the synthetic kinds: a week of past forecasts to score.
     let start = NOW.0 - 16 * 86_400;
     let (events, _) = synth::generate(&synth::standard_kinds(), "eu", 30, 40, 4, start, 16, 3);
     // A data directory of its own: other tests in this binary publish into state()'s.
@@ -295,29 +295,33 @@ async fn status_and_metrics_report_each_profiles_held_out_forecast_skill() {
     let run = {
         let store = s.store.lock().expect("lock");
         let publisher = DirPublisher::new(s.config.models_dir());
-        prewarm_trainer::train::train_and_publish(&store, &s.config, &s.rules, &publisher, NOW).expect("train")
+        let mut ledger = prewarm_trainer::forecast::ledger::Ledger::default();
+        prewarm_trainer::train::train_and_publish(&store, &s.config, &s.rules, &publisher, NOW, &mut ledger)
+            .expect("train")
     };
-    let trained: Vec<u16> = run.regions[0].forecast_skill.iter().map(|(id, _)| id.0).collect();
-    assert!(!trained.is_empty(), "profiles with 15+ days have a held-out skill");
+    let trained: Vec<(u16, String)> = run.regions[0]
+        .profiles
+        .iter()
+        .filter_map(|(id, p)| Some((id.0, p.forecast.as_ref()?.series.method.name())))
+        .collect();
+    assert!(!trained.is_empty(), "profiles with history have a forecast report");
 
     let (status, body) = send(&s, Request::get("/v1/status").body(Body::empty()).expect("request")).await;
     assert_eq!(status, StatusCode::OK);
     let rows = body["forecast_skill"].as_array().expect("forecast_skill");
-    let mut listed: Vec<u16> = rows.iter().filter_map(|r| r["profile"].as_u64()).map(|p| p as u16).collect();
-    listed.sort_unstable();
+    let mut listed: Vec<(u16, String)> =
+        rows.iter().filter_map(|r| Some((r["profile"].as_u64()? as u16, r["method"].as_str()?.to_owned()))).collect();
+    listed.sort();
     let mut expected = trained.clone();
-    expected.sort_unstable();
+    expected.sort();
     assert_eq!(listed, expected);
     for row in rows {
         assert_eq!(row["region"], "eu");
-        let gated = row["gated"].as_bool().expect("gated");
-        let (model, day, week) = (
-            row["model_mase"].as_f64().expect("model"),
-            row["naive_day_mase"].as_f64().expect("day"),
-            row["naive_week_mase"].as_f64().expect("week"),
-        );
-        // Gated exactly when a baseline beat the model on the held-out day.
-        assert_eq!(gated, model > day.min(week), "{row}");
+        // Every candidate scored over the past week, the published one among them.
+        let candidates = row["candidates"].as_array().expect("candidates");
+        assert!(candidates.len() >= 3, "{row}");
+        assert!(candidates.iter().any(|c| c[0] == row["method"]), "{row}");
+        assert!(row["reason"].as_str().is_some_and(|r| r.contains("MASE")), "{row}");
     }
     let response = router(s.clone())
         .oneshot(Request::get("/metrics").body(Body::empty()).expect("request"))
@@ -325,11 +329,16 @@ async fn status_and_metrics_report_each_profiles_held_out_forecast_skill() {
         .expect("response");
     let text =
         String::from_utf8(response.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
-    let first = trained[0];
+    let (first, method) = &trained[0];
     assert!(
-        text.contains(&format!("prewarm_forecast_mase{{region=\"eu\",profile=\"{first}\",forecaster=\"model\"}}")),
+        text.contains(&format!("prewarm_forecast_mase{{region=\"eu\",profile=\"{first}\",forecaster=\"{method}\"}}")),
         "{text}"
     );
-    assert!(text.contains(&format!("prewarm_forecast_gated{{region=\"eu\",profile=\"{first}\"}}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "prewarm_forecast_model{{region=\"eu\",profile=\"{first}\",forecaster=\"{method}\"}} 1"
+        )),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&s.config.data_dir);
 }

@@ -86,7 +86,7 @@ fn training_asks_each_feed_for_its_history_and_horizon_and_survives_a_failing_on
         TrainerConfig { feeds: vec![feed("rain", &ok_url), feed("broken", &down_url)], ..TrainerConfig::default() };
     let now = UnixSeconds(START + 3 * 86_400);
     let trained =
-        prewarm_trainer::profile::train(&store, &config, &ClassificationRules::default(), &[], ModelVersion(1), now)
+        prewarm_trainer::train::train(&store, &config, &ClassificationRules::default(), &[], ModelVersion(1), now)
             .expect("a failing feed does not stop training");
     assert!(!trained.is_empty());
     let first = events.iter().map(|e| e.time).min().expect("events");

@@ -188,7 +188,7 @@ async fn with_pools_each_deployment_scales_to_its_own_pool() {
     let units = |pool: &str| view.pools.iter().find(|p| p.region == "eu" && p.pool == pool).expect(pool).steps[0].units;
     // The video pool's own instances (1/125 of the bandwidth) need more units than [plan]'s.
     let plain = PlanConfig { pools: vec![pool("video", Some("video"), None)], ..PlanConfig::default() };
-    let plain = prewarm_trainer::plan::plan_pools(&view.models, &plain, NOW, &[]);
+    let plain = prewarm_trainer::plan::plan_pools(&view.models, &plain, NOW, &prewarm_trainer::plan::Live::default());
     assert!(units("video") > plain[0].steps[0].units, "{} vs {}", units("video"), plain[0].steps[0].units);
 
     let mut keda = client(state.clone()).await;

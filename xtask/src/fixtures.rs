@@ -53,7 +53,13 @@ fn region(name: &str, variant: &Variant, start: UnixSeconds) -> RegionModel {
                     _ => variant.expected,
                 })
                 .collect();
-            ProfileForecast { profile: p.id, expected, upper: vec![variant.upper; SLOTS] }
+            // The edge's prewarm signal tests the alarm level: here the variant's band.
+            ProfileForecast {
+                profile: p.id,
+                expected,
+                upper: vec![variant.upper; SLOTS],
+                alarm: vec![variant.upper; SLOTS],
+            }
         })
         .collect();
     model

@@ -1,9 +1,10 @@
 //! A KEDA external scaler: Kubernetes scales a Deployment to the plan through KEDA's
 //! `external` (polling) or `external-push` (streaming) trigger.
 //!
-//! The metric is the plan's units for the first slot one lead time ahead, with a target of 1
-//! per replica, so KEDA's HPA sets replicas = planned units (within the ScaledObject's min and
-//! max). The trigger's `metadata.region` picks the region (default: the published model's
+//! The metric is the plan's units to run now — the most any step up to one lead time ahead
+//! needs — with a target of 1 per replica, so KEDA's HPA sets replicas = planned units (within
+//! the ScaledObject's min and max), beside a CPU trigger at `[plan] floor_utilisation` (the
+//! reactive floor: the HPA takes the larger). The trigger's `metadata.region` picks the region (default: the published model's
 //! default region, reported as metric `prewarm-units-default`). The server only reads the plan; bind it to an address only the cluster reaches.
 
 use std::pin::Pin;
@@ -84,28 +85,19 @@ impl PrewarmScaler {
             return Err(Status::unavailable("no model published yet: nothing to plan from"));
         };
         let region = region.unwrap_or_else(|| pointer.default_region.clone());
-        let (_, steps) = view.plans.iter().find(|(r, _)| *r == region).ok_or_else(|| {
+        if !view.plans.iter().any(|(r, _)| *r == region) {
             let known: Vec<&str> = view.plans.iter().map(|(r, _)| r.as_str()).collect();
-            Status::not_found(format!("no plan for region `{region}`; the published model has {known:?}"))
-        })?;
-        let steps = match &pool {
-            None => steps,
-            Some(pool) => {
-                let pools: Vec<&crate::plan::PoolPlan> = view.pools.iter().filter(|p| p.region == region).collect();
-                &pools
-                    .iter()
-                    .find(|p| &p.pool == pool)
-                    .ok_or_else(|| {
-                        let known: Vec<&str> = pools.iter().map(|p| p.pool.as_str()).collect();
-                        Status::not_found(format!("no pool `{pool}` in region `{region}`; configured: {known:?}"))
-                    })?
-                    .steps
-            }
-        };
-        let first = steps.first().ok_or_else(|| {
-            Status::unavailable(format!("the plan for `{region}` is empty: the forecast ends before the lead time"))
-        })?;
-        Ok(first.units)
+            return Err(Status::not_found(format!("no plan for region `{region}`; the published model has {known:?}")));
+        }
+        if let Some(pool) = &pool
+            && !view.pools.iter().any(|p| p.region == region && &p.pool == pool)
+        {
+            let known: Vec<&str> = view.pools.iter().filter(|p| p.region == region).map(|p| p.pool.as_str()).collect();
+            return Err(Status::not_found(format!("no pool `{pool}` in region `{region}`; configured: {known:?}")));
+        }
+        view.desired(&region, pool.as_deref()).ok_or_else(|| {
+            Status::unavailable(format!("the plan for `{region}` does not reach now: the forecast has ended"))
+        })
     }
 }
 

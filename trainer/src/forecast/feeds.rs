@@ -155,7 +155,7 @@ pub fn align(points: &[FeedPoint], start: u64, step: u64, len: usize) -> Vec<Opt
 }
 
 /// What one unit of the covariate adds to demand per step.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Effect {
     pub per_unit: f64,
     pub t_stat: f64,

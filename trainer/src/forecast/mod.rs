@@ -1,12 +1,22 @@
-//! Demand forecasting: series with gaps and outages masked, MSTL + AutoETS (augurs) against
-//! seasonal-naive baselines, rolling-origin backtests, and skill gating.
+//! The forecast stage: per region × profile, demand series with gaps, outages and transient
+//! outliers masked; candidate models (MSTL variants on the raw and log scales, seasonal
+//! naives) chosen by their recent out-of-sample skill; calibrated bands; calendar events,
+//! feeds and cold starts; and the rolling-origin backtest that scores what ships.
 
 pub mod backtest;
 pub mod calendar;
-pub mod demand;
+pub mod cold_start;
+pub mod engine;
 pub mod feeds;
+pub mod ledger;
 pub mod model;
+pub mod nowcast;
+pub mod robust;
 pub mod series;
+pub mod tables;
+
+/// Default step of published forecast tables (`forecast_step_secs`); a table covers a day.
+pub const DEFAULT_STEP_SECS: u64 = 300;
 
 /// Hourly demand with daily and weekly shapes, for tests.
 #[cfg(test)]

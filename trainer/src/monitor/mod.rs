@@ -255,35 +255,38 @@ pub struct Gauges {
     pub forecast_skill: Vec<SkillRow>,
 }
 
-/// One region × profile's held-out forecast skill, from the training report.
+/// One region × profile's forecast: the model its recent skill chose, every candidate's
+/// out-of-sample MASE, and what its band was calibrated on, from the training report.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SkillRow {
     pub region: String,
     pub profile: u16,
-    pub model_mase: f64,
-    pub naive_day_mase: f64,
-    pub naive_week_mase: f64,
-    /// The model lost to a seasonal-naive baseline: the published forecast is the baseline's.
-    pub gated: bool,
+    /// The published model.
+    pub method: String,
+    pub reason: String,
+    /// Each candidate's MASE over the recent origins (lower is better; below 1 beats yesterday).
+    pub candidates: Vec<(String, f64)>,
+    /// Out-of-sample minutes the band was calibrated on (0: in-sample fallback).
+    pub band_scores: usize,
+    /// Outlier runs masked before fitting.
+    pub masked_runs: usize,
 }
 
 /// The skill rows of the training report for a published version (none before any report).
-pub fn skill_rows(report: Option<&serde_json::Value>) -> Vec<SkillRow> {
-    let Some(regions) = report.and_then(|r| r.as_object()) else { return Vec::new() };
+pub fn skill_rows(report: Option<&crate::report::TrainingReport>) -> Vec<SkillRow> {
+    let Some(report) = report else { return Vec::new() };
     let mut rows = Vec::new();
-    for (region, profiles) in regions {
-        for (id, about) in profiles.as_object().into_iter().flatten() {
-            let (Ok(profile), Some(f)) = (id.parse::<u16>(), about.get("forecast").filter(|f| f.is_object())) else {
-                continue;
-            };
-            let number = |k: &str| f.get(k).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+    for (region, r) in &report.regions {
+        for (id, p) in &r.profiles {
+            let Some(f) = &p.forecast else { continue };
             rows.push(SkillRow {
                 region: region.clone(),
-                profile,
-                model_mase: number("model_mase"),
-                naive_day_mase: number("naive_day_mase"),
-                naive_week_mase: number("naive_week_mase"),
-                gated: f.get("published").is_some_and(|p| p != "mstl"),
+                profile: *id,
+                method: f.method.name(),
+                reason: f.reason.clone(),
+                candidates: f.skill.iter().filter(|s| s.mase.is_finite()).map(|s| (s.method.name(), s.mase)).collect(),
+                band_scores: f.band_scores,
+                masked_runs: f.masked.runs,
             });
         }
     }
@@ -373,28 +376,17 @@ pub fn render(monitor: &Monitor, g: &Gauges) -> String {
     metric(
         "prewarm_forecast_mase",
         "gauge",
-        "Held-out (last day) MASE of the published model and its seasonal-naive baselines.",
+        "Out-of-sample MASE of every candidate model over the recent origins (below 1 beats seasonal naive 1 d).",
         g.forecast_skill
             .iter()
-            .flat_map(|r| {
-                [
-                    (skill_labels(r, "model"), r.model_mase),
-                    (skill_labels(r, "naive_1d"), r.naive_day_mase),
-                    (skill_labels(r, "naive_7d"), r.naive_week_mase),
-                ]
-            })
+            .flat_map(|r| r.candidates.iter().map(move |(name, mase)| (skill_labels(r, name), *mase)))
             .collect(),
     );
     metric(
-        "prewarm_forecast_gated",
+        "prewarm_forecast_model",
         "gauge",
-        "1 where the model lost to seasonal naive and the baseline's forecast is published.",
-        g.forecast_skill
-            .iter()
-            .map(|r| {
-                (format!("{{region=\"{}\",profile=\"{}\"}}", label(&r.region), r.profile), f64::from(u8::from(r.gated)))
-            })
-            .collect(),
+        "1 for the model each region × profile publishes (chosen by recent skill).",
+        g.forecast_skill.iter().map(|r| (skill_labels(r, &r.method), 1.0)).collect(),
     );
     for (name, help, pick) in [
         ("prewarm_forecast_requests", "Forecast requests per step now (expected).", 1),

@@ -1,15 +1,26 @@
-//! The pre-provisioning plan: how many instances each region needs, one provisioning delay
-//! ahead, from each profile's forecast demand times what its requests cost.
+//! The plan stage: how many instances each region (or pool) needs at each forecast step,
+//! from each profile's forecast demand times what its requests cost.
 //!
-//! Per step t: demand(t + lead) per profile, at a quantile that depends on the profile's
-//! priority (critical: the upper band; standard: halfway to it; best effort: the expected
-//! value), times the profile's cost per request, gives CPU, memory and bandwidth rates; the
-//! instance shape turns each into units and the largest wins. Then min/max, a budget cap that
-//! serves priorities in order, a nowcast boost from the edge's prewarm signals, and stabilised
-//! scale-in (no scale-in soon after a scale-out, bounded steps down).
+//! Per step: each profile's demand at its priority's level (critical and standard: the
+//! calibrated band, the demand a minute stays under with the band's probability; best
+//! effort: the expected value), corrected by the nowcast (the edge's recent counts against
+//! the forecast, [`nowcast`]) and by the edge's prewarm signals, times the profile's mean cost
+//! per request, gives CPU, memory and bandwidth rates; the instance shape turns each into
+//! units and the largest wins. Then min/max, a budget cap that serves priorities in order, and
+//! stabilised scale-in (no scale-in soon after a scale-out, bounded steps down).
+//!
+//! What an orchestrator should run *now* is [`desired_units`]: the most any step between now
+//! and one lead time ahead needs (capacity takes the lead time to come up, and going down is
+//! immediate). Deployed with KEDA it is one trigger beside a utilisation trigger at
+//! `floor_utilisation`, the reactive floor: the HPA takes the larger.
+
+pub mod nowcast;
+
+pub use nowcast::Live;
 
 use prewarm_shared::artifact::{PriorityClass, RegionModel};
 use prewarm_shared::{ProfileId, UnixSeconds};
+
 use serde::{Deserialize, Serialize};
 
 /// What one instance provides.
@@ -38,6 +49,11 @@ pub struct PlanConfig {
     pub max_step_down: u32,
     /// A prewarm signal's boost fades over this long.
     pub nowcast_decay_secs: u64,
+    /// The reactive floor: the utilisation target of the CPU (or other utilisation) trigger
+    /// deployed beside prewarm's (the ScaledObject's second trigger, and what the replay's
+    /// `prewarm` row runs). A safety net: the forecast does the work, so it sits above what a
+    /// reactive HPA alone would need.
+    pub floor_utilisation: f64,
     /// `[[plan.pool]]`: profiles served by separate pools (e.g. a video pool and an API pool,
     /// which the origin's balancer picks by `x-prewarm-profile`), each planned on its own.
     #[serde(rename = "pool")]
@@ -78,7 +94,7 @@ impl PoolConfig {
         }
         if let Some(content) = &self.content {
             let Some(feature) = content_feature(content) else { return false };
-            let share = crate::publish::diff::raw_centroid(model, i).map_or(0.0, |raw| f64::from(raw[feature]));
+            let share = model.raw_centroid(i).map_or(0.0, |raw| f64::from(raw[feature]));
             if share < self.min_share {
                 return false;
             }
@@ -110,9 +126,16 @@ fn content_feature(content: &str) -> Option<usize> {
     }
 }
 
+/// The floor's default utilisation target: chosen once on the tuning split of nasa95
+/// (before 1995-08-01); see docs/replay.md.
+pub const DEFAULT_FLOOR_UTILISATION: f64 = 0.85;
+
 impl PlanConfig {
     /// Pools name a content class the centroid holds, or a label; names are unique.
     pub fn validate(&self) -> Result<(), String> {
+        if !(self.floor_utilisation > 0.0 && self.floor_utilisation <= 1.0) {
+            return Err(format!("[plan] floor_utilisation = {}: in (0, 1]", self.floor_utilisation));
+        }
         for (i, pool) in self.pools.iter().enumerate() {
             let n = i + 1;
             if pool.name.is_empty() || pool.name == "default" {
@@ -150,19 +173,11 @@ impl Default for PlanConfig {
             budget_units: None,
             scale_in_cooldown_secs: 900,
             max_step_down: 2,
-            nowcast_decay_secs: 1_800,
+            nowcast_decay_secs: 300,
+            floor_utilisation: DEFAULT_FLOOR_UTILISATION,
             pools: Vec::new(),
         }
     }
-}
-
-/// A recent prewarm signal: demand the edge observed above the forecast for a profile.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Nowcast {
-    pub profile: ProfileId,
-    /// Observed requests per forecast step (region-wide, as the edge extrapolated it).
-    pub observed: f32,
-    pub at: UnixSeconds,
 }
 
 /// One planned step.
@@ -179,13 +194,9 @@ pub struct PlanStep {
     pub budget_bound: bool,
 }
 
-fn quantile_demand(expected: f32, upper: f32, priority: PriorityClass) -> f64 {
-    let (e, u) = (f64::from(expected), f64::from(upper.max(expected)));
-    match priority {
-        PriorityClass::Critical => u,
-        PriorityClass::Standard => (e + u) / 2.0,
-        PriorityClass::BestEffort => e,
-    }
+/// Whether a priority class is provisioned at the band (else at the expected value).
+fn at_band(priority: PriorityClass) -> bool {
+    matches!(priority, PriorityClass::Critical | PriorityClass::Standard)
 }
 
 fn priority_index(p: PriorityClass) -> usize {
@@ -196,35 +207,30 @@ fn priority_index(p: PriorityClass) -> usize {
     }
 }
 
-/// Plans every forecast step of a region from `now` on (the step for time t is ready at t, so
-/// it is decided from the forecast at t: the lead time shifts the decision, not the demand).
-pub fn plan(model: &RegionModel, config: &PlanConfig, now: UnixSeconds, nowcasts: &[Nowcast]) -> Vec<PlanStep> {
+/// Plans every forecast step of a region from the one holding `now` on.
+pub fn plan(model: &RegionModel, config: &PlanConfig, now: UnixSeconds, live: &Live) -> Vec<PlanStep> {
     let table = &model.forecast;
     let step = u64::from(table.step_secs.max(1));
+    let step_minutes = step as f64 / 60.0;
     let slots = table.series.first().map_or(0, |s| s.expected.len());
-    let first = table.slot(UnixSeconds(now.0 + config.lead_time_secs)).unwrap_or(slots);
+    let first = table.slot(now).unwrap_or(if now.0 < table.start.0 { 0 } else { slots });
     let shape = config.instance;
+    let region_live = live.for_region(&model.region, table, now, config.nowcast_decay_secs);
     let mut out: Vec<PlanStep> = Vec::with_capacity(slots.saturating_sub(first));
     let mut last_scale_out: Option<u64> = None;
     for slot in first..slots {
         let at = table.start.0 + slot as u64 * step;
+        let ahead = at.saturating_sub(now.0);
         let mut by_priority = [0.0f64; 3];
-        for (profile, series) in
-            model.profiles.iter().filter_map(|p| Some((p, table.series.iter().find(|s| s.profile == p.id)?)))
-        {
-            let mut demand = quantile_demand(series.expected[slot], series.upper[slot], profile.priority);
-            // The observed level holds for a while and fades: the forecast may know nothing of it.
-            for n in nowcasts.iter().filter(|n| n.profile == profile.id && n.at.0 <= at) {
-                let fade = 1.0 - (at - n.at.0) as f64 / config.nowcast_decay_secs.max(1) as f64;
-                if fade > 0.0 {
-                    demand = demand.max(f64::from(n.observed) * fade);
-                }
-            }
+        for (profile, series) in model.profiles.iter().filter_map(|p| Some((p, table.of(p.id)?))) {
+            let (expected, upper) = (f64::from(series.expected[slot]), f64::from(series.upper[slot]));
+            let demand =
+                region_live.demand(profile.id, expected, upper, at_band(profile.priority), ahead, at, step_minutes);
             let per_sec = demand / step as f64;
             let cost = &profile.cost;
-            let cpu = per_sec * f64::from(cost.cpu_ms.p90) / shape.cpu_ms_per_sec;
-            let memory = per_sec * f64::from(cost.memory_mb_s.p90) / shape.memory_mb;
-            let bandwidth = per_sec * f64::from(cost.bytes.p90) / shape.bytes_per_sec;
+            let cpu = per_sec * f64::from(cost.cpu_ms.mean) / shape.cpu_ms_per_sec;
+            let memory = per_sec * f64::from(cost.memory_mb_s.mean) / shape.memory_mb;
+            let bandwidth = per_sec * f64::from(cost.bytes.mean) / shape.bytes_per_sec;
             by_priority[priority_index(profile.priority)] += cpu.max(memory).max(bandwidth);
         }
         let wanted = by_priority.map(|u| u.ceil() as u32);
@@ -260,6 +266,14 @@ pub fn plan(model: &RegionModel, config: &PlanConfig, now: UnixSeconds, nowcasts
     out
 }
 
+/// The units to run now: the most any step from `now` to `now + lead` needs (raised capacity
+/// takes the lead time to be ready; lowered capacity is gone at once). `None` when the plan
+/// does not reach `now`.
+pub fn desired_units(steps: &[PlanStep], now: UnixSeconds, lead_secs: u64, step_secs: u64) -> Option<u32> {
+    let horizon = now.0 + lead_secs;
+    steps.iter().filter(|s| s.at + step_secs > now.0 && s.at <= horizon).map(|s| s.units).max()
+}
+
 /// One region × pool's plan, with the profiles the pool serves.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PoolPlan {
@@ -287,18 +301,12 @@ pub fn pools_of(model: &RegionModel, pools: &[PoolConfig]) -> Vec<(String, Vec<P
 
 /// With `[[plan.pool]]`: a plan per region × pool, each over its pool's profiles with its own
 /// instance shape and bounds.
-pub fn plan_pools(
-    models: &[RegionModel],
-    config: &PlanConfig,
-    now: UnixSeconds,
-    signals: &[(String, u16, u64, f32)],
-) -> Vec<PoolPlan> {
+pub fn plan_pools(models: &[RegionModel], config: &PlanConfig, now: UnixSeconds, live: &Live) -> Vec<PoolPlan> {
     if config.pools.is_empty() {
         return Vec::new();
     }
     let mut out = Vec::new();
     for model in models {
-        let nowcasts = nowcasts_of(&model.region, signals);
         for (pool, ids) in pools_of(model, &config.pools) {
             let mut part = model.clone();
             part.profiles.retain(|p| ids.contains(&p.id));
@@ -307,33 +315,21 @@ pub fn plan_pools(
                 .iter()
                 .find(|p| p.name == pool)
                 .map_or_else(|| PlanConfig { pools: Vec::new(), ..config.clone() }, |p| p.plan_config(config));
-            let steps = plan(&part, &pool_config, now, &nowcasts);
+            let steps = plan(&part, &pool_config, now, live);
             out.push(PoolPlan { region: model.region.clone(), pool, profiles: ids, steps });
         }
     }
     out
 }
 
-fn nowcasts_of(region: &str, signals: &[(String, u16, u64, f32)]) -> Vec<Nowcast> {
-    signals
-        .iter()
-        .filter(|(r, ..)| r == region)
-        .map(|(_, profile, at, observed)| Nowcast {
-            profile: ProfileId(*profile),
-            observed: *observed,
-            at: UnixSeconds(*at),
-        })
-        .collect()
-}
-
-/// Plans for every region of the published model, boosted by the edge's recent prewarm signals.
+/// Plans for every region of the published model, with the edge's recent counts and signals.
 pub fn plan_regions(
     models: &[RegionModel],
     config: &PlanConfig,
     now: UnixSeconds,
-    signals: &[(String, u16, u64, f32)],
+    live: &Live,
 ) -> Vec<(String, Vec<PlanStep>)> {
-    models.iter().map(|m| (m.region.clone(), plan(m, config, now, &nowcasts_of(&m.region, signals)))).collect()
+    models.iter().map(|m| (m.region.clone(), plan(m, config, now, live))).collect()
 }
 
 #[cfg(test)]
@@ -354,32 +350,60 @@ mod tests {
                 .iter()
                 .map(|p| {
                     let expected: Vec<f32> = (0..48).map(|s| if s >= rise { 300_000.0 } else { 100_000.0 }).collect();
-                    ProfileForecast { profile: p.id, upper: expected.iter().map(|e| e * 1.2).collect(), expected }
+                    let upper = expected.iter().map(|e| e * 1.2).collect();
+                    let alarm = expected.iter().map(|e| e * 1.5).collect();
+                    ProfileForecast { profile: p.id, upper, alarm, expected }
                 })
                 .collect(),
         };
         m
     }
 
+    fn quiet() -> Live {
+        Live::default()
+    }
+
     #[test]
-    fn capacity_is_ready_one_lead_time_ahead_of_a_rise() {
+    fn what_runs_now_covers_every_step_up_to_one_lead_time_ahead() {
         let config = PlanConfig { min_units: 1, max_units: 10_000, ..PlanConfig::default() };
-        let plan = plan(&model(20), &config, UnixSeconds(0), &[]);
-        // The first planned step is the one ready at now + lead time.
-        assert_eq!(plan[0].at, 300);
-        let before = plan.iter().find(|s| s.at == 19 * 300).expect("step before").units;
-        let at_rise = plan.iter().find(|s| s.at == 20 * 300).expect("rise step").units;
+        let steps = plan(&model(20), &config, UnixSeconds(0), &quiet());
+        // The plan starts at the step holding now.
+        assert_eq!(steps[0].at, 0);
+        let before = steps.iter().find(|s| s.at == 19 * 300).expect("step before").units;
+        let at_rise = steps.iter().find(|s| s.at == 20 * 300).expect("rise step").units;
         assert!(at_rise >= 2 * before, "{before} → {at_rise}");
+        // Five minutes before the rise with a 5-minute lead, the rise's units are wanted now.
+        let now = UnixSeconds(19 * 300);
+        let steps = plan(&model(20), &config, now, &quiet());
+        assert_eq!(desired_units(&steps, now, 300, 300), Some(at_rise));
+        assert_eq!(desired_units(&steps, UnixSeconds(19 * 300 - 301), 300, 300), None, "before the plan's first step");
+        let earlier = plan(&model(20), &config, UnixSeconds(17 * 300), &quiet());
+        assert_eq!(desired_units(&earlier, UnixSeconds(17 * 300), 300, 300), Some(before));
+    }
+
+    #[test]
+    fn best_effort_is_provisioned_at_its_expected_value_the_rest_at_the_band() {
+        let mut m = model(0);
+        let config = PlanConfig { min_units: 0, max_units: 100_000, ..PlanConfig::default() };
+        for p in &mut m.profiles {
+            p.priority = PriorityClass::BestEffort;
+        }
+        let expected = plan(&m, &config, UnixSeconds(0), &quiet())[0].required_units;
+        for p in &mut m.profiles {
+            p.priority = PriorityClass::Standard;
+        }
+        let band = plan(&m, &config, UnixSeconds(0), &quiet())[0].required_units;
+        assert!(f64::from(band) > f64::from(expected) * 1.15, "{band} vs {expected}");
     }
 
     #[test]
     fn min_max_and_the_budget_are_honoured() {
         let config = PlanConfig { min_units: 3, max_units: 5, ..PlanConfig::default() };
-        assert!(plan(&model(20), &config, UnixSeconds(0), &[]).iter().all(|s| (3..=5).contains(&s.units)));
-        let free = plan(&model(0), &PlanConfig::default(), UnixSeconds(0), &[]);
+        assert!(plan(&model(20), &config, UnixSeconds(0), &quiet()).iter().all(|s| (3..=5).contains(&s.units)));
+        let free = plan(&model(0), &PlanConfig::default(), UnixSeconds(0), &quiet());
         let budget = free[0].units / 2;
         let capped = PlanConfig { budget_units: Some(budget), ..PlanConfig::default() };
-        let p = plan(&model(0), &capped, UnixSeconds(0), &[]);
+        let p = plan(&model(0), &capped, UnixSeconds(0), &quiet());
         assert!(p.iter().all(|s| s.units <= budget && s.budget_bound));
         // Critical demand is served first: it gets all it asked for, best effort gets the rest.
         let critical_alone = free[0].by_priority[0];
@@ -398,7 +422,7 @@ mod tests {
             }
         }
         let config = PlanConfig { scale_in_cooldown_secs: 0, max_step_down: 1, ..PlanConfig::default() };
-        let p = plan(&m, &config, UnixSeconds(0), &[]);
+        let p = plan(&m, &config, UnixSeconds(0), &quiet());
         for pair in p.windows(2) {
             assert!(pair[0].units <= pair[1].units + 1, "dropped more than one unit per step");
         }
@@ -410,7 +434,7 @@ mod tests {
             }
         }
         let cooling = PlanConfig { scale_in_cooldown_secs: 3_600, ..PlanConfig::default() };
-        let p = plan(&rising, &cooling, UnixSeconds(0), &[]);
+        let p = plan(&rising, &cooling, UnixSeconds(0), &quiet());
         let peak = p.iter().map(|s| s.units).max().expect("peak");
         let peak_at = p.iter().find(|s| s.units == peak).expect("peak step").at;
         assert!(p.iter().filter(|s| s.at > peak_at && s.at < peak_at + 3_600).all(|s| s.units == peak));
@@ -420,9 +444,9 @@ mod tests {
     fn a_prewarm_signal_raises_the_plan_and_fades() {
         let m = model(100);
         let config = PlanConfig { scale_in_cooldown_secs: 0, max_step_down: 1_000, ..PlanConfig::default() };
-        let quiet = plan(&m, &config, UnixSeconds(0), &[]);
+        let quiet = plan(&m, &config, UnixSeconds(0), &quiet());
         let video = m.profiles[0].id;
-        let surge = [Nowcast { profile: video, observed: 400_000.0, at: UnixSeconds(0) }];
+        let surge = Live { counts: Vec::new(), signals: vec![("eu".into(), video.0, 0, 400_000.0)] };
         let raised = plan(&m, &config, UnixSeconds(0), &surge);
         assert!(raised[0].units > quiet[0].units);
         assert_eq!(raised.last().map(|s| s.units), quiet.last().map(|s| s.units), "the boost fades");

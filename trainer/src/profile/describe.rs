@@ -70,7 +70,8 @@ fn quantile(sorted: &[f32], q: f32) -> f32 {
 
 fn figure(mut values: Vec<f32>, source: CostSource) -> CostFigure {
     values.sort_by(f32::total_cmp);
-    CostFigure { median: quantile(&values, 0.5), p90: quantile(&values, 0.9), source }
+    let mean = values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len().max(1) as f64;
+    CostFigure { mean: mean as f32, median: quantile(&values, 0.5), p90: quantile(&values, 0.9), source }
 }
 
 /// Cost per request of one profile's events: measured where every event carries the field,

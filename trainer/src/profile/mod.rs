@@ -1,6 +1,7 @@
-//! Behaviour profiles per region: feature vectors from the store, standardised, clustered,
-//! matched to the previous model's ids, labelled and costed; the result is one `RegionModel`
-//! per region, ready to publish.
+//! The profile stage: behaviour profiles per region from the events before `now` — feature
+//! vectors, standardised, clustered, matched to the previous model's ids, labelled, costed and
+//! prioritised. The result is one [`FittedRegion`] per region: its model without a forecast
+//! (the forecast stage fills it) and the request times of each profile.
 
 pub mod cluster;
 pub mod describe;
@@ -24,8 +25,7 @@ use self::cluster::{ClusterError, Clustering};
 use self::features::{UserFeatures, event_owner, user_features};
 use crate::config::TrainerConfig;
 use crate::ingest::event::Event;
-use crate::publish::diff::raw_centroid;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// The smallest standard deviation used to standardise a feature: a feature (nearly) constant
 /// in the training data must not turn tiny differences into huge distances.
@@ -39,147 +39,32 @@ pub enum ProfileError {
     Cluster(#[from] ClusterError),
     #[error("no events in the store: nothing to train on (import logs or POST /v1/events first)")]
     NoData,
-    #[error(transparent)]
-    Calendar(#[from] crate::forecast::calendar::CalendarError),
     #[error("priority rules name route classes the classification rules do not define: {0:?} (defined: {1:?})")]
     UnknownRoute(Vec<String>, Vec<String>),
 }
 
-/// One region's training outcome.
+/// One region's profiles, before forecasting.
 #[derive(Debug, Clone)]
-pub struct TrainedRegion {
+pub struct FittedRegion {
+    /// The region's model with an empty forecast table.
     pub model: RegionModel,
     pub users: usize,
     /// The region had too few users and uses the global profiles.
     pub borrowed_global: bool,
     pub silhouette: f64,
     pub retired: Vec<ProfileId>,
-    /// Each training user's profile index, in `users_of_region` order (for evaluation).
+    /// Each training user's profile (for evaluation and the replay).
     pub user_profiles: Vec<(prewarm_shared::signals::UserHash, ProfileId)>,
-    /// Why each profile has its priority class.
-    pub priority_reasons: Vec<(ProfileId, String)>,
-    /// Each profile's held-out forecast skill (profiles with 15 days or more of history).
-    pub forecast_skill: Vec<(ProfileId, crate::forecast::demand::Skill)>,
-    /// Seconds of history the region has (its first event to its last).
-    pub history_secs: u64,
-    /// Each profile's mean requests per forecast step since its first request.
-    pub level: Vec<(ProfileId, f64)>,
-    /// How a profile's forecast was made when not from its own history.
-    pub forecast_notes: Vec<(ProfileId, String)>,
+    /// Per profile: why its priority, and its users' request times (the demand it forecasts).
+    pub profiles: BTreeMap<ProfileId, FittedProfile>,
 }
 
-/// A region with under this much history borrows each profile's daily shape from the most
-/// similar profile of a region that has more (its own too short to show a day and a week).
-const YOUNG_REGION_SECS: u64 = 14 * 86_400;
-
-/// Cold start across regions: each profile of a young region takes the forecast shape of the
-/// nearest profile (same label first, else nearest centroid in raw units) of a mature region,
-/// moved to its own local time and scaled to its own level.
-pub fn borrow_across_regions(regions: &mut [TrainedRegion], config: &TrainerConfig) {
-    let day_steps = |r: &TrainedRegion| (86_400 / u64::from(r.model.forecast.step_secs.max(1))) as usize;
-    let mature: Vec<usize> = (0..regions.len()).filter(|&i| regions[i].history_secs >= YOUNG_REGION_SECS).collect();
-    if mature.is_empty() {
-        return;
-    }
-    for young in 0..regions.len() {
-        if regions[young].history_secs >= YOUNG_REGION_SECS {
-            continue;
-        }
-        let offset = config.utc_offset_of(&regions[young].model.region);
-        let mut borrowed = Vec::new();
-        for (i, meta) in regions[young].model.profiles.iter().enumerate() {
-            let Some(raw) = raw_centroid(&regions[young].model, i) else { continue };
-            let level = regions[young].level.iter().find(|(id, _)| *id == meta.id).map_or(0.0, |(_, l)| *l);
-            if level <= 0.0 {
-                continue;
-            }
-            // Same label first, then the nearest centroid (in the donor's standard units).
-            let donor = mature
-                .iter()
-                .flat_map(|&d| (0..regions[d].model.profiles.len()).map(move |j| (d, j)))
-                .filter_map(|(d, j)| {
-                    let model = &regions[d].model;
-                    let other = raw_centroid(model, j)?;
-                    let distance: f64 = raw
-                        .iter()
-                        .zip(&other)
-                        .zip(&model.normalisation.scale)
-                        .map(|((a, b), s)| (f64::from(a - b) / f64::from(s.max(0.05))).powi(2))
-                        .sum::<f64>()
-                        .sqrt();
-                    let label_differs = model.profiles[j].label != meta.label;
-                    Some(((label_differs, distance), d, j))
-                })
-                .min_by(|a, b| a.0.0.cmp(&b.0.0).then(a.0.1.total_cmp(&b.0.1)));
-            let Some((_, d, j)) = donor else { continue };
-            let donor_model = &regions[d].model;
-            let Some(series) = donor_model.forecast.series.iter().find(|s| s.profile == donor_model.profiles[j].id)
-            else {
-                continue;
-            };
-            let day = day_steps(&regions[d]).min(series.expected.len()).max(1);
-            let mean = series.expected[..day].iter().map(|v| f64::from(*v)).sum::<f64>() / day as f64;
-            if mean <= 0.0 {
-                continue;
-            }
-            // The same local time: the donor's UTC slot plus the offset difference, and the
-            // two tables' start difference; a day wraps around.
-            let step = i64::from(donor_model.forecast.step_secs.max(1));
-            let shift_secs = i64::from(offset - config.utc_offset_of(&donor_model.region)) * 60
-                + (regions[young].model.forecast.start.0 as i64 - donor_model.forecast.start.0 as i64);
-            let shift = shift_secs / step;
-            let scale = level / mean;
-            let len = regions[young].model.forecast.series.iter().map(|s| s.expected.len()).max().unwrap_or(day);
-            let at = |values: &[f32], k: usize| -> f32 {
-                let index = (k as i64 + shift).rem_euclid(day as i64) as usize;
-                (f64::from(values[index]) * scale) as f32
-            };
-            let expected: Vec<f32> = (0..len).map(|k| at(&series.expected, k)).collect();
-            let upper: Vec<f32> = (0..len).map(|k| at(&series.upper, k)).collect();
-            let note = format!(
-                "region under 14 days old: shape of region {} profile {} ({}), moved {:+} min to local time, scaled to {:.1} requests per step",
-                donor_model.region,
-                donor_model.profiles[j].id.0,
-                donor_model.profiles[j].label,
-                offset - config.utc_offset_of(&donor_model.region),
-                level
-            );
-            borrowed.push((meta.id, expected, upper, note));
-        }
-        let region = &mut regions[young];
-        for (id, expected, upper, note) in borrowed {
-            if let Some(s) = region.model.forecast.series.iter_mut().find(|s| s.profile == id) {
-                s.expected = expected;
-                s.upper = upper;
-                region.forecast_notes.push((id, note));
-            }
-        }
-    }
-}
-
-/// Every configured feed's points from the first event to two days after `now`. A feed that
-/// fails is logged and left out: forecasts without it beat no training at all.
-fn fetch_feeds(
-    config: &TrainerConfig,
-    events: &[Event],
-    now: UnixSeconds,
-) -> Vec<(String, Vec<crate::forecast::feeds::FeedPoint>)> {
-    use crate::forecast::feeds::{Feed, HttpJsonFeed};
-    let from = events.iter().map(|e| e.time).min().unwrap_or(now.0);
-    config
-        .feeds
-        .iter()
-        .filter_map(|feed_config| {
-            let feed = HttpJsonFeed::new(feed_config.clone());
-            match feed.fetch(from, now.0 + 2 * 86_400) {
-                Ok(points) => Some((feed.name().to_owned(), points)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "feed left out of this training");
-                    None
-                }
-            }
-        })
-        .collect()
+/// What the profile stage knows of one profile beyond its metadata.
+#[derive(Debug, Clone, Default)]
+pub struct FittedProfile {
+    pub priority_reason: String,
+    /// Unix seconds of every request its users made, sorted.
+    pub request_times: Vec<u64>,
 }
 
 /// Standardisation parameters of a data set.
@@ -221,16 +106,28 @@ impl Scaler {
     }
 }
 
-/// Trains every region found in the store. `previous` is the currently published model (for
-/// stable ids); `now` stamps the (empty, until forecasting runs) forecast table.
-pub fn train(
-    store: &Store,
+/// What every region's fit shares.
+struct FitInputs<'a> {
+    users: &'a [UserFeatures],
+    events: &'a [Event],
+    owners: &'a [usize],
+    config: &'a TrainerConfig,
+    rules: &'a ClassificationRules,
+    version: ModelVersion,
+    now: UnixSeconds,
+}
+
+/// The profile stage: profiles for every region in `events` (every event before `now`, ordered
+/// by user then time, as `Store::events_by_user` returns them). `previous` is the currently
+/// published model (for stable ids).
+pub fn fit(
+    events: &[Event],
     config: &TrainerConfig,
     rules: &ClassificationRules,
     previous: &[RegionModel],
     version: ModelVersion,
     now: UnixSeconds,
-) -> Result<Vec<TrainedRegion>, ProfileError> {
+) -> Result<Vec<FittedRegion>, ProfileError> {
     let unknown = config.priority.unknown_routes(&rules.route_classes);
     if !unknown.is_empty() {
         return Err(ProfileError::UnknownRoute(
@@ -238,17 +135,12 @@ pub fn train(
             rules.route_classes.clone(),
         ));
     }
-    let events = store.events_by_user(None)?;
     if events.is_empty() {
         return Err(ProfileError::NoData);
     }
-    let calendar = match &config.calendar {
-        Some(path) => crate::forecast::calendar::Calendar::load(path)?,
-        None => crate::forecast::calendar::Calendar::default(),
-    };
-    let feeds = fetch_feeds(config, &events, now);
-    let users = user_features(&events, |region| config.utc_offset_of(region));
-    let owners = event_owner(&events, &users);
+    let users = user_features(events, |region| config.utc_offset_of(region));
+    let owners = event_owner(events, &users);
+    let inputs = FitInputs { users: &users, events, owners: &owners, config, rules, version, now };
     let mut by_region: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, u) in users.iter().enumerate() {
         by_region.entry(&u.region).or_default().push(i);
@@ -276,48 +168,21 @@ pub fn train(
             (&owned.0, &owned.1)
         };
         let previous_region = previous.iter().find(|m| m.region == *region);
-        out.push(build_region(
-            region,
-            members,
-            &users,
-            &events,
-            &owners,
-            scaler,
-            clustering,
-            previous_region,
-            config,
-            rules,
-            version,
-            now,
-            borrowed,
-            &calendar,
-            &feeds,
-            &store.demand_for_region(region)?,
-        ));
+        out.push(build_region(&inputs, region, members, scaler, clustering, previous_region, borrowed));
     }
-    borrow_across_regions(&mut out, config);
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build_region(
+    inputs: &FitInputs<'_>,
     region: &str,
     members: &[usize],
-    users: &[UserFeatures],
-    events: &[Event],
-    owners: &[usize],
     scaler: &Scaler,
     clustering: &Clustering,
     previous: Option<&RegionModel>,
-    config: &TrainerConfig,
-    rules: &ClassificationRules,
-    version: ModelVersion,
-    now: UnixSeconds,
     borrowed: bool,
-    calendar: &crate::forecast::calendar::Calendar,
-    feeds: &[(String, Vec<crate::forecast::feeds::FeedPoint>)],
-    edge_counts: &[(u16, u64, u64)],
-) -> TrainedRegion {
+) -> FittedRegion {
+    let FitInputs { users, events, owners, config, rules, version, now } = *inputs;
     let k = clustering.centroids.nrows();
     let raw: Vec<FeatureVector> = clustering.centroids.rows().into_iter().map(|c| scaler.raw(c)).collect();
     // Stable ids: compare with the previous centroids in this training's standard units.
@@ -361,27 +226,25 @@ fn build_region(
             of_profile[c].push(event);
         }
     }
-    let profiles: Vec<ProfileMeta> = (0..k)
-        .map(|c| {
-            let cost = describe::costs(of_profile[c].iter().copied(), &config.costs);
-            ProfileMeta {
-                id: ids.ids[c],
-                label: describe::label(&raw[c]),
-                // Decided below, once labels are final.
-                priority: PriorityClass::Standard,
-                share_of_users: counts[c] as f32 / members.len().max(1) as f32,
-                cost,
-            }
+    let mut profiles: Vec<ProfileMeta> = (0..k)
+        .map(|c| ProfileMeta {
+            id: ids.ids[c],
+            label: describe::label(&raw[c]),
+            // Decided below, once labels are final.
+            priority: PriorityClass::Standard,
+            share_of_users: counts[c] as f32 / members.len().max(1) as f32,
+            cost: describe::costs(of_profile[c].iter().copied(), &config.costs),
         })
         .collect();
-    let mut profiles = profiles;
     describe::disambiguate(&mut profiles, &raw);
-    let mut priority_reasons = Vec::with_capacity(k);
+    let mut fitted_profiles = BTreeMap::new();
     for (c, meta) in profiles.iter_mut().enumerate() {
         let facts = priority::facts(&meta.label, of_profile[c].iter().copied(), rules, raw[c][index::DEVICE_BOT]);
         let (class, why) = config.priority.classify(&facts);
         meta.priority = class;
-        priority_reasons.push((meta.id, why));
+        let mut request_times: Vec<u64> = of_profile[c].iter().map(|e| e.time).collect();
+        request_times.sort_unstable();
+        fitted_profiles.insert(meta.id, FittedProfile { priority_reason: why, request_times });
     }
     let mut model = RegionModel {
         region: region.to_owned(),
@@ -399,59 +262,13 @@ fn build_region(
             hysteresis_margin: config.profiles.hysteresis_margin,
         },
         rules: rules.clone(),
-        forecast: ForecastTable { start: now, step_secs: 300, upper_quantile: 0.9, series: Vec::new() },
+        forecast: ForecastTable {
+            start: now,
+            step_secs: config.forecast_step_secs as u32,
+            upper_quantile: config.forecast.band_quantile as f32,
+            series: Vec::new(),
+        },
     };
-    // Each profile's request history, forecast for the next day.
-    let mut requests: Vec<(ProfileId, Vec<u64>)> =
-        ids.ids.iter().zip(&of_profile).map(|(id, events)| (*id, events.iter().map(|e| e.time).collect())).collect();
-    // The edge's counts carry the series past the last event (events arrive late, or only
-    // for a sample): minutes after it are counted from the edge, under the published ids.
-    let last_event = requests.iter().flat_map(|(_, t)| t.iter().copied()).max().unwrap_or(0);
-    for &(profile, minute, n) in edge_counts {
-        let start = minute * 60;
-        if start <= last_event {
-            continue;
-        }
-        if let Some((_, times)) = requests.iter_mut().find(|(id, _)| id.0 == profile) {
-            times.extend((0..n).map(|i| start + i % 60));
-        }
-    }
-    let region_feeds: Vec<(String, Vec<crate::forecast::feeds::FeedPoint>)> =
-        feeds.iter().map(|(name, points)| (name.clone(), crate::forecast::feeds::for_region(points, region))).collect();
-    let report = crate::forecast::demand::table_with_skill(
-        &requests,
-        now,
-        &calendar.for_region(region),
-        &region_feeds,
-        config.forecast_step_secs,
-    );
-    model.forecast = report.table;
-    let forecast_skill = report.skills;
-    let mut forecast_notes: Vec<(ProfileId, String)> = Vec::new();
-    for (id, feed, effect) in &report.effects {
-        let note = format!(
-            "feed `{feed}`: {:+.2} requests per step per unit above its mean {:.2} (t = {:.1}, {} steps)",
-            effect.per_unit, effect.mean, effect.t_stat, effect.steps
-        );
-        match forecast_notes.iter_mut().find(|(p, _)| p == id) {
-            Some((_, text)) => {
-                text.push_str("; ");
-                text.push_str(&note);
-            }
-            None => forecast_notes.push((*id, note)),
-        }
-    }
-    let times = || requests.iter().flat_map(|(_, t)| t.iter().copied());
-    let history_secs = times().max().unwrap_or(0).saturating_sub(times().min().unwrap_or(0));
-    let step = u64::from(model.forecast.step_secs.max(1));
-    let level: Vec<(ProfileId, f64)> = requests
-        .iter()
-        .map(|(id, t)| {
-            let (first, last) = (t.iter().min().copied().unwrap_or(0), t.iter().max().copied().unwrap_or(0));
-            let steps = ((last - first) / step + 1) as f64;
-            (*id, t.len() as f64 / steps)
-        })
-        .collect();
     // The default profile: where most newcomers land, judged on their first session alone.
     let mut landing = vec![0usize; k];
     for u in &member_rows {
@@ -465,13 +282,9 @@ fn build_region(
     }
     let most = landing.iter().enumerate().max_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
     model.default_profile = ids.ids[most];
-    TrainedRegion {
+    FittedRegion {
         user_profiles: members.iter().zip(&labels).map(|(&u, &l)| (users[u].user, ids.ids[l])).collect(),
-        priority_reasons,
-        forecast_skill,
-        history_secs,
-        level,
-        forecast_notes,
+        profiles: fitted_profiles,
         model,
         users: members.len(),
         borrowed_global: borrowed,

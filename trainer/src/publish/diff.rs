@@ -57,20 +57,8 @@ fn figures(model: &RegionModel, index: usize) -> ProfileFigures {
     }
 }
 
-/// A centroid in its features' own units (undoing the model's standardisation).
-pub fn raw_centroid(model: &RegionModel, index: usize) -> Option<[f32; FEATURE_DIM]> {
-    let row = model.centroid(index)?;
-    let mut raw = [0.0; FEATURE_DIM];
-    for (i, v) in row.iter().enumerate() {
-        let (mean, scale) =
-            (model.normalisation.mean.get(i).copied().unwrap_or(0.0), model.normalisation.scale.get(i).copied()?);
-        raw[i] = v * scale + mean;
-    }
-    Some(raw)
-}
-
 fn moved(before: &RegionModel, i: usize, after: &RegionModel, j: usize) -> Option<f32> {
-    let (a, b) = (raw_centroid(before, i)?, raw_centroid(after, j)?);
+    let (a, b) = (before.raw_centroid(i)?, after.raw_centroid(j)?);
     let squares: f32 = (0..FEATURE_DIM)
         .map(|f| {
             let scale = after.normalisation.scale.get(f).copied().filter(|s| *s > 0.0).unwrap_or(1.0);

@@ -2,8 +2,12 @@
 //!
 //! A unit serves `unit_rpm` requests per minute. Each minute t a policy sets a target N(t)
 //! from demand before t; a raise is ready `delay` minutes later and a cut is immediate, so
-//! ready(t) = min(N(t−D), …, N(t)). Only minutes after the warm-up that have a demand row are
-//! scored: a missing minute is neither under- nor over-provisioned, and costs nothing.
+//! ready(t) = min(N(t−D), …, N(t)). Ready units serve demand; *requested* units cost: a pod
+//! reserves its node's resources from the moment it is scheduled, and a VM is billed from
+//! launch, so capacity that is still starting — or that is cancelled before it is ready —
+//! is paid for. Only minutes after the warm-up (and inside the scoring window, when one is
+//! set) that have a demand row are scored: a missing minute is neither under- nor
+//! over-provisioned, and costs nothing.
 
 use serde::Serialize;
 
@@ -57,7 +61,7 @@ pub struct Outcome {
     pub knob: Option<f64>,
     pub delay: usize,
     pub scored_minutes: usize,
-    /// Σ ready / 60.
+    /// Σ requested (N) / 60: what was paid for.
     pub cost_unit_hours: f64,
     /// Minutes with d > ready·C.
     pub under_minutes: usize,
@@ -70,7 +74,8 @@ pub struct Outcome {
     pub elasticity: Elasticity,
 }
 
-/// Scores `ready` against demand over the scored minutes; `targets` count the actions.
+/// Scores `ready` against demand over the minutes `scored` accepts (after the warm-up);
+/// `targets` count the actions.
 pub fn score(
     policy: &str,
     knob: Option<f64>,
@@ -78,6 +83,7 @@ pub fn score(
     demand: &[Option<f64>],
     targets: &[u32],
     ready: &[u32],
+    scored: &dyn Fn(usize) -> bool,
 ) -> Outcome {
     let mut outcome = Outcome {
         policy: policy.to_owned(),
@@ -93,6 +99,9 @@ pub fn score(
     };
     let mut spec = Elasticity::default();
     for t in model.warmup..demand.len().min(ready.len()) {
+        if !scored(t) {
+            continue;
+        }
         if t > 0 && targets[t] != targets[t - 1] {
             outcome.actions += 1;
         }
@@ -100,7 +109,7 @@ pub fn score(
         let supply = ready[t] as f64;
         let need = d / model.unit_rpm;
         outcome.scored_minutes += 1;
-        outcome.cost_unit_hours += supply / 60.0;
+        outcome.cost_unit_hours += f64::from(targets[t].max(ready[t])) / 60.0;
         if need > supply + EPSILON {
             outcome.under_minutes += 1;
             outcome.under_unit_minutes += need - supply;
@@ -159,7 +168,7 @@ mod tests {
         // Minute 0 is warm-up, minute 2 has no row.
         let demand = [Some(100.0), Some(25.0), None, Some(5.0)];
         let targets = [1, 2, 2, 3];
-        let o = score("x", None, &model, &demand, &targets, &targets);
+        let o = score("x", None, &model, &demand, &targets, &targets, &|_| true);
         assert_eq!(o.scored_minutes, 2);
         assert!((o.cost_unit_hours - 5.0 / 60.0).abs() < 1e-12);
         assert_eq!(o.under_minutes, 1);

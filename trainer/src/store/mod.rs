@@ -395,6 +395,23 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every demand count from `since_minute` on: (region, profile, minute, requests), summed
+    /// over the isolates that reported it.
+    pub fn demand_since(&self, since_minute: u64) -> Result<Vec<(String, u16, u64, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT region, profile, minute, SUM(requests) FROM demand WHERE minute >= ?1 GROUP BY region, profile, minute",
+        )?;
+        let rows = stmt.query_map(params![since_minute as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u16,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The newest demand minute the edge reported per region, as Unix seconds.
     pub fn last_demand_by_region(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT region, MAX(minute) FROM demand GROUP BY region")?;

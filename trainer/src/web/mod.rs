@@ -242,7 +242,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, AppError> {
 
 /// Blocking: the published version's skill rows.
 fn skill_of(config: &TrainerConfig, pointer: Option<&prewarm_shared::ModelPointer>) -> Vec<crate::monitor::SkillRow> {
-    let report = pointer.and_then(|p| crate::train::training_report(&config.models_dir(), p.version));
+    let report = pointer.and_then(|p| crate::report::TrainingReport::read(&config.models_dir(), p.version));
     crate::monitor::skill_rows(report.as_ref())
 }
 
@@ -255,9 +255,23 @@ pub struct PlanView {
     /// With `[[plan.pool]]`: each region × pool's plan.
     pub pools: Vec<crate::plan::PoolPlan>,
     pub signals_in_effect: usize,
+    /// When it was planned, and the lead time it was planned with.
+    pub at: UnixSeconds,
+    pub lead_secs: u64,
 }
 
 impl PlanView {
+    /// What a region (or one of its pools) should run now: the most any step up to one lead
+    /// time ahead needs.
+    pub fn desired(&self, region: &str, pool: Option<&str>) -> Option<u32> {
+        let steps = match pool {
+            None => &self.plans.iter().find(|(r, _)| r == region)?.1,
+            Some(pool) => &self.pools.iter().find(|p| p.region == region && p.pool == pool)?.steps,
+        };
+        let step = self.models.iter().find(|m| m.region == region).map_or(300, |m| u64::from(m.forecast.step_secs));
+        crate::plan::desired_units(steps, self.at, self.lead_secs, step)
+    }
+
     /// The JSON of `GET /v1/plan` and of the webhook's plan deliveries: per region its steps
     /// and, with pools configured, each pool's steps and profiles.
     pub fn regions_json(&self) -> Vec<serde_json::Value> {
@@ -286,18 +300,25 @@ impl PlanView {
 /// Blocking: reads the store and the models directory.
 pub fn plan_now(state: &AppState, now: UnixSeconds) -> Result<PlanView, AppError> {
     let config = &state.config;
-    let since = now.0.saturating_sub(config.plan.nowcast_decay_secs);
-    let signals = {
+    let live = {
         let store = state.store.lock().map_err(|_| AppError::Internal("store lock poisoned".into()))?;
-        store.recent_prewarm(since)?
+        crate::plan::Live::from_store(&store, now, config.plan.nowcast_decay_secs)?
     };
     let current = crate::publish::DirPublisher::new(config.models_dir())
         .current()
         .map_err(|e| AppError::Internal(e.to_string()))?;
     let (pointer, models) = current.map_or((None, Vec::new()), |(p, m)| (Some(p), m));
-    let plans = crate::plan::plan_regions(&models, &config.plan, now, &signals);
-    let pools = crate::plan::plan_pools(&models, &config.plan, now, &signals);
-    Ok(PlanView { pointer, models, plans, pools, signals_in_effect: signals.len() })
+    let plans = crate::plan::plan_regions(&models, &config.plan, now, &live);
+    let pools = crate::plan::plan_pools(&models, &config.plan, now, &live);
+    Ok(PlanView {
+        pointer,
+        models,
+        plans,
+        pools,
+        signals_in_effect: live.signals.len(),
+        at: now,
+        lead_secs: config.plan.lead_time_secs,
+    })
 }
 
 /// `GET /v1/plan`: the plan per region for the published model and recent prewarm signals.
@@ -344,7 +365,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
             edge_model_version: edge.edge_model_version,
             published_version: view.pointer.as_ref().map(|p| p.version.0),
             publish_age_secs: view.pointer.as_ref().map(|p| now.0.saturating_sub(p.created_at.0)),
-            planned_units: view.plans.iter().filter_map(|(r, steps)| Some((r.clone(), steps.first()?.units))).collect(),
+            planned_units: view.plans.iter().filter_map(|(r, _)| Some((r.clone(), view.desired(r, None)?))).collect(),
             demand_now,
             forecast_skill: skill_of(&state.config, view.pointer.as_ref()),
         };

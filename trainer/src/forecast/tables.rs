@@ -1,0 +1,209 @@
+//! The forecast stage for a region: each profile's series forecast by [`super::engine`], and
+//! the table the model carries.
+//!
+//! Cold start: a profile with under two weeks of its own history, in a region that has more,
+//! takes the shape of the region's aggregate forecast, scaled by its share of the aggregate
+//! since it appeared, instead of waiting for a history of its own.
+
+use std::collections::BTreeMap;
+
+use prewarm_shared::artifact::{ForecastTable, ProfileForecast};
+use prewarm_shared::{ProfileId, UnixSeconds};
+use serde::{Deserialize, Serialize};
+
+use super::engine::{self, Context, ForecastConfig, MinuteSeries, SeriesForecast, SeriesReport};
+use super::ledger::{AGGREGATE, Ledger};
+
+const DAY: u64 = 86_400;
+/// A profile younger than this (its first request to now) borrows the aggregate's shape.
+const YOUNG_PROFILE_SECS: u64 = 14 * DAY;
+
+/// A profile's requests per minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileSeries {
+    pub profile: ProfileId,
+    pub minutes: MinuteSeries,
+}
+
+/// How one profile's forecast was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileForecastReport {
+    /// The series' own model, skill and band; for a borrowed shape, the aggregate's.
+    pub series: SeriesReport,
+    /// When the shape is not the profile's own: where it came from.
+    pub note: Option<String>,
+}
+
+/// A region's forecast table and how each profile's forecast was made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionForecast {
+    pub table: ForecastTable,
+    pub reports: BTreeMap<ProfileId, ProfileForecastReport>,
+}
+
+/// The forecast stage for one region at `now`: a table of `steps` steps from the step at or
+/// after `now` (plus the context's look-back). Profiles whose series has no data before `now`
+/// get zeros.
+pub fn tables(
+    region: &str,
+    series: &[ProfileSeries],
+    now: UnixSeconds,
+    ctx: &Context,
+    config: &ForecastConfig,
+    ledger: &mut Ledger,
+) -> RegionForecast {
+    let step = ctx.step_secs.clamp(60, 3600);
+    let start = now.0.saturating_sub(ctx.lookback_secs).div_ceil(step) * step;
+    let zeros = || vec![0.0f32; ctx.steps + (ctx.lookback_secs / step) as usize];
+    let aggregate = aggregate_of(series);
+    let region_start = aggregate.values.iter().position(Option::is_some).map(|i| aggregate.start + i as u64 * 60);
+    let mut aggregate_forecast: Option<Option<SeriesForecast>> = None;
+    let mut reports = BTreeMap::new();
+    let mut out = Vec::with_capacity(series.len());
+    for s in series {
+        let appeared = first_request(&s.minutes);
+        let own = appeared.map(|t| now.0.saturating_sub(t));
+        let region_age = region_start.map_or(0, |t| now.0.saturating_sub(t));
+        let young = own.is_some_and(|own| own < YOUNG_PROFILE_SECS && region_age >= own + DAY);
+        let forecast = if young {
+            let from = appeared.unwrap_or(now.0);
+            let share = share_since(&s.minutes, &aggregate, from, now.0);
+            let borrowed = aggregate_forecast
+                .get_or_insert_with(|| {
+                    engine::forecast_series(&(region.to_owned(), AGGREGATE), &aggregate, now.0, ctx, config, ledger)
+                })
+                .as_ref();
+            borrowed.map(|a| {
+                let scale = |v: &[f32]| v.iter().map(|x| x * share as f32).collect::<Vec<f32>>();
+                let note = format!(
+                    "profile under 14 days old: the region's shape ({}), scaled to its share {:.1} %",
+                    a.report.method.name(),
+                    share * 100.0
+                );
+                (scale(&a.expected), scale(&a.upper), scale(&a.alarm), a.report.clone(), Some(note))
+            })
+        } else {
+            engine::forecast_series(&(region.to_owned(), s.profile.0), &s.minutes, now.0, ctx, config, ledger)
+                .map(|f| (f.expected, f.upper, f.alarm, f.report, None))
+        };
+        let (expected, upper, alarm) = match forecast {
+            Some((expected, upper, alarm, series_report, note)) => {
+                reports.insert(s.profile, ProfileForecastReport { series: series_report, note });
+                (expected, upper, alarm)
+            }
+            None => (zeros(), zeros(), zeros()),
+        };
+        out.push(ProfileForecast { profile: s.profile, expected, upper, alarm });
+    }
+    let table = ForecastTable {
+        start: UnixSeconds(start),
+        step_secs: step as u32,
+        upper_quantile: config.band_quantile as f32,
+        series: out,
+    };
+    RegionForecast { table, reports }
+}
+
+/// The sum of the profiles' minutes (a minute is known when any profile knows it).
+pub fn aggregate_of(series: &[ProfileSeries]) -> MinuteSeries {
+    let start = series.iter().map(|s| s.minutes.start).min().unwrap_or(0);
+    let end = series.iter().map(|s| s.minutes.end()).max().unwrap_or(start);
+    let mut values = vec![None; ((end - start) / 60) as usize];
+    for s in series {
+        let offset = ((s.minutes.start - start) / 60) as usize;
+        for (i, v) in s.minutes.values.iter().enumerate() {
+            if let Some(v) = v {
+                *values[offset + i].get_or_insert(0.0) += v;
+            }
+        }
+    }
+    MinuteSeries { start, values }
+}
+
+fn first_request(minutes: &MinuteSeries) -> Option<u64> {
+    minutes.values.iter().position(|v| v.is_some_and(|v| v > 0.0)).map(|i| minutes.start + i as u64 * 60)
+}
+
+/// The profile's share of the aggregate's requests in `[from, to)`.
+fn share_since(own: &MinuteSeries, aggregate: &MinuteSeries, from: u64, to: u64) -> f64 {
+    let total = |m: &MinuteSeries| m.window(from, to).1.iter().flatten().sum::<f64>();
+    let all = total(aggregate);
+    if all > 0.0 { total(own) / all } else { 0.0 }
+}
+
+/// Minute series from request times: a minute without requests is zero from `from` (the
+/// store records every request) to `to`.
+pub fn minutes_from_times(times: impl IntoIterator<Item = u64>, from: u64, to: u64) -> MinuteSeries {
+    let start = from / 60 * 60;
+    let len = (to.saturating_sub(start) / 60) as usize;
+    let mut values = vec![Some(0.0); len];
+    for t in times {
+        if let Some(Some(v)) = t.checked_sub(start).and_then(|o| values.get_mut((o / 60) as usize)) {
+            *v += 1.0;
+        }
+    }
+    MinuteSeries { start, values }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forecast::calendar::Occurrence;
+
+    fn ctx() -> Context {
+        Context { step_secs: 300, steps: 288, ..Context::default() }
+    }
+
+    #[test]
+    fn a_calendar_event_raises_the_published_forecast_where_it_recurs() {
+        // 10 requests a minute for 15 days; a 3-hour match on days 7 and 14 doubles them.
+        let matches = |day: u64| Occurrence {
+            name: format!("match {day}"),
+            region: "all".into(),
+            start: day * DAY + 18 * 3600,
+            end: day * DAY + 21 * 3600,
+            kind: "match".into(),
+            multiplier: None,
+        };
+        let past = [matches(7), matches(14)];
+        let values = (0..15 * 1440u64)
+            .map(|m| Some(if past.iter().any(|e| (e.start..e.end).contains(&(m * 60))) { 20.0 } else { 10.0 }))
+            .collect();
+        let series = [ProfileSeries { profile: ProfileId(0), minutes: MinuteSeries { start: 0, values } }];
+        let context = Context { events: vec![past[0].clone(), past[1].clone(), matches(15)], ..ctx() };
+        let mut ledger = Ledger::default();
+        let f = tables("eu", &series, UnixSeconds(15 * DAY), &context, &ForecastConfig::default(), &mut ledger);
+        assert_eq!(f.table.start, UnixSeconds(15 * DAY));
+        let expected = &f.table.series[0].expected;
+        let (inside, outside) = (expected[18 * 12 + 6], expected[12 * 12]);
+        assert!((outside - 50.0).abs() < 5.0, "a normal step: {outside}");
+        assert!((inside / outside - 2.0).abs() < 0.2, "inside the next match: {inside} vs {outside}");
+    }
+
+    #[test]
+    fn a_new_profile_borrows_the_regions_daily_shape_from_day_one() {
+        // Three weeks of a region with a strong daily shape; a new profile appears in the last
+        // two days as 20 % of the traffic.
+        let rate = |m: u64| {
+            let hour = (m % 1440) as f64 / 60.0;
+            (4.0 + 3.0 * (std::f64::consts::TAU * (hour - 9.0) / 24.0).cos()).round()
+        };
+        let minutes = 21 * 1440u64;
+        let newcomer = |m: u64| if m >= minutes - 2 * 1440 { (rate(m) / 5.0).round() } else { 0.0 };
+        let old = (0..minutes).map(|m| Some(rate(m) - newcomer(m))).collect();
+        let new = (0..minutes).map(|m| Some(newcomer(m))).collect();
+        let series = [
+            ProfileSeries { profile: ProfileId(0), minutes: MinuteSeries { start: 0, values: old } },
+            ProfileSeries { profile: ProfileId(1), minutes: MinuteSeries { start: 0, values: new } },
+        ];
+        let mut ledger = Ledger::default();
+        let f = tables("eu", &series, UnixSeconds(minutes * 60), &ctx(), &ForecastConfig::default(), &mut ledger);
+        let fresh = &f.table.series[1].expected;
+        let (max, min) = fresh.iter().fold((f32::MIN, f32::MAX), |(a, b), v| (a.max(*v), b.min(*v)));
+        assert!(min >= 0.0 && max > 3.0 * min.max(0.5), "a daily shape, not a flat line: {min}..{max}");
+        assert!(f.reports[&ProfileId(1)].note.as_deref().is_some_and(|n| n.contains("share")));
+        let (new_total, all_total): (f32, f32) =
+            (fresh.iter().sum(), f.table.series.iter().flat_map(|s| s.expected.iter()).sum());
+        assert!((new_total / all_total - 0.2).abs() < 0.06, "scaled by its own share: {}", new_total / all_total);
+    }
+}

@@ -1,0 +1,52 @@
+//! The model stage: a region's profiles and its forecast assembled into what is published
+//! (the edge's artifact) and what is reported beside it.
+
+use std::collections::BTreeMap;
+
+use prewarm_shared::ProfileId;
+use prewarm_shared::artifact::RegionModel;
+use prewarm_shared::signals::UserHash;
+
+use crate::forecast::tables::{ProfileForecastReport, RegionForecast};
+use crate::profile::FittedRegion;
+
+/// One region's training outcome.
+#[derive(Debug, Clone)]
+pub struct TrainedRegion {
+    /// What the edge reads: profiles, centroids, the forecast table.
+    pub model: RegionModel,
+    pub users: usize,
+    /// The region had too few users and uses the global profiles.
+    pub borrowed_global: bool,
+    pub silhouette: f64,
+    pub retired: Vec<ProfileId>,
+    /// Each training user's profile (for evaluation and the replay).
+    pub user_profiles: Vec<(UserHash, ProfileId)>,
+    pub profiles: BTreeMap<ProfileId, TrainedProfile>,
+}
+
+/// What a training learnt about one profile beyond the artifact (which stays small).
+#[derive(Debug, Clone, Default)]
+pub struct TrainedProfile {
+    pub priority_reason: String,
+    /// How its forecast was made: model, skill, band (none without history).
+    pub forecast: Option<ProfileForecastReport>,
+    /// When its shape came from elsewhere (cold start across regions).
+    pub forecast_note: Option<String>,
+}
+
+/// A fitted region and its forecast, as one trained region.
+pub fn assemble(fitted: FittedRegion, forecast: RegionForecast) -> TrainedRegion {
+    let FittedRegion { mut model, users, borrowed_global, silhouette, retired, user_profiles, profiles } = fitted;
+    model.forecast = forecast.table;
+    let mut reports = forecast.reports;
+    let profiles = profiles
+        .into_iter()
+        .map(|(id, p)| {
+            let forecast = reports.remove(&id);
+            let forecast_note = forecast.as_ref().and_then(|f| f.note.clone());
+            (id, TrainedProfile { priority_reason: p.priority_reason, forecast, forecast_note })
+        })
+        .collect();
+    TrainedRegion { model, users, borrowed_global, silhouette, retired, user_profiles, profiles }
+}
