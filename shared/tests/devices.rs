@@ -1,4 +1,4 @@
-//! Device classification on the real User-Agents of ../shared/data/apache_logs.
+//! Device classification on the real User-Agents of testdata/apache_logs.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use prewarm_shared::Device;
 
 fn user_agents() -> Vec<String> {
-    let file = std::fs::File::open(common::material("data/apache_logs/access.log.gz")).expect("open log");
+    let file = std::fs::File::open(common::material("apache_logs/access.log.gz")).expect("open log");
     let reader = BufReader::new(flate2::read::GzDecoder::new(file));
     reader
         .lines()

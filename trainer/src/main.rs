@@ -46,7 +46,7 @@ enum Command {
     },
     /// Measure ingest, import and forecasting against their baselines and print the figures.
     Bench {
-        /// The access log to import (repeated `--copies` times); default: ../shared's sample.
+        /// The access log to import (repeated `--copies` times); default: testdata's sample.
         #[arg(long)]
         log: Option<PathBuf>,
         #[arg(long, default_value_t = 100)]
@@ -58,7 +58,7 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         batch: usize,
     },
-    /// Time k-means on a raw f64 matrix (the reference set from ../shared/bench/blobs.py).
+    /// Time k-means on a raw f64 matrix (the reference set from trainer/benches/blobs.py).
     BenchKmeans {
         data: PathBuf,
         #[arg(long, default_value_t = 16)]
@@ -116,6 +116,18 @@ enum Command {
         /// Also write the requests as an access log (combined format).
         #[arg(long)]
         access_log: Option<PathBuf>,
+    },
+    /// Write the hard aggregate trace (growth ×9 over 8 weeks, daily scheduled crowds, five
+    /// unscheduled ones, a level shift, an outage) as a per-minute CSV, with its calendar.
+    SynthTrace {
+        /// The per-minute CSV (`.gz` compresses it).
+        #[arg(long)]
+        out: PathBuf,
+        /// The calendar of the scheduled crowds (the trainer's `[[event]]` format).
+        #[arg(long)]
+        calendar_out: Option<PathBuf>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
     /// Push the current model (or a rollback) from <data_dir>/models to Workers KV targets.
     Publish {
@@ -329,6 +341,24 @@ fn main() -> Result<()> {
             println!("{count} events for {} users written to {}", truth_rows.len() - 1, out.display());
             Ok(())
         }
+        Command::SynthTrace { ref out, ref calendar_out, seed } => {
+            use std::io::Write;
+            let trace = prewarm_trainer::synth::trace::HardTrace::standard(seed);
+            let csv = trace.csv();
+            let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+            if out.extension().is_some_and(|e| e == "gz") {
+                let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+                gz.write_all(csv.as_bytes())?;
+                gz.finish()?;
+            } else {
+                std::io::BufWriter::new(file).write_all(csv.as_bytes())?;
+            }
+            if let Some(path) = calendar_out {
+                std::fs::write(path, trace.calendar()).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{} minutes of the hard trace (seed {seed}) written to {}", trace.days * 1440, out.display());
+            Ok(())
+        }
         Command::Publish { ref rollback, ref local_kv, ref wrangler, ref wrangler_config, kv: to_kv, object_store } => {
             use prewarm_trainer::publish::Publisher;
             use prewarm_trainer::publish::local_kv::LocalKv;
@@ -540,7 +570,12 @@ fn main() -> Result<()> {
                     .with_context(|| format!("--step {other:?}: `1h` or a number of minutes such as `5m`"))?,
             };
             let points = Series::read_minute_csv(csv)?;
-            let report = backtest::backtest(&points, &backtest::Protocol::at_step(minutes), &config.forecast)?;
+            let calendar = match &config.calendar {
+                Some(path) => prewarm_trainer::forecast::calendar::Calendar::load(path)?.events,
+                None => Vec::new(),
+            };
+            let report =
+                backtest::backtest(&points, &backtest::Protocol::at_step(minutes), &config.forecast, &calendar)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(());
@@ -679,7 +714,7 @@ fn bench(log: Option<PathBuf>, copies: usize, events: usize, batch: usize) -> Re
         );
     }
 
-    let log = log.unwrap_or_else(|| PathBuf::from("../shared/data/apache_logs/access.log.gz"));
+    let log = log.unwrap_or_else(|| PathBuf::from("testdata/apache_logs/access.log.gz"));
     let file = std::env::temp_dir().join(format!("prewarm-bench-{}.log", std::process::id()));
     let bytes = bench::repeat_log(&log, copies, &file).with_context(|| format!("reading {}", log.display()))?;
     println!("\nimport: {} repeated {copies}x ({} MB)", log.display(), bytes / 1_000_000);

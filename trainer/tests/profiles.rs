@@ -102,7 +102,7 @@ fn ids_stay_stable_when_the_same_population_drifts() {
 
 #[test]
 fn real_access_logs_import_and_train_into_labelled_costed_profiles() {
-    let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/apache_logs/access.log.gz");
+    let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/apache_logs/access.log.gz");
     assert!(log.exists(), "{} is missing", log.display());
     let config = TrainerConfig { salt: Some("test-salt".into()), ..TrainerConfig::default() };
     let rules = ClassificationRules::default();

@@ -129,7 +129,7 @@ fn seed(root: &Path) -> Result<()> {
     cookies.push(BehaviourState::new(UnixSeconds(1_700_000_000)).to_cookie(&key).into_bytes());
     write_seeds(root, "state_cookie", &cookies)?;
 
-    let log = root.join("../shared/data/apache_logs/access.log.gz");
+    let log = root.join("testdata/apache_logs/access.log.gz");
     let mut lines = Vec::new();
     if let Ok(file) = std::fs::File::open(&log) {
         let mut text = String::new();

@@ -285,15 +285,15 @@ pub fn bench(root: &Path) -> Result<()> {
     cmd(Command::new("cargo").args(["build", "--release", "--locked", "-p", "prewarm-trainer"]).current_dir(root))?;
     tools::ensure_apt("goaccess")?;
     let prewarm = target_dir(root)?.join("release/prewarm");
-    let log = root.join("../shared/data/apache_logs/access.log.gz");
+    let log = root.join("testdata/apache_logs/access.log.gz");
     cmd(Command::new(&prewarm).arg("bench").arg("--log").arg(&log).current_dir(root))?;
 
-    step("benchmark: k-means on the reference data set (../shared/bench/blobs.py) vs scikit-learn");
+    step("benchmark: k-means on the reference data set (trainer/benches/blobs.py) vs scikit-learn");
     tools::ensure_python_packages(&["numpy", "scikit-learn"])?;
     let blobs = std::env::temp_dir().join("prewarm-blobs");
     let data = blobs.join("blobs_1m_16.f64");
     if !data.exists() {
-        cmd(Command::new("python3").arg(root.join("../shared/bench/blobs.py")).arg(&blobs))?;
+        cmd(Command::new("python3").arg(root.join("trainer/benches/blobs.py")).arg(&blobs))?;
     }
     cmd(Command::new(&prewarm).arg("bench-kmeans").arg(&data).current_dir(root))?;
     cmd(Command::new("python3").arg(root.join("trainer/benches/sklearn_kmeans.py")).arg(&data))?;

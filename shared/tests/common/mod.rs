@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-/// The read-only material handed to the project, beside the checkout (`../shared/`).
+/// Committed public data (`testdata/`, sources and licences in its README).
 pub fn material(relative: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(relative);
-    assert!(path.exists(), "{} is missing: the tests need ../shared beside the checkout", path.display());
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(relative);
+    assert!(path.exists(), "{} is missing from testdata/", path.display());
     path
 }
 

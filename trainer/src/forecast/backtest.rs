@@ -147,12 +147,15 @@ fn reference_methods(day: usize) -> Vec<Method> {
     ]
 }
 
-/// Runs the protocol on per-minute `points` (Unix seconds, requests).
+/// Runs the protocol on per-minute `points` (Unix seconds, requests). `events` is the
+/// calendar `prewarm` (what ships) reads; its band is measured at the protocol's quantile.
 pub fn backtest(
     points: &[(u64, f64)],
     protocol: &Protocol,
     config: &ForecastConfig,
+    events: &[super::calendar::Occurrence],
 ) -> Result<BacktestReport, BacktestError> {
+    let config = &ForecastConfig { band_quantile: protocol.quantile, ..config.clone() };
     let started = std::time::Instant::now();
     let step = protocol.step_minutes;
     if step == 0 || step > 60 || 1440 % step != 0 {
@@ -177,7 +180,13 @@ pub fn backtest(
     let mut choices: Vec<(String, usize)> = Vec::new();
     let (mut windows, mut excluded) = (0, 0);
     let series = MinuteSeries { start, values: minutes.clone() };
-    let ctx = Context { step_secs: step as u64 * 60, steps: horizon, band_minutes: step as u64, ..Context::default() };
+    let ctx = Context {
+        step_secs: step as u64 * 60,
+        steps: horizon,
+        band_minutes: step as u64,
+        events: events.to_vec(),
+        ..Context::default()
+    };
     let mut ledger = Ledger::default();
     let key = ("backtest".to_owned(), 0u16);
     let mut origin = protocol.first_origin_days * day;
@@ -284,7 +293,7 @@ mod tests {
             .into_iter()
             .filter(|(t, _)| !(3 * 3600..3 * 3600 + 1200).contains(&(t % 86_400)))
             .collect();
-        let report = backtest(&points, &Protocol::hourly(), &ForecastConfig::default()).expect("scored");
+        let report = backtest(&points, &Protocol::hourly(), &ForecastConfig::default(), &[]).expect("scored");
         // Origins on days 14 to 21, each with a day to score.
         assert_eq!((report.windows, report.excluded_windows), (8, 0));
         let by_name = |n: &str| report.scores.iter().find(|s| s.method == n).expect(n);
@@ -300,10 +309,10 @@ mod tests {
     fn a_trace_with_nothing_to_score_is_an_error() {
         let hours = crate::forecast::seasonal_hours(24 * 10, 0.0);
         let err =
-            backtest(&minutes_of(&hours), &Protocol::hourly(), &ForecastConfig::default()).expect_err("too short");
+            backtest(&minutes_of(&hours), &Protocol::hourly(), &ForecastConfig::default(), &[]).expect_err("too short");
         assert!(err.to_string().contains("no window could be scored"), "{err}");
         assert!(matches!(
-            backtest(&minutes_of(&hours), &Protocol::at_step(7), &ForecastConfig::default()),
+            backtest(&minutes_of(&hours), &Protocol::at_step(7), &ForecastConfig::default(), &[]),
             Err(BacktestError::BadStep(7))
         ));
     }

@@ -39,7 +39,7 @@ impl Series {
         Ok(Self { start, step_secs, values })
     }
 
-    /// Reads `minute,requests` CSV (like ../shared/data/nasa95): the first column is
+    /// Reads `minute,requests` CSV (like testdata/nasa95): the first column is
     /// `YYYY-MM-DD HH:MM` (any fixed offset: seasonality is what matters) or Unix seconds.
     pub fn read_minute_csv(path: &std::path::Path) -> Result<Vec<(u64, f64)>, SeriesError> {
         use std::io::BufRead;

@@ -184,37 +184,65 @@ pub fn kmeans(data: &Array2<f64>, k: usize, config: &ProfileConfig, seed: u64) -
     Ok(Clustering { centroids, labels, inertia, silhouette: None })
 }
 
-/// Mean silhouette over a deterministic sample of at most `sample` points.
-pub fn silhouette(data: &Array2<f64>, labels: &[usize], k: usize, sample: usize) -> f64 {
-    let n = data.nrows();
-    let stride = (n / sample.max(1)).max(1);
-    let picked: Vec<usize> = (0..n).step_by(stride).take(sample).collect();
-    let mut total = 0.0;
-    let mut counted = 0usize;
-    for &i in &picked {
-        let mut sums = vec![0.0; k];
-        let mut counts = vec![0usize; k];
-        for &j in &picked {
-            if i != j {
-                sums[labels[j]] += sq(data.row(i), data.row(j)).sqrt();
-                counts[labels[j]] += 1;
+/// The pairwise distances of a deterministic sample of at most `sample` points: computed
+/// once, the silhouette of every candidate k reads them.
+#[derive(Debug, Clone)]
+pub struct SampleDistances {
+    picked: Vec<usize>,
+    /// Row-major, `picked.len()²`.
+    distances: Vec<f32>,
+}
+
+impl SampleDistances {
+    pub fn new(data: &Array2<f64>, sample: usize) -> Self {
+        let n = data.nrows();
+        let stride = (n / sample.max(1)).max(1);
+        let picked: Vec<usize> = (0..n).step_by(stride).take(sample).collect();
+        let m = picked.len();
+        let mut distances = vec![0.0f32; m * m];
+        for (x, &i) in picked.iter().enumerate() {
+            for (y, &j) in picked.iter().enumerate().skip(x + 1) {
+                let d = sq(data.row(i), data.row(j)).sqrt() as f32;
+                distances[x * m + y] = d;
+                distances[y * m + x] = d;
             }
         }
-        let own = labels[i];
-        if counts[own] == 0 {
-            continue;
-        }
-        let a = sums[own] / counts[own] as f64;
-        let b = (0..k)
-            .filter(|&c| c != own && counts[c] > 0)
-            .map(|c| sums[c] / counts[c] as f64)
-            .fold(f64::INFINITY, f64::min);
-        if b.is_finite() {
-            total += (b - a) / a.max(b).max(f64::EPSILON);
-            counted += 1;
-        }
+        Self { picked, distances }
     }
-    if counted == 0 { 0.0 } else { total / counted as f64 }
+
+    /// Mean silhouette of `labels` (one per data point) over the sample.
+    pub fn silhouette(&self, labels: &[usize], k: usize) -> f64 {
+        let m = self.picked.len();
+        let (mut total, mut counted) = (0.0, 0usize);
+        for x in 0..m {
+            let mut sums = vec![0.0f64; k];
+            let mut counts = vec![0usize; k];
+            for y in (0..m).filter(|&y| y != x) {
+                let label = labels[self.picked[y]];
+                sums[label] += f64::from(self.distances[x * m + y]);
+                counts[label] += 1;
+            }
+            let own = labels[self.picked[x]];
+            if counts[own] == 0 {
+                continue;
+            }
+            let a = sums[own] / counts[own] as f64;
+            let b = (0..k)
+                .filter(|&c| c != own && counts[c] > 0)
+                .map(|c| sums[c] / counts[c] as f64)
+                .fold(f64::INFINITY, f64::min);
+            if b.is_finite() {
+                total += (b - a) / a.max(b).max(f64::EPSILON);
+                counted += 1;
+            }
+        }
+        if counted == 0 { 0.0 } else { total / counted as f64 }
+    }
+}
+
+/// Mean silhouette over a deterministic sample of at most `sample` points.
+pub fn silhouette(data: &Array2<f64>, labels: &[usize], k: usize, sample: usize) -> f64 {
+    SampleDistances::new(data, sample).silhouette(labels, k)
 }
 
 /// Merges micro-clusters pairwise by Ward's criterion until `k` remain.
@@ -266,6 +294,7 @@ pub fn choose_k(data: &Array2<f64>, config: &ProfileConfig) -> Result<Clustering
         ClusterMethod::Kmeans => None,
     };
     let mut best: Option<Clustering> = None;
+    let distances = (k_max > 1).then(|| SampleDistances::new(data, config.silhouette_sample));
     for k in k_min..=k_max {
         let mut candidate = match &micro {
             Some(micro) => {
@@ -275,7 +304,10 @@ pub fn choose_k(data: &Array2<f64>, config: &ProfileConfig) -> Result<Clustering
             }
             None => kmeans(data, k, config, config.seed + k as u64)?,
         };
-        let score = if k == 1 { 0.0 } else { silhouette(data, &candidate.labels, k, config.silhouette_sample) };
+        let score = match &distances {
+            Some(d) if k > 1 => d.silhouette(&candidate.labels, k),
+            _ => 0.0,
+        };
         candidate.silhouette = Some(score);
         if best.as_ref().is_none_or(|b| score > b.silhouette.unwrap_or(f64::NEG_INFINITY)) {
             best = Some(candidate);

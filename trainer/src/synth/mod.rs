@@ -2,6 +2,8 @@
 //! content mixes, session lengths, hours), so training can be checked against the truth.
 //! The demo's fuller generator (regions, trends, churn, events) builds on this.
 
+pub mod trace;
+
 use prewarm_shared::classify::{ClassificationRules, Device};
 use prewarm_shared::signals::UserHash;
 
