@@ -348,6 +348,12 @@ impl TrainerConfig {
         if self.actuate.interval_secs == 0 {
             return Err(ConfigError::Invalid("actuate.interval_secs must be > 0".into()));
         }
+        if self.actuate.max_plan_age_secs <= self.actuate.interval_secs {
+            return Err(ConfigError::Invalid(format!(
+                "actuate.max_plan_age_secs ({}) must exceed actuate.interval_secs ({}): each cycle refreshes the plan",
+                self.actuate.max_plan_age_secs, self.actuate.interval_secs
+            )));
+        }
         if self.store_max_mb == Some(0) {
             return Err(ConfigError::Invalid("store_max_mb must be > 0 when set".into()));
         }

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod profile;
 pub mod publish;
 pub mod report;
+pub mod service;
 pub mod simulate;
 pub mod store;
 pub mod synth;

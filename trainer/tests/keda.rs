@@ -1,6 +1,7 @@
 //! The KEDA external scaler over real gRPC on loopback, asked by tonic's client the way KEDA
-//! asks: the metric spec, the metric (the plan's units), IsActive and StreamIsActive, and clear
-//! statuses for what it cannot answer.
+//! asks: the metric spec, the metric (the plan's units, or the balloon pods of `node_headroom`),
+//! IsActive and StreamIsActive, all from the plan of the last actuation cycle, and clear statuses
+//! for what it cannot answer — no plan yet, a stale plan, no model — so KEDA falls back.
 
 use std::collections::HashMap;
 
@@ -15,8 +16,8 @@ use prewarm_trainer::actuate::keda::{self, metric_name};
 use prewarm_trainer::config::TrainerConfig;
 use prewarm_trainer::plan::{InstanceShape, PlanConfig, PoolConfig};
 use prewarm_trainer::publish::DirPublisher;
+use prewarm_trainer::service::{AppState, plan_now};
 use prewarm_trainer::store::Store;
-use prewarm_trainer::web::{AppState, plan_now};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -26,11 +27,20 @@ fn fixed_clock() -> UnixSeconds {
     NOW
 }
 
+/// One actuation cycle at `now`: what caches the plan the scaler answers from.
+fn actuate(state: &AppState, now: UnixSeconds) {
+    prewarm_trainer::actuate::cycle(state, None, now).expect("actuation cycle");
+}
+
 fn state(name: &str, forecast_only: bool) -> AppState {
     state_with(name, forecast_only, Vec::new())
 }
 
 fn state_with(name: &str, forecast_only: bool, pools: Vec<PoolConfig>) -> AppState {
+    state_at(name, forecast_only, pools, fixed_clock)
+}
+
+fn state_at(name: &str, forecast_only: bool, pools: Vec<PoolConfig>, clock: fn() -> UnixSeconds) -> AppState {
     let config = TrainerConfig {
         data_dir: std::env::temp_dir().join(format!("prewarm-keda-test-{name}-{}", std::process::id())),
         actuate: ActuateConfig { forecast_only, ..ActuateConfig::default() },
@@ -38,15 +48,21 @@ fn state_with(name: &str, forecast_only: bool, pools: Vec<PoolConfig>) -> AppSta
         ..TrainerConfig::default()
     };
     let _ = std::fs::remove_dir_all(&config.data_dir);
-    AppState::new(config, Store::in_memory().expect("store"), ClassificationRules::default(), fixed_clock)
+    AppState::new(config, Store::in_memory().expect("store"), ClassificationRules::default(), clock)
 }
 
 fn publish(state: &AppState) {
+    publish_with(state, |_| {});
+}
+
+/// Publishes the fixture's two regions, each changed by `edit` first.
+fn publish_with(state: &AppState, edit: impl Fn(&mut prewarm_shared::RegionModel)) {
     let models: Vec<_> = ["eu", "us"]
         .iter()
         .map(|r| {
             let mut model = fixtures::region_model(r);
             model.forecast.start = UnixSeconds(NOW.0 - 600);
+            edit(&mut model);
             model
         })
         .collect();
@@ -75,6 +91,7 @@ fn object(region: Option<&str>) -> ScaledObjectRef {
 async fn keda_reads_the_plan_through_the_external_scaler_interface() {
     let state = state("plan", false);
     publish(&state);
+    actuate(&state, NOW);
     let expected = {
         let view = plan_now(&state, NOW).expect("plan");
         let units = |region: &str| view.plans.iter().find(|(r, _)| r == region).expect("region").1[0].units;
@@ -132,6 +149,7 @@ async fn without_a_model_or_in_forecast_only_mode_the_scaler_declines() {
 
     let dry = state("dry", true);
     publish(&dry);
+    actuate(&dry, NOW);
     let mut keda = client(dry.clone()).await;
     let status = keda
         .get_metrics(GetMetricsRequest { scaled_object_ref: Some(object(None)), metric_name: "x".into() })
@@ -167,6 +185,7 @@ async fn with_pools_each_deployment_scales_to_its_own_pool() {
     };
     let state = state_with("pools", false, vec![video, pool("api", None, Some("api"))]);
     publish(&state);
+    actuate(&state, NOW);
     let view = plan_now(&state, NOW).expect("plan");
     let pools: Vec<(&str, &str)> = view.pools.iter().map(|p| (p.region.as_str(), p.pool.as_str())).collect();
     assert_eq!(
@@ -216,4 +235,102 @@ fn bad_pools_are_configuration_errors() {
     assert!(config(vec![pool("a", Some("podcasts"), None)]).validate().is_err_and(|e| e.contains("podcasts")));
     assert!(config(vec![pool("a", Some("video"), None), pool("a", None, Some("x"))]).validate().is_err());
     assert!(config(vec![pool("a", Some("video"), None)]).validate().is_ok());
+}
+
+/// A clock the staleness test moves (its own: tests run in parallel).
+static STALE_TEST_NOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(NOW.0);
+
+fn stale_test_clock() -> UnixSeconds {
+    UnixSeconds(STALE_TEST_NOW.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn a_missing_or_stale_plan_is_an_error_for_every_call_so_keda_falls_back() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let state = state_at("stale", false, Vec::new(), stale_test_clock);
+    publish(&state);
+    let mut keda = client(state.clone()).await;
+    let metrics = || GetMetricsRequest { scaled_object_ref: Some(object(Some("eu"))), metric_name: String::new() };
+    let max_age = state.config.actuate.max_plan_age_secs;
+
+    // A restart: a model is published but no cycle has planned yet.
+    let status = keda.get_metrics(metrics()).await.expect_err("no plan yet");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("no plan yet"), "{}", status.message());
+    assert_eq!(keda.get_metric_spec(object(Some("eu"))).await.expect_err("no spec").code(), Code::Unavailable);
+    assert_eq!(keda.is_active(object(Some("eu"))).await.expect_err("no answer").code(), Code::Unavailable);
+
+    // The first cycle: numbers, and the same number while the plan is young.
+    actuate(&state, NOW);
+    let fresh = keda.get_metrics(metrics()).await.expect("a fresh plan").into_inner().metric_values[0].metric_value;
+    STALE_TEST_NOW.store(NOW.0 + max_age, SeqCst);
+    let aged = keda.get_metrics(metrics()).await.expect("still fresh").into_inner().metric_values[0].metric_value;
+    assert!(fresh > 0 && aged > 0, "{fresh} {aged}");
+
+    // Actuation stops: past max_plan_age every call is an error, never the old number.
+    STALE_TEST_NOW.store(NOW.0 + max_age + 1, SeqCst);
+    let status = keda.get_metrics(metrics()).await.expect_err("stale");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("max_plan_age_secs"), "{}", status.message());
+    assert_eq!(keda.get_metric_spec(object(Some("eu"))).await.expect_err("stale spec").code(), Code::Unavailable);
+    assert_eq!(keda.is_active(object(Some("eu"))).await.expect_err("stale").code(), Code::Unavailable);
+
+    // A cycle again, and the scaler answers again.
+    actuate(&state, stale_test_clock());
+    assert!(keda.get_metrics(metrics()).await.is_ok());
+    let _ = std::fs::remove_dir_all(&state.config.data_dir);
+}
+
+#[tokio::test]
+async fn node_headroom_asks_for_the_balloons_the_plan_needs_one_node_lead_ahead() {
+    let state = state("headroom", false);
+    // A busy site (×1,000 the fixture) whose demand doubles over the next hour and a half, so a
+    // node lead sees more than a pod lead.
+    publish_with(&state, |model| {
+        for series in &mut model.forecast.series {
+            for (i, (e, u)) in series.expected.iter_mut().zip(series.upper.iter_mut()).enumerate() {
+                let ramp = 1_000.0 * (1.0 + (i.min(20) as f32) / 10.0);
+                *e *= ramp;
+                *u *= ramp;
+            }
+            series.alarm.clone_from(&series.upper);
+        }
+    });
+    actuate(&state, NOW);
+    let view = plan_now(&state, NOW).expect("plan");
+    let (steps, step_secs) = (&view.plans.iter().find(|(r, _)| r == "eu").expect("eu").1, 300);
+    let lead = state.config.plan.lead_time_secs;
+    let mut keda = client(state.clone()).await;
+    let ask = |metric: &str, node_lead: Option<&str>| {
+        let mut object = object(Some("eu"));
+        object.scaler_metadata.insert("metric".into(), metric.into());
+        if let Some(node_lead) = node_lead {
+            object.scaler_metadata.insert("nodeLeadSeconds".into(), node_lead.into());
+        }
+        object
+    };
+    for node_lead in [600_u64, 3_600, 6 * 3_600] {
+        let object = ask("node_headroom", Some(&node_lead.to_string()));
+        let spec = keda.get_metric_spec(object.clone()).await.expect("spec").into_inner();
+        assert_eq!(spec.metric_specs[0].metric_name, "prewarm-node-headroom-eu");
+        let got = keda
+            .get_metrics(GetMetricsRequest { scaled_object_ref: Some(object), metric_name: String::new() })
+            .await
+            .expect("headroom")
+            .into_inner()
+            .metric_values[0]
+            .metric_value;
+        let ahead = prewarm_trainer::plan::desired_units(steps, NOW, node_lead, step_secs).expect("ahead");
+        let now = prewarm_trainer::plan::desired_units(steps, NOW, lead, step_secs).expect("now");
+        assert_eq!(got, i64::from(ahead.saturating_sub(now)), "node lead {node_lead} s: {ahead} ahead, {now} now");
+    }
+    // The rise is within an hour: balloons are asked for.
+    let object = ask("node_headroom", Some("3600"));
+    let long = keda.get_metrics(GetMetricsRequest { scaled_object_ref: Some(object), metric_name: String::new() });
+    assert!(long.await.expect("headroom").into_inner().metric_values[0].metric_value > 0);
+    for bad in [ask("node_headroom", Some("5")), ask("node_headroom", Some("soon")), ask("replicas", None)] {
+        let status = keda.get_metric_spec(bad).await.expect_err("bad metadata");
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    }
+    let _ = std::fs::remove_dir_all(&state.config.data_dir);
 }

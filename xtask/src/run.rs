@@ -124,6 +124,14 @@ pub fn test(root: &Path) -> Result<()> {
     tools::ensure_all(root)?;
     // The dashboard test opens the page in a real browser.
     tools::ensure_apt("chromium")?;
+    // deploy/ is checked by the ecosystem's tools: promtool (Debian's prometheus), kubectl's
+    // kustomize, and the schema validators from PyPI.
+    tools::ensure_apt("prometheus")?;
+    tools::ensure_apt("kubectl")?;
+    tools::ensure_python_packages(
+        "import yaml, kubernetes_validate, check_jsonschema",
+        &["pyyaml", "kubernetes-validate", "check-jsonschema"],
+    )?;
     let env = tools::worker_env(root)?;
 
     step("cargo fmt --check");
@@ -289,7 +297,7 @@ pub fn bench(root: &Path) -> Result<()> {
     cmd(Command::new(&prewarm).arg("bench").arg("--log").arg(&log).current_dir(root))?;
 
     step("benchmark: k-means on the reference data set (trainer/benches/blobs.py) vs scikit-learn");
-    tools::ensure_python_packages(&["numpy", "scikit-learn"])?;
+    tools::ensure_python_packages("import numpy, sklearn", &["numpy", "scikit-learn"])?;
     let blobs = std::env::temp_dir().join("prewarm-blobs");
     let data = blobs.join("blobs_1m_16.f64");
     if !data.exists() {

@@ -35,9 +35,10 @@ pub fn ensure_apt(package: &str) -> Result<()> {
     cmd(Command::new("apt-get").args(["install", "-y", "-qq", package]).env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-/// Python packages for the reference baselines (scikit-learn), installed when missing.
-pub fn ensure_python_packages(packages: &[&str]) -> Result<()> {
-    let probe = Command::new("python3").args(["-c", "import numpy, sklearn"]).output();
+/// Python packages (the reference baselines, the manifest validators), installed when the
+/// `import` statement fails.
+pub fn ensure_python_packages(import: &str, packages: &[&str]) -> Result<()> {
+    let probe = Command::new("python3").args(["-c", import]).output();
     if probe.is_ok_and(|o| o.status.success()) {
         return Ok(());
     }

@@ -5,7 +5,14 @@
 //! needs — with a target of 1 per replica, so KEDA's HPA sets replicas = planned units (within
 //! the ScaledObject's min and max), beside a CPU trigger at `[plan] floor_utilisation` (the
 //! reactive floor: the HPA takes the larger). The trigger's `metadata.region` picks the region (default: the published model's
-//! default region, reported as metric `prewarm-units-default`). The server only reads the plan; bind it to an address only the cluster reaches.
+//! default region, reported as metric `prewarm-units-default`), `metadata.pool` a pool, and
+//! `metadata.metric: node_headroom` asks for the balloon pods that keep nodes warm instead.
+//!
+//! Every answer comes from the plan cached at the last actuation cycle: a poll never trains or
+//! plans. A plan older than `[actuate] max_plan_age_secs`, or none yet (a restart), is an
+//! `UNAVAILABLE` error for every call, so KEDA applies the ScaledObject's fallback rather than
+//! acting on a stale number. The server only reads the plan; bind it to an address only the
+//! cluster reaches.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -14,7 +21,9 @@ use prewarm_shared::UnixSeconds;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::web::{AppState, plan_now};
+use std::sync::Arc;
+
+use crate::service::{AppState, PlanView};
 
 /// The code generated from `trainer/proto/externalscaler.proto` (KEDA's interface).
 #[allow(clippy::all, missing_debug_implementations, unreachable_pub)]
@@ -64,38 +73,69 @@ impl PrewarmScaler {
             }
             other => Ok(other.cloned()),
         };
-        Ok(Target { region: field("region")?, pool: field("pool")? })
+        let kind = match field("metric")?.as_deref() {
+            None | Some("units") => MetricKind::Units,
+            Some("node_headroom") => {
+                let lead = field("nodeLeadSeconds")?;
+                let node_lead_secs = match lead.as_deref() {
+                    None => DEFAULT_NODE_LEAD_SECS,
+                    Some(text) => text.parse::<u64>().ok().filter(|s| (60..=86_400).contains(s)).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "metadata.nodeLeadSeconds must be 60 to 86400 seconds, got {text:?}"
+                        ))
+                    })?,
+                };
+                MetricKind::NodeHeadroom { node_lead_secs }
+            }
+            Some(other) => {
+                return Err(Status::invalid_argument(format!(
+                    "metadata.metric must be `units` (the default) or `node_headroom`, got {other:?}"
+                )));
+            }
+        };
+        Ok(Target { region: field("region")?, pool: field("pool")?, kind })
     }
 
-    /// The planned units one lead time ahead, for a region or one of its pools.
-    async fn planned_units(&self, target: Target) -> Result<u32, Status> {
-        let Target { region, pool } = target;
+    /// The plan of the last actuation cycle, when it is fresh enough to act on.
+    fn fresh_plan(&self) -> Result<(Arc<PlanView>, UnixSeconds), Status> {
+        let now: UnixSeconds = (self.state.clock)();
+        let view = self
+            .state
+            .plan_cache
+            .fresh(now, self.state.config.actuate.max_plan_age_secs)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok((view, now))
+    }
+
+    /// The trigger's value now, from the cached plan: the units to run (one lead time ahead),
+    /// or with `metadata.metric: node_headroom` the balloon pods that keep nodes ready.
+    fn value_of(&self, target: &Target) -> Result<u32, Status> {
         if self.state.config.actuate.forecast_only {
             return Err(Status::failed_precondition(
                 "forecast-only mode: prewarm plans and reports but does not actuate ([actuate] forecast_only)",
             ));
         }
-        let state = self.state.clone();
-        let now: UnixSeconds = (state.clock)();
-        let view = tokio::task::spawn_blocking(move || plan_now(&state, now))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let Some(pointer) = view.pointer.as_ref().filter(|_| !view.models.is_empty()) else {
-            return Err(Status::unavailable("no model published yet: nothing to plan from"));
+        let (view, now) = self.fresh_plan()?;
+        let region = match &target.region {
+            Some(region) => region.clone(),
+            None => view.pointer.as_ref().map(|p| p.default_region.clone()).unwrap_or_default(),
         };
-        let region = region.unwrap_or_else(|| pointer.default_region.clone());
         if !view.plans.iter().any(|(r, _)| *r == region) {
             let known: Vec<&str> = view.plans.iter().map(|(r, _)| r.as_str()).collect();
             return Err(Status::not_found(format!("no plan for region `{region}`; the published model has {known:?}")));
         }
-        if let Some(pool) = &pool
-            && !view.pools.iter().any(|p| p.region == region && &p.pool == pool)
+        let pool = target.pool.as_deref();
+        if let Some(pool) = pool
+            && !view.pools.iter().any(|p| p.region == region && p.pool == pool)
         {
             let known: Vec<&str> = view.pools.iter().filter(|p| p.region == region).map(|p| p.pool.as_str()).collect();
             return Err(Status::not_found(format!("no pool `{pool}` in region `{region}`; configured: {known:?}")));
         }
-        view.desired(&region, pool.as_deref()).ok_or_else(|| {
+        let value = match target.kind {
+            MetricKind::Units => view.desired(&region, pool, now),
+            MetricKind::NodeHeadroom { node_lead_secs } => view.node_headroom(&region, pool, now, node_lead_secs),
+        };
+        value.ok_or_else(|| {
             Status::unavailable(format!("the plan for `{region}` does not reach now: the forecast has ended"))
         })
     }
@@ -113,15 +153,32 @@ pub fn metric_name(region: &str) -> String {
 struct Target {
     region: Option<String>,
     pool: Option<String>,
+    kind: MetricKind,
 }
+
+/// Which of the plan's numbers a trigger reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetricKind {
+    /// The workload's replicas: the plan's units one lead time ahead.
+    Units,
+    /// Balloon pods: what the plan needs one node lead time ahead beyond what runs now.
+    NodeHeadroom { node_lead_secs: u64 },
+}
+
+/// How long a node takes to join when the trigger does not say (`metadata.nodeLeadSeconds`).
+const DEFAULT_NODE_LEAD_SECS: u64 = 600;
 
 impl Target {
     /// The metric's name: the region (or `default`), and the pool when there is one.
     fn metric(&self) -> String {
         let region = self.region.as_deref().unwrap_or("default");
-        match &self.pool {
+        let name = match &self.pool {
             Some(pool) => metric_name(&format!("{region}-{pool}")),
             None => metric_name(region),
+        };
+        match self.kind {
+            MetricKind::Units => name,
+            MetricKind::NodeHeadroom { .. } => name.replacen("prewarm-units-", "prewarm-node-headroom-", 1),
         }
     }
 }
@@ -132,7 +189,7 @@ type ActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>> 
 impl ExternalScaler for PrewarmScaler {
     async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
         let target = self.target_of(request.get_ref())?;
-        let units = self.planned_units(target).await?;
+        let units = self.value_of(&target)?;
         Ok(Response::new(IsActiveResponse { result: units > 0 }))
     }
 
@@ -144,7 +201,7 @@ impl ExternalScaler for PrewarmScaler {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let target = self.target_of(request.get_ref())?;
-        let first = self.planned_units(target.clone()).await? > 0;
+        let first = self.value_of(&target)? > 0;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let scaler = self.clone();
         tokio::spawn(async move {
@@ -154,7 +211,7 @@ impl ExternalScaler for PrewarmScaler {
             }
             loop {
                 tokio::time::sleep(STREAM_POLL).await;
-                match scaler.planned_units(target.clone()).await {
+                match scaler.value_of(&target) {
                     Ok(units) if (units > 0) != last => {
                         last = units > 0;
                         if tx.send(Ok(IsActiveResponse { result: last })).await.is_err() {
@@ -180,8 +237,9 @@ impl ExternalScaler for PrewarmScaler {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        // The name only labels the metric: it needs no published model.
+        // No spec without a fresh plan: KEDA then applies the ScaledObject's fallback.
         let target = self.target_of(request.get_ref())?;
+        self.fresh_plan()?;
         Ok(Response::new(GetMetricSpecResponse {
             metric_specs: vec![MetricSpec { metric_name: target.metric(), target_size: 1, target_size_float: 1.0 }],
         }))
@@ -191,7 +249,7 @@ impl ExternalScaler for PrewarmScaler {
         let request = request.into_inner();
         let object = request.scaled_object_ref.ok_or_else(|| Status::invalid_argument("scaledObjectRef is missing"))?;
         let target = self.target_of(&object)?;
-        let units = self.planned_units(target.clone()).await?;
+        let units = self.value_of(&target)?;
         Ok(Response::new(GetMetricsResponse {
             metric_values: vec![MetricValue {
                 metric_name: target.metric(),

@@ -31,6 +31,10 @@ pub struct ActuateConfig {
     pub forecast_only: bool,
     /// Where the KEDA external scaler (gRPC) listens (`PREWARM_KEDA_LISTEN`); unset: off.
     pub keda_listen: Option<std::net::SocketAddr>,
+    /// The scaler serves the plan of the last cycle while it is at most this old; an older
+    /// plan (actuation stuck or failing) is answered with an error, so KEDA's fallback applies
+    /// instead of a stale number.
+    pub max_plan_age_secs: u64,
 }
 
 impl Default for ActuateConfig {
@@ -44,6 +48,7 @@ impl Default for ActuateConfig {
             timeout_secs: 10,
             forecast_only: false,
             keda_listen: None,
+            max_plan_age_secs: 180,
         }
     }
 }
@@ -143,14 +148,16 @@ pub struct CycleReport {
 /// One cycle, blocking: deliver the plan, evaluate the alert rules, deliver what fired or
 /// resolved. Failures are counted (they feed the `actuation_failing` alert), never fatal.
 pub fn cycle(
-    state: &crate::web::AppState,
+    state: &crate::service::AppState,
     webhook: Option<&Webhook>,
     now: UnixSeconds,
-) -> Result<CycleReport, crate::web::AppError> {
+) -> Result<CycleReport, crate::service::ServiceError> {
     use crate::monitor::{Observations, evaluate};
     use std::sync::atomic::Ordering;
 
-    let view = crate::web::plan_now(state, now)?;
+    let view = crate::service::plan_now(state, now)?;
+    // What the KEDA scaler answers from until the next cycle.
+    state.plan_cache.store(view.clone());
     let mut report = CycleReport::default();
     if let Some(hook) = webhook
         && !view.plans.is_empty()
@@ -172,7 +179,7 @@ pub fn cycle(
     }
     let rules = &state.config.alerts;
     let (edge, last_demand, above_band, live_skill) = {
-        let store = state.store.lock().map_err(|_| crate::web::AppError::Internal("store lock poisoned".into()))?;
+        let store = state.store.lock().map_err(|_| crate::service::ServiceError::Poisoned("store"))?;
         // The window, and the day before it for the seasonal-naive baseline.
         let since_minute = now.0.saturating_sub(rules.skill_window_secs + 86_400) / 60;
         let mut live_skill = Vec::new();

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod event;
+pub mod guard;
 pub mod import;
 
 use std::io::Read;

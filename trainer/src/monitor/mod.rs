@@ -253,6 +253,8 @@ pub struct Gauges {
     pub demand_now: Vec<(String, f64, f64, f64)>,
     /// The published version's held-out forecast skill per region × profile.
     pub forecast_skill: Vec<SkillRow>,
+    /// Prewarm signals the plan still covers (each fades over `nowcast_decay_secs`).
+    pub signals_in_effect: usize,
 }
 
 /// One region × profile's forecast: the model its recent skill chose, every candidate's
@@ -363,6 +365,12 @@ pub fn render(monitor: &Monitor, g: &Gauges) -> String {
         "gauge",
         "Seconds since the current model was built.",
         optional(g.publish_age_secs.map(|s| s as f64)),
+    );
+    metric(
+        "prewarm_signals_in_effect",
+        "gauge",
+        "Prewarm signals from the edge the plan still covers.",
+        vec![(String::new(), g.signals_in_effect as f64)],
     );
     metric(
         "prewarm_planned_units",

@@ -274,6 +274,22 @@ pub fn desired_units(steps: &[PlanStep], now: UnixSeconds, lead_secs: u64, step_
     steps.iter().filter(|s| s.at + step_secs > now.0 && s.at <= horizon).map(|s| s.units).max()
 }
 
+/// Units to keep warm as node capacity (balloon pods): what the plan needs within a node's
+/// provisioning time `node_lead_secs` beyond what the workload is scaled to now (the plan within
+/// the pod lead time), never below 0. Nodes take longer to come up than pods, so the cluster
+/// must hold room for the pods the plan will ask for next.
+pub fn node_headroom(
+    steps: &[PlanStep],
+    now: UnixSeconds,
+    pod_lead_secs: u64,
+    node_lead_secs: u64,
+    step_secs: u64,
+) -> Option<u32> {
+    let ahead = desired_units(steps, now, node_lead_secs.max(pod_lead_secs), step_secs)?;
+    let scaled_to = desired_units(steps, now, pod_lead_secs, step_secs)?;
+    Some(ahead.saturating_sub(scaled_to))
+}
+
 /// One region × pool's plan, with the profiles the pool serves.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PoolPlan {
@@ -361,6 +377,29 @@ mod tests {
 
     fn quiet() -> Live {
         Live::default()
+    }
+
+    #[test]
+    fn node_headroom_is_what_the_plan_needs_within_a_node_lead_beyond_what_runs_now() {
+        let step = |at: u64, units: u32| PlanStep {
+            at,
+            units,
+            required_units: units,
+            by_priority: [0, units, 0],
+            budget_bound: false,
+        };
+        // 5-minute steps: 4 units now and next, a rise to 9 in 10 minutes, 6 after.
+        let steps = [step(0, 4), step(300, 4), step(600, 9), step(900, 6)];
+        let now = UnixSeconds(10);
+        // Pods take 5 minutes: the workload runs 4; nodes take 10: room for 9 is wanted, 5 more.
+        assert_eq!(node_headroom(&steps, now, 300, 600, 300), Some(5));
+        // Once the rise is within the pod lead, the workload itself asks for it: no balloons.
+        assert_eq!(node_headroom(&steps, UnixSeconds(310), 300, 600, 300), Some(0));
+        // A falling plan needs no headroom (never negative), and a node lead shorter than the
+        // pod lead is the pod lead.
+        assert_eq!(node_headroom(&steps, UnixSeconds(610), 300, 900, 300), Some(0));
+        assert_eq!(node_headroom(&steps, now, 300, 60, 300), Some(0));
+        assert_eq!(node_headroom(&steps, UnixSeconds(5_000), 300, 600, 300), None, "past the plan's end");
     }
 
     #[test]

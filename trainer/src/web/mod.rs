@@ -2,7 +2,6 @@
 //! without HTTP in it, map the result. One error type turns failures into precise statuses.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prewarm_shared::UnixSeconds;
-use prewarm_shared::classify::ClassificationRules;
 use prewarm_shared::signals::{self, SIGNATURE_HEADER, SignalBatch, TIMESTAMP_HEADER, tokens_match};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -23,40 +21,9 @@ use crate::ingest::{self, BodyError, IngestReport};
 use crate::store::{Store, StoreError};
 
 pub mod dashboard;
-pub mod guard;
+pub use crate::ingest::guard;
 
-/// Shared by every handler.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub config: Arc<TrainerConfig>,
-    pub store: Arc<Mutex<Store>>,
-    pub rules: Arc<ClassificationRules>,
-    /// The clock, injected so tests can pin it.
-    pub clock: fn() -> UnixSeconds,
-    pub signal_rate: Arc<guard::RateLimiter>,
-    pub replays: Arc<guard::ReplayGuard>,
-    /// Counters and firing alerts, for /metrics and /v1/status.
-    pub monitor: Arc<crate::monitor::Monitor>,
-}
-
-impl AppState {
-    pub fn new(config: TrainerConfig, store: Store, rules: ClassificationRules, clock: fn() -> UnixSeconds) -> Self {
-        let signal_rate = guard::RateLimiter::new(config.signal_rate_per_sec, f64::from(config.signal_burst));
-        Self {
-            config: Arc::new(config),
-            store: Arc::new(Mutex::new(store)),
-            rules: Arc::new(rules),
-            clock,
-            signal_rate: Arc::new(signal_rate),
-            replays: Arc::new(guard::ReplayGuard::default()),
-            monitor: Arc::new(crate::monitor::Monitor::default()),
-        }
-    }
-}
-
-pub fn system_clock() -> UnixSeconds {
-    UnixSeconds(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
-}
+pub use crate::service::{AppState, PlanView, plan_now, system_clock};
 
 /// Every way a request can fail, with its status.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +56,15 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::service::ServiceError> for AppError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        match e {
+            crate::service::ServiceError::Store(e) => AppError::Store(e),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl IntoResponse for AppError {
@@ -246,81 +222,6 @@ fn skill_of(config: &TrainerConfig, pointer: Option<&prewarm_shared::ModelPointe
     crate::monitor::skill_rows(report.as_ref())
 }
 
-/// The published model and the plan for it now, with the edge's recent prewarm signals.
-#[derive(Debug, Clone, Default)]
-pub struct PlanView {
-    pub pointer: Option<prewarm_shared::ModelPointer>,
-    pub models: Vec<prewarm_shared::RegionModel>,
-    pub plans: Vec<(String, Vec<crate::plan::PlanStep>)>,
-    /// With `[[plan.pool]]`: each region × pool's plan.
-    pub pools: Vec<crate::plan::PoolPlan>,
-    pub signals_in_effect: usize,
-    /// When it was planned, and the lead time it was planned with.
-    pub at: UnixSeconds,
-    pub lead_secs: u64,
-}
-
-impl PlanView {
-    /// What a region (or one of its pools) should run now: the most any step up to one lead
-    /// time ahead needs.
-    pub fn desired(&self, region: &str, pool: Option<&str>) -> Option<u32> {
-        let steps = match pool {
-            None => &self.plans.iter().find(|(r, _)| r == region)?.1,
-            Some(pool) => &self.pools.iter().find(|p| p.region == region && p.pool == pool)?.steps,
-        };
-        let step = self.models.iter().find(|m| m.region == region).map_or(300, |m| u64::from(m.forecast.step_secs));
-        crate::plan::desired_units(steps, self.at, self.lead_secs, step)
-    }
-
-    /// The JSON of `GET /v1/plan` and of the webhook's plan deliveries: per region its steps
-    /// and, with pools configured, each pool's steps and profiles.
-    pub fn regions_json(&self) -> Vec<serde_json::Value> {
-        self.plans
-            .iter()
-            .map(|(region, steps)| {
-                let mut entry = json!({ "region": region, "steps": steps });
-                let pools: Vec<_> = self
-                    .pools
-                    .iter()
-                    .filter(|p| &p.region == region)
-                    .map(|p| {
-                        let profiles: Vec<u16> = p.profiles.iter().map(|id| id.0).collect();
-                        json!({ "pool": p.pool, "profiles": profiles, "steps": p.steps })
-                    })
-                    .collect();
-                if !pools.is_empty() {
-                    entry["pools"] = pools.into();
-                }
-                entry
-            })
-            .collect()
-    }
-}
-
-/// Blocking: reads the store and the models directory.
-pub fn plan_now(state: &AppState, now: UnixSeconds) -> Result<PlanView, AppError> {
-    let config = &state.config;
-    let live = {
-        let store = state.store.lock().map_err(|_| AppError::Internal("store lock poisoned".into()))?;
-        crate::plan::Live::from_store(&store, now, config.plan.nowcast_decay_secs)?
-    };
-    let current = crate::publish::DirPublisher::new(config.models_dir())
-        .current()
-        .map_err(|e| AppError::Internal(e.to_string()))?;
-    let (pointer, models) = current.map_or((None, Vec::new()), |(p, m)| (Some(p), m));
-    let plans = crate::plan::plan_regions(&models, &config.plan, now, &live);
-    let pools = crate::plan::plan_pools(&models, &config.plan, now, &live);
-    Ok(PlanView {
-        pointer,
-        models,
-        plans,
-        pools,
-        signals_in_effect: live.signals.len(),
-        at: now,
-        lead_secs: config.plan.lead_time_secs,
-    })
-}
-
 /// `GET /v1/plan`: the plan per region for the published model and recent prewarm signals.
 async fn get_plan(State(state): State<AppState>) -> Result<Response, AppError> {
     let now = (state.clock)();
@@ -365,9 +266,14 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
             edge_model_version: edge.edge_model_version,
             published_version: view.pointer.as_ref().map(|p| p.version.0),
             publish_age_secs: view.pointer.as_ref().map(|p| now.0.saturating_sub(p.created_at.0)),
-            planned_units: view.plans.iter().filter_map(|(r, _)| Some((r.clone(), view.desired(r, None)?))).collect(),
+            planned_units: view
+                .plans
+                .iter()
+                .filter_map(|(r, _)| Some((r.clone(), view.desired(r, None, view.at)?)))
+                .collect(),
             demand_now,
             forecast_skill: skill_of(&state.config, view.pointer.as_ref()),
+            signals_in_effect: view.signals_in_effect,
         };
         Ok(crate::monitor::render(&state.monitor, &gauges))
     })

@@ -1,0 +1,199 @@
+//! The service core of `prewarm serve`: the state it runs on, and what the HTTP layer, the KEDA
+//! scaler and the schedulers all call — the plan now, and the plan cached at each actuation
+//! cycle that the scaler answers from (so a metrics poll never trains or plans, and a plan that
+//! stopped being refreshed is never served as fresh).
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use prewarm_shared::UnixSeconds;
+use prewarm_shared::classify::ClassificationRules;
+use serde_json::json;
+
+use crate::config::TrainerConfig;
+use crate::ingest::guard;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("reading the published model: {0}")]
+    Publish(#[from] crate::publish::PublishError),
+    #[error("the {0} lock is poisoned (a thread panicked holding it)")]
+    Poisoned(&'static str),
+}
+
+/// What `prewarm serve` runs on, shared by the HTTP handlers, the KEDA scaler and the schedulers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<TrainerConfig>,
+    pub store: Arc<Mutex<Store>>,
+    pub rules: Arc<ClassificationRules>,
+    /// The clock, injected so tests can pin it.
+    pub clock: fn() -> UnixSeconds,
+    pub signal_rate: Arc<guard::RateLimiter>,
+    pub replays: Arc<guard::ReplayGuard>,
+    /// Counters and firing alerts, for /metrics and /v1/status.
+    pub monitor: Arc<crate::monitor::Monitor>,
+    /// The plan of the last actuation cycle: what the KEDA scaler answers from.
+    pub plan_cache: Arc<PlanCache>,
+}
+
+impl AppState {
+    pub fn new(config: TrainerConfig, store: Store, rules: ClassificationRules, clock: fn() -> UnixSeconds) -> Self {
+        let signal_rate = guard::RateLimiter::new(config.signal_rate_per_sec, f64::from(config.signal_burst));
+        Self {
+            config: Arc::new(config),
+            store: Arc::new(Mutex::new(store)),
+            rules: Arc::new(rules),
+            clock,
+            signal_rate: Arc::new(signal_rate),
+            replays: Arc::new(guard::ReplayGuard::default()),
+            monitor: Arc::new(crate::monitor::Monitor::default()),
+            plan_cache: Arc::new(PlanCache::default()),
+        }
+    }
+}
+
+pub fn system_clock() -> UnixSeconds {
+    UnixSeconds(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+/// Why the cached plan cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanUnavailable {
+    #[error("no plan yet: the first actuation cycle has not run since the trainer started")]
+    NotYet,
+    #[error("no model published yet: nothing to plan from")]
+    NoModel,
+    #[error(
+        "the last plan is {age_secs} s old (more than [actuate] max_plan_age_secs = {max_secs}): actuation has stopped refreshing it"
+    )]
+    Stale { age_secs: u64, max_secs: u64 },
+}
+
+/// The plan of the last actuation cycle.
+#[derive(Debug, Default)]
+pub struct PlanCache {
+    latest: RwLock<Option<Arc<PlanView>>>,
+}
+
+impl PlanCache {
+    pub fn store(&self, view: PlanView) {
+        let view = Arc::new(view);
+        match self.latest.write() {
+            Ok(mut latest) => *latest = Some(view),
+            // A writer panicked mid-assignment: the slot holds a whole value either way.
+            Err(poisoned) => *poisoned.into_inner() = Some(view),
+        }
+    }
+
+    /// The cached plan when it was made at most `max_age_secs` before `now` and has a model.
+    pub fn fresh(&self, now: UnixSeconds, max_age_secs: u64) -> Result<Arc<PlanView>, PlanUnavailable> {
+        let latest = match self.latest.read() {
+            Ok(latest) => latest.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let view = latest.ok_or(PlanUnavailable::NotYet)?;
+        let age_secs = now.0.saturating_sub(view.at.0);
+        if age_secs > max_age_secs {
+            return Err(PlanUnavailable::Stale { age_secs, max_secs: max_age_secs });
+        }
+        if view.pointer.is_none() || view.models.is_empty() {
+            return Err(PlanUnavailable::NoModel);
+        }
+        Ok(view)
+    }
+}
+
+/// The published model and the plan for it now, with the edge's recent prewarm signals.
+#[derive(Debug, Clone, Default)]
+pub struct PlanView {
+    pub pointer: Option<prewarm_shared::ModelPointer>,
+    pub models: Vec<prewarm_shared::RegionModel>,
+    pub plans: Vec<(String, Vec<crate::plan::PlanStep>)>,
+    /// With `[[plan.pool]]`: each region × pool's plan.
+    pub pools: Vec<crate::plan::PoolPlan>,
+    pub signals_in_effect: usize,
+    /// When it was planned, and the lead time it was planned with.
+    pub at: UnixSeconds,
+    pub lead_secs: u64,
+}
+
+impl PlanView {
+    /// A region's (or one of its pools') steps, and the step length.
+    fn steps_of(&self, region: &str, pool: Option<&str>) -> Option<(&[crate::plan::PlanStep], u64)> {
+        let steps = match pool {
+            None => &self.plans.iter().find(|(r, _)| r == region)?.1,
+            Some(pool) => &self.pools.iter().find(|p| p.region == region && p.pool == pool)?.steps,
+        };
+        let step = self.models.iter().find(|m| m.region == region).map_or(300, |m| u64::from(m.forecast.step_secs));
+        Some((steps, step))
+    }
+
+    /// What a region (or one of its pools) should run at `now`: the most any step up to one
+    /// lead time ahead needs. `None` when the plan does not reach `now`.
+    pub fn desired(&self, region: &str, pool: Option<&str>, now: UnixSeconds) -> Option<u32> {
+        let (steps, step) = self.steps_of(region, pool)?;
+        crate::plan::desired_units(steps, now, self.lead_secs, step)
+    }
+
+    /// The balloon pods to run at `now` so nodes are ready `node_lead_secs` ahead
+    /// ([`crate::plan::node_headroom`]).
+    pub fn node_headroom(
+        &self,
+        region: &str,
+        pool: Option<&str>,
+        now: UnixSeconds,
+        node_lead_secs: u64,
+    ) -> Option<u32> {
+        let (steps, step) = self.steps_of(region, pool)?;
+        crate::plan::node_headroom(steps, now, self.lead_secs, node_lead_secs, step)
+    }
+
+    /// The JSON of `GET /v1/plan` and of the webhook's plan deliveries: per region its steps
+    /// and, with pools configured, each pool's steps and profiles.
+    pub fn regions_json(&self) -> Vec<serde_json::Value> {
+        self.plans
+            .iter()
+            .map(|(region, steps)| {
+                let mut entry = json!({ "region": region, "steps": steps });
+                let pools: Vec<_> = self
+                    .pools
+                    .iter()
+                    .filter(|p| &p.region == region)
+                    .map(|p| {
+                        let profiles: Vec<u16> = p.profiles.iter().map(|id| id.0).collect();
+                        json!({ "pool": p.pool, "profiles": profiles, "steps": p.steps })
+                    })
+                    .collect();
+                if !pools.is_empty() {
+                    entry["pools"] = pools.into();
+                }
+                entry
+            })
+            .collect()
+    }
+}
+
+/// Blocking: reads the store and the models directory.
+pub fn plan_now(state: &AppState, now: UnixSeconds) -> Result<PlanView, ServiceError> {
+    let config = &state.config;
+    let live = {
+        let store = state.store.lock().map_err(|_| ServiceError::Poisoned("store"))?;
+        crate::plan::Live::from_store(&store, now, config.plan.nowcast_decay_secs)?
+    };
+    let current = crate::publish::DirPublisher::new(config.models_dir()).current()?;
+    let (pointer, models) = current.map_or((None, Vec::new()), |(p, m)| (Some(p), m));
+    let plans = crate::plan::plan_regions(&models, &config.plan, now, &live);
+    let pools = crate::plan::plan_pools(&models, &config.plan, now, &live);
+    Ok(PlanView {
+        pointer,
+        models,
+        plans,
+        pools,
+        signals_in_effect: live.signals.len(),
+        at: now,
+        lead_secs: config.plan.lead_time_secs,
+    })
+}
