@@ -334,3 +334,14 @@ async fn node_headroom_asks_for_the_balloons_the_plan_needs_one_node_lead_ahead(
     }
     let _ = std::fs::remove_dir_all(&state.config.data_dir);
 }
+
+#[test]
+fn the_kubernetes_configuration_is_a_valid_trainer_configuration_with_the_scaler_on() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/base/prewarm.toml");
+    let config = TrainerConfig::load(Some(&path)).expect("deploy/kubernetes/base/prewarm.toml loads and validates");
+    assert_eq!(config.data_dir, std::path::PathBuf::from("/var/lib/prewarm"), "the StatefulSet's volume");
+    assert_eq!(config.listen.port(), 9400);
+    assert_eq!(config.actuate.keda_listen.map(|a| a.port()), Some(9401), "the Service's keda port");
+    assert!(config.actuate.max_plan_age_secs > config.actuate.interval_secs);
+    assert!((0.5..1.0).contains(&config.plan.floor_utilisation));
+}

@@ -409,6 +409,7 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         steps.as_array().into_iter().flatten().take(6).filter_map(|s| s["units"].as_u64()).collect()
     };
     let plan_before = plan_units(trainer.addr);
+    let plan_read_at = unix_now();
     println!("plan for the default region, next 30 min in 5-min steps (units): {plan_before:?}");
     let origin = Origin::start();
     let models =
@@ -571,6 +572,16 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         after_surge.saturating_sub(before_surge)
     );
     println!("plan, next 30 min (units): before the live traffic {plan_before:?}, after the surge {plan_after:?}");
+    // What the scheduled match did to the plan before anyone arrived: its kick-off's step
+    // against the step the plan was read in.
+    let ahead_minutes = match_at.saturating_sub(plan_read_at) / 60;
+    match (plan_before.first(), plan_before.get(usize::try_from(ahead_minutes / 5).unwrap_or(usize::MAX))) {
+        (Some(now_units), Some(at_match)) => println!(
+            "the plan rose for the match before it started: {now_units} units when read, {at_match} at the step of its kick-off, {ahead_minutes} min ahead ({:+} units)",
+            i128::from(*at_match) - i128::from(*now_units)
+        ),
+        _ => println!("the match kicked off {ahead_minutes} min after the plan was read, beyond the 30 minutes shown"),
+    }
     println!("replay of the history, D = 5 min, ratios to reactive HPA: {replay}");
     println!("dashboard (stopped with the demo): http://{}/", trainer.addr);
     println!("not built yet: see the README's Status");
