@@ -186,9 +186,13 @@ pub fn test(root: &Path) -> Result<()> {
 
     let mut tally = Tally::default();
     let mut ok = true;
-    step("cargo test (unit, integration, doc and end-to-end tests)");
+    step(
+        "cargo test (unit, integration, doc and end-to-end tests, with those that need Node, wrangler, Chromium or promtool)",
+    );
     ok &= counted(
-        Command::new("cargo").args(["test", "--workspace", "--locked", "--features", TEST_FEATURES]).current_dir(root),
+        Command::new("cargo")
+            .args(["test", "--workspace", "--locked", "--features", TEST_FEATURES, "--", "--include-ignored"])
+            .current_dir(root),
         &mut tally,
     )?;
     let node_tests = root.join("tests/edge");
