@@ -35,7 +35,7 @@ pub struct PublishArgs {
 
 pub fn publish(args: &PublishArgs, config: TrainerConfig) -> Result<()> {
     let &PublishArgs { ref rollback, ref local_kv, ref wrangler, ref wrangler_config, kv: to_kv, object_store } = args;
-    use prewarm_trainer::publish::Publisher;
+    use prewarm_trainer::publish::Targets;
     use prewarm_trainer::publish::local_kv::LocalKv;
     let publisher = DirPublisher::new(config.models_dir());
     let entries = match rollback.as_deref() {
@@ -50,7 +50,14 @@ pub fn publish(args: &PublishArgs, config: TrainerConfig) -> Result<()> {
     if rollback.is_some() {
         println!("rolled back {} to version {version}", publisher.root().display());
     }
-    let mut targets: Vec<Box<dyn Publisher>> = Vec::new();
+    // The configured targets ([kv], [object_store]), and the local KV of `wrangler dev` if asked.
+    let mut targets = Targets::from_config(config.kv.as_ref(), config.object_store.as_ref())?;
+    if to_kv && config.kv.is_none() {
+        anyhow::bail!("--kv needs a [kv] section (account_id, namespace_id) and PREWARM_CF_API_TOKEN");
+    }
+    if object_store && config.object_store.is_none() {
+        anyhow::bail!("--object-store needs an [object_store] section (url, and endpoint for S3-compatible stores)");
+    }
     if let Some(dir) = local_kv {
         targets.push(Box::new(LocalKv {
             wrangler: wrangler.clone(),
@@ -59,23 +66,8 @@ pub fn publish(args: &PublishArgs, config: TrainerConfig) -> Result<()> {
             persist_to: dir.clone(),
         }));
     }
-    if to_kv {
-        let kv = config
-            .kv
-            .clone()
-            .context("--kv needs a [kv] section (account_id, namespace_id) and PREWARM_CF_API_TOKEN")?;
-        targets.push(Box::new(kv));
-    }
-    if object_store {
-        let settings = config
-            .object_store
-            .as_ref()
-            .context("--object-store needs an [object_store] section (url, and endpoint for S3-compatible stores)")?;
-        targets.push(object_store_publisher(settings)?);
-    }
-    for target in &targets {
-        target.publish(&entries)?;
-        println!("version {version}: {} blobs and the pointer written to {}", entries.len() - 1, target.target());
+    for target in targets.publish(&entries)? {
+        println!("version {version}: {} blobs and the pointer written to {target}", entries.len() - 1);
     }
     Ok(())
 }
@@ -365,18 +357,4 @@ fn print_diff(diff: &prewarm_trainer::publish::diff::ModelDiff) {
             }
         }
     }
-}
-
-#[cfg(feature = "object-store")]
-pub(crate) fn object_store_publisher(
-    settings: &prewarm_trainer::publish::ObjectStoreConfig,
-) -> Result<Box<dyn prewarm_trainer::publish::Publisher>> {
-    Ok(Box::new(prewarm_trainer::publish::object_store::ObjectStorePublisher::new(settings)?))
-}
-
-#[cfg(not(feature = "object-store"))]
-pub(crate) fn object_store_publisher(
-    _: &prewarm_trainer::publish::ObjectStoreConfig,
-) -> Result<Box<dyn prewarm_trainer::publish::Publisher>> {
-    anyhow::bail!("this prewarm was built without object_store support: build it with `--features object-store`")
 }

@@ -112,13 +112,13 @@ async fn periodic_training(state: AppState) {
             let publisher = DirPublisher::new(state.config.models_dir());
             let mut ledger = ledger.lock().map_err(|_| anyhow::anyhow!("ledger lock poisoned"))?;
             let run = train_and_publish(&store, &state.config, &state.rules, &publisher, now, &mut ledger)?;
-            // With `[kv]` configured, each new version goes on to Cloudflare (blobs, then pointer).
-            if let Some(kv) = state.config.kv.as_ref().filter(|_| run.published) {
-                kv.publish(&publisher.current_entries()?)?;
-            }
-            // …and to the `[object_store]` archive.
-            if let Some(settings) = state.config.object_store.as_ref().filter(|_| run.published) {
-                super::model::object_store_publisher(settings)?.publish(&publisher.current_entries()?)?;
+            // Each new version goes on to the configured targets (Workers KV, the archive).
+            if run.published {
+                let targets = prewarm_trainer::publish::Targets::from_config(
+                    state.config.kv.as_ref(),
+                    state.config.object_store.as_ref(),
+                )?;
+                targets.publish(&publisher.current_entries()?)?;
             }
             anyhow::Ok(run.version.0)
         })

@@ -64,6 +64,73 @@ pub trait Publisher {
     fn publish(&self, entries: &[KvEntry]) -> Result<(), PublishError>;
 }
 
+/// Where a published version goes beyond the models directory, decided once from the
+/// configuration: Workers KV when `[kv]` is set, the `[object_store]` archive when it is set.
+/// `prewarm publish`, the service's periodic training and the dashboard's rollback all push
+/// through it, so a version and a rollback reach the same places.
+#[derive(Default)]
+pub struct Targets {
+    targets: Vec<Box<dyn Publisher + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.targets.iter().map(|t| t.target())).finish()
+    }
+}
+
+impl Targets {
+    /// The configured targets: `[kv]` (the Cloudflare REST API) and `[object_store]`.
+    pub fn from_config(
+        kv: Option<&kv_rest::KvRestConfig>,
+        object_store: Option<&ObjectStoreConfig>,
+    ) -> Result<Self, PublishError> {
+        let mut targets = Self::default();
+        if let Some(kv) = kv {
+            targets.push(Box::new(kv.clone()));
+        }
+        if let Some(settings) = object_store {
+            targets.push(object_store_target(settings)?);
+        }
+        Ok(targets)
+    }
+
+    /// One more target (the local KV of `wrangler dev`, say).
+    pub fn push(&mut self, target: Box<dyn Publisher + Send + Sync>) {
+        self.targets.push(target);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Writes `entries` (blobs first, the pointer last) to every target in order; stops at the
+    /// first that fails. Returns the targets written, for messages.
+    pub fn publish(&self, entries: &[KvEntry]) -> Result<Vec<String>, PublishError> {
+        let mut written = Vec::with_capacity(self.targets.len());
+        for target in &self.targets {
+            target.publish(entries)?;
+            written.push(target.target());
+        }
+        Ok(written)
+    }
+}
+
+/// The `[object_store]` archive as a target (the `object-store` build feature).
+#[cfg(feature = "object-store")]
+pub fn object_store_target(settings: &ObjectStoreConfig) -> Result<Box<dyn Publisher + Send + Sync>, PublishError> {
+    Ok(Box::new(object_store::ObjectStorePublisher::new(settings)?))
+}
+
+/// Without the `object-store` feature an `[object_store]` section cannot be served.
+#[cfg(not(feature = "object-store"))]
+pub fn object_store_target(_: &ObjectStoreConfig) -> Result<Box<dyn Publisher + Send + Sync>, PublishError> {
+    Err(PublishError::Target {
+        target: "object_store",
+        message: "this prewarm was built without object_store support: build it with `--features object-store`".into(),
+    })
+}
+
 impl Publisher for DirPublisher {
     fn target(&self) -> String {
         format!("the models directory {}", self.root.display())
@@ -264,4 +331,42 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
     std::fs::write(&tmp, bytes).map_err(write_error)?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(write_error)?;
     std::fs::rename(&tmp, path).map_err(write_error)
+}
+
+#[cfg(test)]
+mod targets_tests {
+    use super::*;
+
+    #[test]
+    fn the_targets_are_what_the_configuration_names() {
+        assert!(Targets::from_config(None, None).expect("none").is_empty());
+        let kv = kv_rest::KvRestConfig {
+            account_id: "acct".into(),
+            namespace_id: "ns-123".into(),
+            api_token: Some("token".into()),
+            api_base: "http://127.0.0.1:9".into(),
+            max_retries: 0,
+        };
+        let targets = Targets::from_config(Some(&kv), None).expect("kv");
+        assert_eq!(targets.targets.len(), 1);
+        assert!(targets.targets[0].target().contains("ns-123"), "{targets:?}");
+        let archive = ObjectStoreConfig {
+            url: "file:///tmp/prewarm-targets-test".into(),
+            endpoint: None,
+            region: "auto".into(),
+            allow_http: false,
+        };
+        let with_archive = Targets::from_config(Some(&kv), Some(&archive));
+        #[cfg(feature = "object-store")]
+        {
+            let names: Vec<String> = with_archive.expect("kv and archive").targets.iter().map(|t| t.target()).collect();
+            assert_eq!(names.len(), 2, "{names:?}");
+            assert!(names[1].contains("file:///tmp/prewarm-targets-test"), "{names:?}");
+        }
+        #[cfg(not(feature = "object-store"))]
+        {
+            let error = with_archive.expect_err("no object-store feature");
+            assert!(error.to_string().contains("--features object-store"), "{error}");
+        }
+    }
 }

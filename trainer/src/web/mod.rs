@@ -341,7 +341,7 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
 
 /// `POST /v1/rollback`: points `current` back at a kept version (`version` in the form or
 /// the query), with the admin token as bearer or as the form's `token`; pushes the entries to
-/// Workers KV when `[kv]` is configured. The form gets a redirect back to the page.
+/// the configured targets (`publish::Targets`). The form gets a redirect back to the page.
 async fn rollback(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -363,9 +363,9 @@ async fn rollback(
         let entries = crate::publish::DirPublisher::new(config.models_dir())
             .rollback(version)
             .map_err(|e| AppError::BadRequest(e.to_string()))?;
-        if let Some(kv) = &config.kv {
-            kv.publish(&entries).map_err(|e| AppError::Internal(format!("rolled back locally; KV: {e}")))?;
-        }
+        crate::publish::Targets::from_config(config.kv.as_ref(), config.object_store.as_ref())
+            .and_then(|targets| targets.publish(&entries))
+            .map_err(|e| AppError::Internal(format!("rolled back locally; pushing the rollback: {e}")))?;
         Ok::<_, AppError>(entries)
     })
     .await
