@@ -107,11 +107,29 @@ impl Calendar {
     }
 }
 
-/// Steps of `series` an occurrence covers.
-fn steps(series: &Series, e: &Occurrence) -> std::ops::Range<usize> {
-    let step = series.step_secs.max(1);
-    let index = |t: u64| (t.saturating_sub(series.start) / step) as usize;
-    index(e.start.max(series.start)).min(series.len())..index(e.end.max(series.start)).min(series.len())
+/// Steps of `series` an occurrence overlaps, each with the share of the step it covers (an
+/// event at 20:45 covers a quarter of the 20:00 hour): masking takes every overlapped step,
+/// so no part of an event is learnt as ordinary demand.
+fn steps(series: &Series, e: &Occurrence) -> Vec<(usize, f64)> {
+    overlaps(series.start, series.step_secs, series.len(), e)
+}
+
+fn overlaps(start: u64, step_secs: u64, len: usize, e: &Occurrence) -> Vec<(usize, f64)> {
+    let step = step_secs.max(1);
+    let from = e.start.max(start);
+    if e.end <= from {
+        return Vec::new();
+    }
+    let first = ((from - start) / step) as usize;
+    let last = ((e.end - start).div_ceil(step) as usize).min(len);
+    (first..last)
+        .map(|i| {
+            let (s0, s1) = (start + i as u64 * step, start + (i as u64 + 1) * step);
+            let covered = e.end.min(s1).saturating_sub(e.start.max(s0));
+            (i, covered as f64 / step as f64)
+        })
+        .filter(|(_, share)| *share > 0.0)
+        .collect()
 }
 
 /// Learns each kind's multiplier from the occurrences inside `series`, then masks them.
@@ -120,23 +138,29 @@ pub fn learn(series: &mut Series, events: &[Occurrence]) -> HashMap<String, f64>
     let (day, week) = ((86_400 / step) as usize, (7 * 86_400 / step) as usize);
     let mut ratios: HashMap<String, Vec<f64>> = HashMap::new();
     for e in events {
-        let range = steps(series, e);
-        if range.is_empty() || e.end > series.start + series.len() as u64 * step {
+        let covered = steps(series, e);
+        if covered.is_empty() || e.end > series.start + series.len() as u64 * step {
             continue; // not (wholly) in the past
         }
-        // The same hours a week earlier, else a day earlier: a weekly event's previous
+        let first = covered[0].0;
+        // The same steps a week earlier, else a day earlier: a weekly event's previous
         // occurrence is masked by then, so its baseline comes from the day before, scaled by
-        // how the hours just before the event compare with the same hours that day (a Monday
-        // event is not judged against a Sunday's level).
+        // how the steps just before the event compare with the same steps that day (a Monday
+        // event is not judged against a Sunday's level). The multiplier is of the event's own
+        // time: the excess over the baseline, divided by the baseline of the covered share of
+        // each step (an event covering a quarter of an hour that tripled its demand adds half
+        // the hour's baseline, not a 1.5× hour).
         for lag in [week, day] {
-            let pairs: Vec<(f64, f64)> =
-                range.clone().filter_map(|i| Some((series.values[i]?, series.values[i.checked_sub(lag)?]?))).collect();
-            let (actual, baseline): (f64, f64) = pairs.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-            if pairs.is_empty() || baseline <= 0.0 {
+            let triples: Vec<(f64, f64, f64)> = covered
+                .iter()
+                .filter_map(|&(i, share)| Some((series.values[i]?, series.values[i.checked_sub(lag)?]?, share)))
+                .collect();
+            let baseline: f64 = triples.iter().map(|(_, b, _)| b).sum();
+            if triples.is_empty() || baseline <= 0.0 {
                 continue;
             }
             let level = if lag == day {
-                let before = range.start.saturating_sub(range.len().max(1))..range.start;
+                let before = first.saturating_sub(covered.len().max(1))..first;
                 let (now, then): (f64, f64) = before
                     .filter_map(|i| Some((series.values[i]?, series.values[i.checked_sub(day)?]?)))
                     .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
@@ -144,10 +168,16 @@ pub fn learn(series: &mut Series, events: &[Occurrence]) -> HashMap<String, f64>
             } else {
                 1.0
             };
-            ratios.entry(e.kind.clone()).or_default().push(actual / (baseline * level));
+            let excess: f64 = triples.iter().map(|(a, b, _)| a - b * level).sum();
+            let inside: f64 = triples.iter().map(|(_, b, share)| b * level * share).sum();
+            if inside > 0.0 {
+                ratios.entry(e.kind.clone()).or_default().push((1.0 + excess / inside).max(0.0));
+            }
             break;
         }
-        series.values[range].iter_mut().for_each(|v| *v = None);
+        for (i, _) in covered {
+            series.values[i] = None;
+        }
     }
     ratios
         .into_iter()
@@ -170,10 +200,11 @@ pub fn apply(
     let mut changed = 0;
     for e in events {
         let Some(m) = learnt.get(&e.kind).copied().or(e.multiplier) else { continue };
-        let view = Series { start, step_secs, values: vec![None; forecast.point.len()] };
-        for i in steps(&view, e) {
-            forecast.point[i] *= m;
-            forecast.upper[i] *= m;
+        // A step the event covers in part gets the multiplier on that part.
+        for (i, share) in overlaps(start, step_secs, forecast.point.len(), e) {
+            let factor = 1.0 + (m - 1.0) * share;
+            forecast.point[i] *= factor;
+            forecast.upper[i] *= factor;
             changed += 1;
         }
     }
@@ -259,5 +290,39 @@ mod tests {
         let mut series = Series { start: 0, step_secs: HOUR, values };
         let learnt = learn(&mut series, &past);
         assert!((learnt["match"] - 3.0).abs() < 0.3, "{learnt:?}");
+    }
+
+    #[test]
+    fn an_event_off_the_hour_is_learnt_at_its_own_strength_masked_whole_and_applied_in_part() {
+        // Per-minute demand of 60 a minute; a kick-off at 20:45 quadruples it for an hour, on
+        // days 7 and 14. Learnt on hourly sums, as the engine learns.
+        let minutes = 21 * 1440;
+        let at = |day: u64| day * 86_400 + 20 * HOUR + 45 * 60;
+        let kickoff = |day: u64| Occurrence { start: at(day), end: at(day) + HOUR, ..event(day, "match", None) };
+        let mut per_minute = vec![60.0; minutes];
+        for day in [7, 14] {
+            let first = (at(day) / 60) as usize;
+            per_minute[first..first + 60].iter_mut().for_each(|v| *v *= 4.0);
+        }
+        let hourly: Vec<Option<f64>> = per_minute.chunks(60).map(|h| Some(h.iter().sum())).collect();
+        let mut series = Series { start: 0, step_secs: HOUR, values: hourly };
+        let learnt = learn(&mut series, &[kickoff(7), kickoff(14)]);
+        assert!((learnt["match"] - 4.0).abs() < 0.05, "the event's own multiplier, not the hours': {learnt:?}");
+        for hour in [20, 21] {
+            assert!(series.values[14 * 24 + hour].is_none(), "hour {hour}:00, which the event overlaps, is masked");
+        }
+        assert!(series.values[14 * 24 + 22].is_some());
+        // Applied to 5-minute steps from 20:00 of day 21: the 20:45 step gets it whole, nothing before.
+        let mut f = Forecast { point: vec![300.0; 36], upper: vec![400.0; 36] };
+        apply(&mut f, 21 * 86_400 + 20 * HOUR, 300, &[kickoff(21)], &learnt);
+        assert_eq!(f.point[8], 300.0, "20:40");
+        assert!((f.point[9] / 300.0 - 4.0).abs() < 0.05, "20:45: {}", f.point[9]);
+        assert!((f.point[20] / 300.0 - 4.0).abs() < 0.05, "21:40");
+        assert_eq!(f.point[21], 300.0, "21:45, after the hour");
+        // A step the event covers in part: an hourly table's 20:00 hour, a quarter inside.
+        let mut hourly_f = Forecast { point: vec![3_600.0; 3], upper: vec![4_000.0; 3] };
+        apply(&mut hourly_f, 21 * 86_400 + 20 * HOUR, HOUR, &[kickoff(21)], &learnt);
+        assert!((hourly_f.point[0] / 3_600.0 - 1.75).abs() < 0.02, "1 + 3 × 1/4: {}", hourly_f.point[0]);
+        assert!((hourly_f.point[1] / 3_600.0 - 3.25).abs() < 0.02, "1 + 3 × 3/4: {}", hourly_f.point[1]);
     }
 }
