@@ -21,6 +21,8 @@ pub enum ServiceError {
     Publish(#[from] crate::publish::PublishError),
     #[error("the {0} lock is poisoned (a thread panicked holding it)")]
     Poisoned(&'static str),
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
 }
 
 /// What `prewarm serve` runs on, shared by the HTTP handlers, the KEDA scaler and the schedulers.
@@ -196,4 +198,26 @@ pub fn plan_now(state: &AppState, now: UnixSeconds) -> Result<PlanView, ServiceE
         at: now,
         lead_secs: config.plan.lead_time_secs,
     })
+}
+
+/// One tick of the service's periodic training, at `now`: events past `retention_days` are
+/// pruned, the stages run on the store (through a connection of its own, so that WAL readers
+/// do not block the ingest endpoint's writes), and a new version goes on to the configured
+/// targets (`publish::Targets`). `ledger` holds the past forecasts between ticks.
+pub fn training_tick(
+    state: &AppState,
+    now: UnixSeconds,
+    ledger: &mut crate::forecast::ledger::Ledger,
+) -> Result<crate::train::TrainRun, ServiceError> {
+    let cutoff = now.0.saturating_sub(state.config.retention_days * 86_400);
+    state.store.lock().map_err(|_| ServiceError::Poisoned("store"))?.prune_events(cutoff)?;
+    let store = Store::open(&state.config.store_path())?;
+    let publisher = crate::publish::DirPublisher::new(state.config.models_dir());
+    let run = crate::train::train_and_publish(&store, &state.config, &state.rules, &publisher, now, ledger)?;
+    if run.published {
+        let targets =
+            crate::publish::Targets::from_config(state.config.kv.as_ref(), state.config.object_store.as_ref())?;
+        targets.publish(&publisher.current_entries()?)?;
+    }
+    Ok(run)
 }

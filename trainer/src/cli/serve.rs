@@ -4,10 +4,8 @@
 use anyhow::{Context, Result};
 use prewarm_shared::classify::ClassificationRules;
 use prewarm_trainer::config::TrainerConfig;
-use prewarm_trainer::publish::DirPublisher;
 use prewarm_trainer::service::{AppState, system_clock};
 use prewarm_trainer::store::Store;
-use prewarm_trainer::train::train_and_publish;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -104,22 +102,8 @@ async fn periodic_training(state: AppState) {
         let state = state.clone();
         let ledger = ledger.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            let now = system_clock();
-            let cutoff = now.0.saturating_sub(state.config.retention_days * 86_400);
-            state.store.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?.prune_events(cutoff)?;
-            // A connection of its own: WAL readers do not block the ingest endpoint's writes.
-            let store = Store::open(&state.config.store_path())?;
-            let publisher = DirPublisher::new(state.config.models_dir());
             let mut ledger = ledger.lock().map_err(|_| anyhow::anyhow!("ledger lock poisoned"))?;
-            let run = train_and_publish(&store, &state.config, &state.rules, &publisher, now, &mut ledger)?;
-            // Each new version goes on to the configured targets (Workers KV, the archive).
-            if run.published {
-                let targets = prewarm_trainer::publish::Targets::from_config(
-                    state.config.kv.as_ref(),
-                    state.config.object_store.as_ref(),
-                )?;
-                targets.publish(&publisher.current_entries()?)?;
-            }
+            let run = prewarm_trainer::service::training_tick(&state, system_clock(), &mut ledger)?;
             anyhow::Ok(run.version.0)
         })
         .await;

@@ -132,11 +132,38 @@ fn overlaps(start: u64, step_secs: u64, len: usize, e: &Occurrence) -> Vec<(usiz
         .collect()
 }
 
-/// Learns each kind's multiplier from the occurrences inside `series`, then masks them.
-pub fn learn(series: &mut Series, events: &[Occurrence]) -> HashMap<String, f64> {
+/// What a kind of event does to demand: a multiplier where it lands on real demand, or an
+/// added rate where it lands on (almost) none — a night-time match draws viewers out of
+/// nowhere, which no multiple of nothing can forecast.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventEffect {
+    pub multiplier: f64,
+    /// Requests per second added while the event runs.
+    pub extra_per_sec: f64,
+}
+
+impl EventEffect {
+    fn multiplier(multiplier: f64) -> Self {
+        Self { multiplier, extra_per_sec: 0.0 }
+    }
+}
+
+/// Baseline demand during an event below this share of the series' typical step (the median
+/// of its busy steps): the effect is learnt as an added rate, not a multiplier.
+const MULTIPLICATIVE_SHARE_OF_TYPICAL: f64 = 0.1;
+
+/// Learns each kind's effect from the occurrences inside `series`, then masks them.
+pub fn learn(series: &mut Series, events: &[Occurrence]) -> HashMap<String, EventEffect> {
     let step = series.step_secs.max(1);
     let (day, week) = ((86_400 / step) as usize, (7 * 86_400 / step) as usize);
-    let mut ratios: HashMap<String, Vec<f64>> = HashMap::new();
+    let typical = {
+        let mut busy: Vec<f64> = series.values.iter().flatten().copied().filter(|v| *v > 0.0).collect();
+        busy.sort_by(f64::total_cmp);
+        busy.get(busy.len() / 2).copied().unwrap_or(0.0)
+    };
+    // Per kind and occurrence: the multiplier (where the baseline is real demand) and the
+    // added rate.
+    let mut seen: HashMap<String, Vec<(Option<f64>, f64)>> = HashMap::new();
     for e in events {
         let covered = steps(series, e);
         if covered.is_empty() || e.end > series.start + series.len() as u64 * step {
@@ -155,8 +182,7 @@ pub fn learn(series: &mut Series, events: &[Occurrence]) -> HashMap<String, f64>
                 .iter()
                 .filter_map(|&(i, share)| Some((series.values[i]?, series.values[i.checked_sub(lag)?]?, share)))
                 .collect();
-            let baseline: f64 = triples.iter().map(|(_, b, _)| b).sum();
-            if triples.is_empty() || baseline <= 0.0 {
+            if triples.is_empty() {
                 continue;
             }
             let level = if lag == day {
@@ -170,41 +196,56 @@ pub fn learn(series: &mut Series, events: &[Occurrence]) -> HashMap<String, f64>
             };
             let excess: f64 = triples.iter().map(|(a, b, _)| a - b * level).sum();
             let inside: f64 = triples.iter().map(|(_, b, share)| b * level * share).sum();
-            if inside > 0.0 {
-                ratios.entry(e.kind.clone()).or_default().push((1.0 + excess / inside).max(0.0));
-            }
+            let secs: f64 = triples.iter().map(|(_, _, share)| share * step as f64).sum();
+            // A multiplier where the event lands on demand of at least a tenth of the series'
+            // typical step; an added rate where it lands on (almost) none.
+            let per_step = inside / triples.iter().map(|(_, _, share)| share).sum::<f64>().max(f64::MIN_POSITIVE);
+            let ratio = (inside > 0.0 && per_step >= MULTIPLICATIVE_SHARE_OF_TYPICAL * typical)
+                .then(|| (1.0 + excess / inside).max(0.0));
+            seen.entry(e.kind.clone()).or_default().push((ratio, (excess / secs.max(1.0)).max(0.0)));
             break;
         }
         for (i, _) in covered {
             series.values[i] = None;
         }
     }
-    ratios
-        .into_iter()
-        .map(|(kind, mut r)| {
-            r.sort_by(f64::total_cmp);
-            (kind, r[r.len() / 2])
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    seen.into_iter()
+        .map(|(kind, occurrences)| {
+            let ratios: Vec<f64> = occurrences.iter().filter_map(|(r, _)| *r).collect();
+            let effect = if ratios.len() * 2 >= occurrences.len() {
+                EventEffect::multiplier(median(ratios))
+            } else {
+                EventEffect { multiplier: 1.0, extra_per_sec: median(occurrences.iter().map(|(_, x)| *x).collect()) }
+            };
+            (kind, effect)
         })
         .collect()
 }
 
-/// Multiplies the forecast (which starts at `start`) inside each future occurrence by its
-/// kind's learnt multiplier, else its own. Returns the steps changed.
+/// Applies each future occurrence's learnt effect (else its own multiplier) to the forecast,
+/// which starts at `start` and whose values count requests over `value_secs` (60: rates per
+/// minute; `step_secs`: sums per step). Returns the steps changed.
 pub fn apply(
     forecast: &mut Forecast,
     start: u64,
     step_secs: u64,
+    value_secs: u64,
     events: &[Occurrence],
-    learnt: &HashMap<String, f64>,
+    learnt: &HashMap<String, EventEffect>,
 ) -> usize {
     let mut changed = 0;
     for e in events {
-        let Some(m) = learnt.get(&e.kind).copied().or(e.multiplier) else { continue };
+        let Some(effect) = learnt.get(&e.kind).copied().or(e.multiplier.map(EventEffect::multiplier)) else { continue };
+        let (m, extra) = (effect.multiplier, effect.extra_per_sec * value_secs as f64);
         // A step the event covers in part gets the multiplier on that part.
         for (i, share) in overlaps(start, step_secs, forecast.point.len(), e) {
             let factor = 1.0 + (m - 1.0) * share;
-            forecast.point[i] *= factor;
-            forecast.upper[i] *= factor;
+            forecast.point[i] = forecast.point[i] * factor + extra * share;
+            forecast.upper[i] = forecast.upper[i] * factor + extra * share;
             changed += 1;
         }
     }
@@ -243,12 +284,12 @@ mod tests {
         let mut series = Series { start: 0, step_secs: HOUR, values };
         let next = event(29, "match", None);
         let learnt = learn(&mut series, &[past[0].clone(), past[1].clone(), next.clone()]);
-        assert!((learnt["match"] - 2.0).abs() < 0.05, "{learnt:?}");
+        assert!((learnt["match"].multiplier - 2.0).abs() < 0.05, "{learnt:?}");
         assert!(series.values[10 * 24 + 18].is_none(), "past occurrences are masked");
         let history = series.imputed(24, 168);
         let mut f = model::forecast(Method::Mstl, &history, &[24, 168], 48, 0.8).expect("forecast");
         let plain = f.point.clone();
-        let changed = apply(&mut f, 28 * 86_400, HOUR, &[next], &learnt);
+        let changed = apply(&mut f, 28 * 86_400, HOUR, HOUR, &[next], &learnt);
         assert_eq!(changed, 3);
         let slot = 24 + 18;
         assert!((f.point[slot] / plain[slot] - 2.0).abs() < 0.05);
@@ -260,7 +301,7 @@ mod tests {
     fn an_unseen_kind_uses_its_own_multiplier_and_bad_files_are_errors() {
         let mut f = Forecast { point: vec![10.0; 48], upper: vec![12.0; 48] };
         let launch = Occurrence { kind: "launch".into(), ..event(1, "launch", Some(3.0)) };
-        assert_eq!(apply(&mut f, 86_400, HOUR, &[launch], &HashMap::new()), 3);
+        assert_eq!(apply(&mut f, 86_400, HOUR, HOUR, &[launch], &HashMap::new()), 3);
         assert_eq!((f.point[18], f.upper[18], f.point[17]), (30.0, 36.0, 10.0));
 
         let ok = Calendar::parse(
@@ -289,7 +330,7 @@ mod tests {
         }
         let mut series = Series { start: 0, step_secs: HOUR, values };
         let learnt = learn(&mut series, &past);
-        assert!((learnt["match"] - 3.0).abs() < 0.3, "{learnt:?}");
+        assert!((learnt["match"].multiplier - 3.0).abs() < 0.3, "{learnt:?}");
     }
 
     #[test]
@@ -307,22 +348,54 @@ mod tests {
         let hourly: Vec<Option<f64>> = per_minute.chunks(60).map(|h| Some(h.iter().sum())).collect();
         let mut series = Series { start: 0, step_secs: HOUR, values: hourly };
         let learnt = learn(&mut series, &[kickoff(7), kickoff(14)]);
-        assert!((learnt["match"] - 4.0).abs() < 0.05, "the event's own multiplier, not the hours': {learnt:?}");
+        assert!(
+            (learnt["match"].multiplier - 4.0).abs() < 0.05,
+            "the event's own multiplier, not the hours': {learnt:?}"
+        );
         for hour in [20, 21] {
             assert!(series.values[14 * 24 + hour].is_none(), "hour {hour}:00, which the event overlaps, is masked");
         }
         assert!(series.values[14 * 24 + 22].is_some());
         // Applied to 5-minute steps from 20:00 of day 21: the 20:45 step gets it whole, nothing before.
         let mut f = Forecast { point: vec![300.0; 36], upper: vec![400.0; 36] };
-        apply(&mut f, 21 * 86_400 + 20 * HOUR, 300, &[kickoff(21)], &learnt);
+        apply(&mut f, 21 * 86_400 + 20 * HOUR, 300, 300, &[kickoff(21)], &learnt);
         assert_eq!(f.point[8], 300.0, "20:40");
         assert!((f.point[9] / 300.0 - 4.0).abs() < 0.05, "20:45: {}", f.point[9]);
         assert!((f.point[20] / 300.0 - 4.0).abs() < 0.05, "21:40");
         assert_eq!(f.point[21], 300.0, "21:45, after the hour");
         // A step the event covers in part: an hourly table's 20:00 hour, a quarter inside.
         let mut hourly_f = Forecast { point: vec![3_600.0; 3], upper: vec![4_000.0; 3] };
-        apply(&mut hourly_f, 21 * 86_400 + 20 * HOUR, HOUR, &[kickoff(21)], &learnt);
+        apply(&mut hourly_f, 21 * 86_400 + 20 * HOUR, HOUR, HOUR, &[kickoff(21)], &learnt);
         assert!((hourly_f.point[0] / 3_600.0 - 1.75).abs() < 0.02, "1 + 3 × 1/4: {}", hourly_f.point[0]);
         assert!((hourly_f.point[1] / 3_600.0 - 3.25).abs() < 0.02, "1 + 3 × 3/4: {}", hourly_f.point[1]);
+    }
+
+    #[test]
+    fn an_event_on_no_demand_is_learnt_as_an_added_rate() {
+        // Nobody at 04:00, except on match nights (days 7 and 14): 40 requests a minute for an
+        // hour from 04:20. No multiple of nothing forecasts that; an added rate does.
+        let at = |day: u64| day * 86_400 + 4 * HOUR + 20 * 60;
+        let night = |day: u64| Occurrence { start: at(day), end: at(day) + HOUR, ..event(day, "match", None) };
+        let mut per_minute = vec![0.0; 21 * 1440];
+        for (m, v) in per_minute.iter_mut().enumerate() {
+            let hour = (m / 60) % 24;
+            *v = if (8..22).contains(&hour) { 30.0 } else { 0.0 };
+        }
+        for day in [7, 14] {
+            let first = (at(day) / 60) as usize;
+            per_minute[first..first + 60].iter_mut().for_each(|v| *v += 40.0);
+        }
+        let hourly: Vec<Option<f64>> = per_minute.chunks(60).map(|h| Some(h.iter().sum())).collect();
+        let mut series = Series { start: 0, step_secs: HOUR, values: hourly };
+        let learnt = learn(&mut series, &[night(7), night(14)]);
+        let effect = learnt["match"];
+        assert_eq!(effect.multiplier, 1.0, "{effect:?}");
+        assert!((effect.extra_per_sec * 60.0 - 40.0).abs() < 0.5, "40 a minute added: {effect:?}");
+        // Applied to a per-minute forecast of zero in 5-minute steps from 04:00 of day 21.
+        let mut f = Forecast { point: vec![0.0; 24], upper: vec![0.0; 24] };
+        apply(&mut f, 21 * 86_400 + 4 * HOUR, 300, 60, &[night(21)], &learnt);
+        assert_eq!(f.point[3], 0.0, "04:15, before the match");
+        assert!((f.point[4] - 40.0).abs() < 0.5 && (f.upper[15] - 40.0).abs() < 0.5, "{:?}", &f.point[..18]);
+        assert_eq!(f.point[16], 0.0, "05:20, after it");
     }
 }

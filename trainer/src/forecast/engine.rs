@@ -349,16 +349,17 @@ fn to_steps(
         .collect()
 }
 
-/// Multiplies the steps inside a future calendar event by its learnt (else own) effect.
+/// Applies a future calendar event's learnt (else own) effect to the steps it covers.
 fn with_events(
     mut rates: Vec<f64>,
     first_step: u64,
     step: u64,
     events: &[Occurrence],
-    learnt: &std::collections::HashMap<String, f64>,
+    learnt: &std::collections::HashMap<String, calendar::EventEffect>,
 ) -> Vec<f64> {
     let mut f = model::Forecast { upper: rates.clone(), point: std::mem::take(&mut rates) };
-    calendar::apply(&mut f, first_step, step, events, learnt);
+    // `rates` are requests per minute.
+    calendar::apply(&mut f, first_step, step, 60, events, learnt);
     f.point
 }
 
