@@ -572,15 +572,19 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         after_surge.saturating_sub(before_surge)
     );
     println!("plan, next 30 min (units): before the live traffic {plan_before:?}, after the surge {plan_after:?}");
-    // What the scheduled match did to the plan before anyone arrived: its kick-off's step
-    // against the step the plan was read in.
-    let ahead_minutes = match_at.saturating_sub(plan_read_at) / 60;
-    match (plan_before.first(), plan_before.get(usize::try_from(ahead_minutes / 5).unwrap_or(usize::MAX))) {
-        (Some(now_units), Some(at_match)) => println!(
-            "the plan rose for the match before it started: {now_units} units when read, {at_match} at the step of its kick-off, {ahead_minutes} min ahead ({:+} units)",
-            i128::from(*at_match) - i128::from(*now_units)
+    // What the scheduled match did to the plan before anyone arrived: where the plan read
+    // before the live traffic rose, against when the match kicked off.
+    let ahead_secs = match_at.saturating_sub(plan_read_at);
+    let peak = plan_before.iter().copied().max().unwrap_or(0);
+    match (plan_before.first(), plan_before.iter().position(|u| *u == peak)) {
+        (Some(now_units), Some(at)) if peak > *now_units => println!(
+            "the plan carried the match before any live traffic: {now_units} units when read, {peak} from +{} min (+{} units); the match kicked off {ahead_secs} s after the plan was read",
+            at * 5,
+            peak - now_units
         ),
-        _ => println!("the match kicked off {ahead_minutes} min after the plan was read, beyond the 30 minutes shown"),
+        _ => println!(
+            "the plan read {ahead_secs} s before the match did not rise within the 30 minutes shown: {plan_before:?}"
+        ),
     }
     println!("replay of the history, D = 5 min, ratios to reactive HPA: {replay}");
     println!("dashboard (stopped with the demo): http://{}/", trainer.addr);
