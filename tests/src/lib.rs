@@ -307,3 +307,20 @@ impl Drop for WranglerDev {
         let _ = self.child.wait();
     }
 }
+
+/// POSTs a signal batch to a trainer as the edge does (bearer token, timestamp, HMAC signature
+/// over both); returns the status.
+pub fn post_signals(addr: SocketAddr, token: &str, batch: &prewarm_shared::signals::SignalBatch) -> u16 {
+    use prewarm_shared::signals;
+    let body = batch.to_json();
+    let at = batch.sent_at;
+    let (ts, sig) = (at.0.to_string(), signals::sign(token.as_bytes(), at, &body));
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        (signals::TIMESTAMP_HEADER, ts.as_str()),
+        (signals::SIGNATURE_HEADER, sig.as_str()),
+    ];
+    request(addr, "POST", "/v1/signals", &headers, &body).map_or(0, |(status, _)| status)
+}

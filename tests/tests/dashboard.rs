@@ -4,9 +4,9 @@
 use std::process::Command;
 
 use prewarm_shared::UnixSeconds;
-use prewarm_shared::signals::{self, DemandCount, SignalBatch};
+use prewarm_shared::signals::{DemandCount, SignalBatch};
 use prewarm_shared::{ProfileId, artifact::ModelVersion};
-use prewarm_tests::{TempDir, Trainer, prewarm, request, request_with_head};
+use prewarm_tests::{TempDir, Trainer, post_signals, prewarm, request, request_with_head};
 
 const ADMIN: &str = "dashboard-admin-token-0123";
 const SIGNAL: &str = "dashboard-signal-token-0123";
@@ -65,16 +65,7 @@ fn the_dashboard_draws_its_charts_in_chromium_and_rolls_back_with_the_admin_toke
             bytes: 1,
         });
     }
-    let body = batch.to_json();
-    let (ts, sig) = (now.0.to_string(), signals::sign(SIGNAL.as_bytes(), now, &body));
-    let auth = format!("Bearer {SIGNAL}");
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("content-type", "application/json"),
-        (signals::TIMESTAMP_HEADER, ts.as_str()),
-        (signals::SIGNATURE_HEADER, sig.as_str()),
-    ];
-    assert_eq!(request(trainer.addr, "POST", "/v1/signals", &headers, &body).expect("signals").0, 202);
+    assert_eq!(post_signals(trainer.addr, SIGNAL, &batch), 202);
 
     let url = format!("http://{}/", trainer.addr);
     let profile = dir.0.join("chromium-profile");

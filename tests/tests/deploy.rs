@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use prewarm_shared::signals::{self, DemandCount, PrewarmReason, PrewarmRequest, SignalBatch};
+use prewarm_shared::signals::{DemandCount, PrewarmReason, PrewarmRequest, SignalBatch};
 use prewarm_shared::{ProfileId, UnixSeconds, artifact::ModelVersion};
-use prewarm_tests::{TempDir, Trainer, prewarm, repo_root, request};
+use prewarm_tests::{TempDir, Trainer, post_signals, prewarm, repo_root, request};
 
 const SIGNAL: &str = "deploy-signal-token-012345";
 
@@ -65,16 +65,7 @@ fn live_metrics_pass_promtool_and_every_dashboard_and_rule_query_names_an_export
         forecast_upper: 100.0,
         reason: PrewarmReason::AboveBand,
     });
-    let body = batch.to_json();
-    let (ts, sig) = (now.0.to_string(), signals::sign(SIGNAL.as_bytes(), now, &body));
-    let auth = format!("Bearer {SIGNAL}");
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("content-type", "application/json"),
-        (signals::TIMESTAMP_HEADER, ts.as_str()),
-        (signals::SIGNATURE_HEADER, sig.as_str()),
-    ];
-    assert_eq!(request(trainer.addr, "POST", "/v1/signals", &headers, &body).expect("signals").0, 202);
+    assert_eq!(post_signals(trainer.addr, SIGNAL, &batch), 202);
     let (status, body) = request(trainer.addr, "GET", "/metrics", &[], b"").expect("metrics");
     let text = String::from_utf8(body).expect("utf-8 metrics");
     assert_eq!(status, 200);

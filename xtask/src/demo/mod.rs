@@ -2,58 +2,25 @@
 //! checked against the truth, a model published to the local KV of a real worker in workerd,
 //! live traffic (with a surge) through that worker, and its signals arriving at the trainer.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use prewarm_tests::{Origin, TempDir, Trainer, WranglerDev, request, request_with_head};
+use prewarm_tests::{Origin, TempDir, Trainer, WranglerDev, request};
 
 use crate::run::{cmd, step};
 use crate::tools;
 
+mod traffic;
+use traffic::{Tally, VISITORS, Visitor, visit};
+
 const SALT: &str = "demo-salt-not-for-production";
 const SIGNAL_TOKEN: &str = "demo-signal-token-0123456789";
 const INGEST_TOKEN: &str = "demo-ingest-token-0123456789";
-
-/// A kind of live visitor the driver plays.
-struct Visitor {
-    kind: &'static str,
-    user_agent: &'static str,
-    path: &'static str,
-    accept: &'static str,
-}
-
-const VISITORS: [Visitor; 4] = [
-    Visitor {
-        kind: "mobile video viewer",
-        user_agent: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
-        path: "/watch/{n}/segment.ts",
-        accept: "*/*",
-    },
-    Visitor {
-        kind: "desktop API client",
-        user_agent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
-        path: "/api/v1/orders/{n}",
-        accept: "application/json",
-    },
-    Visitor {
-        kind: "tablet reader",
-        user_agent: "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15",
-        path: "/articles/{n}",
-        accept: "text/html",
-    },
-    Visitor {
-        kind: "crawler",
-        user_agent: "Mozilla/5.0 (compatible; Googlebot/2.1)",
-        path: "/articles/{n}",
-        accept: "text/html",
-    },
-];
 
 /// No silent minutes while a long step runs: a spinner with the elapsed time on a terminal, a
 /// line every 5 s in a log (where a spinner's carriage returns would be noise).
@@ -128,67 +95,6 @@ fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
         .ok()
         .and_then(|(_, body)| serde_json::from_slice(&body).ok())
         .unwrap_or_default()
-}
-
-/// Totals the live driver keeps.
-#[derive(Default)]
-struct Tally {
-    sent: AtomicU64,
-    ok: AtomicU64,
-    /// The first failure, for the summary.
-    first_error: std::sync::Mutex<Option<String>>,
-}
-
-impl Tally {
-    fn fail(&self, what: String) {
-        if let Ok(mut first) = self.first_error.lock() {
-            first.get_or_insert(what);
-        }
-    }
-}
-
-/// One virtual visitor: a cookie jar and a request every `interval`, until `stop`.
-fn visit(
-    worker: SocketAddr,
-    visitor: &'static Visitor,
-    id: u64,
-    interval: Duration,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Tally>,
-) {
-    let mut jar: HashMap<String, String> = HashMap::new();
-    let mut n = id * 1000;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let path = visitor.path.replace("{n}", &(n % 500).to_string());
-        let cookie = jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
-        let mut headers = vec![("User-Agent", visitor.user_agent), ("Accept", visitor.accept)];
-        if !cookie.is_empty() {
-            headers.push(("Cookie", &cookie));
-        }
-        tally.sent.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let outcome = request_with_head(worker, "GET", &path, &headers, b"");
-        if let Err(e) = &outcome {
-            tally.fail(format!("GET {path}: {e} after {} ms", started.elapsed().as_millis()));
-        }
-        if let Ok((status, head, _)) = outcome {
-            if status == 200 {
-                tally.ok.fetch_add(1, Ordering::Relaxed);
-            } else {
-                tally.fail(format!("GET {path}: status {status}"));
-            }
-            for line in head.lines() {
-                if let Some(value) = line.strip_prefix("set-cookie: ").or_else(|| line.strip_prefix("Set-Cookie: "))
-                    && let Some((name, rest)) = value.split_once('=')
-                    && name.starts_with("pw_")
-                {
-                    jar.insert(name.to_owned(), rest.split(';').next().unwrap_or("").to_owned());
-                }
-            }
-        }
-        std::thread::sleep(interval);
-    }
 }
 
 /// The model's expected requests per second for the current forecast slot, summed over profiles.
