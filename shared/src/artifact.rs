@@ -19,7 +19,7 @@ use crate::features::{FEATURE_DIM, FeatureSchema, UnixSeconds};
 pub const MAGIC: [u8; 4] = *b"PWRM";
 /// Bumped whenever a payload type changes incompatibly (2: forecasts carry the alarm level
 /// of the edge's prewarm signal, costs their mean).
-pub const ARTIFACT_SCHEMA_VERSION: u16 = 2;
+pub const ARTIFACT_SCHEMA_VERSION: u16 = 3;
 /// magic 4 + schema 2 + kind 1 + reserved 1 + model version 4 + created-at 8 + length 4 + sha256 32.
 pub const HEADER_LEN: usize = 56;
 /// The most profiles a region may have; keeps assignment cost and artifact size bounded.
@@ -225,12 +225,30 @@ pub enum PriorityClass {
     BestEffort,
 }
 
-/// Whether a cost came from the origin's own measurements or from a proxy.
+/// Where a cost came from: the origin's own measurements, a proxy from what the events carry
+/// (response times, sizes), or the operator's declared per-content defaults (`[cost.default]`)
+/// when the events carry neither.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CostSource {
     Measured,
     Estimated,
+    Declared,
+}
+
+/// What a profile stands for, which decides how the edge assigns users to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileRole {
+    /// Found by clustering: users are assigned to the nearest such centroid.
+    #[default]
+    Clustered,
+    /// Visitors with fewer than `min_requests` requests: the region's default profile, never a
+    /// nearest-centroid target (its centroid only describes who they were).
+    NewVisitors,
+    /// Automated clients (crawlers, scripts, monitors): assigned by rule
+    /// ([`crate::assign::is_automated`]) from the first request, before any distance.
+    Automated,
 }
 
 /// One resource's cost per request.
@@ -261,6 +279,7 @@ pub struct ProfileMeta {
     /// Share of the region's users in this profile when it was trained.
     pub share_of_users: f32,
     pub cost: ResourceCost,
+    pub role: ProfileRole,
 }
 
 /// Per-feature standardisation: normalised = (raw - mean) / scale.
@@ -366,6 +385,11 @@ impl RegionModel {
         self.profiles.iter().position(|p| p.id == id)
     }
 
+    /// The profile automated clients are assigned to, if the region has one.
+    pub fn automated_profile(&self) -> Option<ProfileId> {
+        self.profiles.iter().find(|p| p.role == ProfileRole::Automated).map(|p| p.id)
+    }
+
     /// Encodes into an envelope; `created_at` is passed in so builds are reproducible.
     pub fn to_artifact(&self, created_at: UnixSeconds) -> Result<Vec<u8>, ArtifactError> {
         self.validate()?;
@@ -413,6 +437,11 @@ impl RegionModel {
         ids.dedup();
         if ids.len() != k {
             return invalid("profile ids are not unique".into());
+        }
+        for role in [ProfileRole::NewVisitors, ProfileRole::Automated] {
+            if self.profiles.iter().filter(|p| p.role == role).count() > 1 {
+                return invalid(format!("more than one {role:?} profile"));
+            }
         }
         if self.profile_index(self.default_profile).is_none() {
             return invalid(format!("default profile {} is not a profile", self.default_profile.0));

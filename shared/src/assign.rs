@@ -1,8 +1,22 @@
 //! Nearest-centroid assignment with hysteresis, O(k·d) and allocation-free.
 
-use crate::artifact::{ProfileId, RegionModel};
-use crate::features::{FEATURE_DIM, FeatureVector};
+use crate::artifact::{ProfileId, ProfileRole, RegionModel};
+use crate::features::{FEATURE_DIM, FeatureVector, index};
 use crate::state::BehaviourState;
+
+/// Requests a visitor makes before leaving the region's new-visitor (default) profile. One
+/// notion for both sides: the trainer clusters only visitors with at least this many requests,
+/// and the edge assigns by distance only from then on.
+pub const DEFAULT_MIN_REQUESTS: u16 = 3;
+
+/// A visitor is automated when at least this share of its requests came with an automation
+/// User-Agent (crawler, script, empty): the one rule both the edge and the trainer apply.
+pub const AUTOMATED_BOT_SHARE: f32 = 0.5;
+
+/// Whether a feature vector (raw units) is an automated client's by the shared rule.
+pub fn is_automated(features: &FeatureVector) -> bool {
+    features[index::DEVICE_BOT] >= AUTOMATED_BOT_SHARE
+}
 
 /// Standardises a feature vector with the model's normalisation.
 pub fn normalise(model: &RegionModel, features: &FeatureVector) -> FeatureVector {
@@ -48,10 +62,15 @@ fn distance_sq(point: &FeatureVector, centroid: &[f32], maturity: Maturity) -> f
     point[from..].iter().zip(&centroid[from..]).map(|(a, b)| (a - b) * (a - b)).sum()
 }
 
-/// Index and squared distance of the closest centroid (`centroids` is k × FEATURE_DIM).
-pub fn nearest(centroids: &[f32], point: &FeatureVector, maturity: Maturity) -> Option<(usize, f32)> {
+/// Index and squared distance of the closest centroid a user can be assigned to by distance
+/// (every profile but the new-visitor one).
+pub fn nearest(model: &RegionModel, point: &FeatureVector, maturity: Maturity) -> Option<(usize, f32)> {
     let mut best: Option<(usize, f32)> = None;
-    for (i, row) in centroids.chunks_exact(FEATURE_DIM).enumerate() {
+    let rows = model.centroids.chunks_exact(FEATURE_DIM).zip(&model.profiles).enumerate();
+    for (i, (row, meta)) in rows {
+        if meta.role == ProfileRole::NewVisitors {
+            continue;
+        }
         let d = distance_sq(point, row, maturity);
         if best.is_none_or(|(_, b)| d < b) {
             best = Some((i, d));
@@ -62,15 +81,21 @@ pub fn nearest(centroids: &[f32], point: &FeatureVector, maturity: Maturity) -> 
 
 /// Picks the profile for a user whose state already includes this request.
 ///
-/// New users (fewer than `min_requests`) get the region's default profile. A user keeps the
-/// profile it has unless another centroid is closer by more than the hysteresis margin.
+/// Automated clients get the region's automated profile from their first request. New users
+/// (fewer than `min_requests`) get the region's default profile. A user keeps the profile it
+/// has unless another centroid is closer by more than the hysteresis margin.
 pub fn assign_profile(model: &RegionModel, state: &BehaviourState, features: &FeatureVector) -> ProfileId {
+    if is_automated(features)
+        && let Some(automated) = model.automated_profile()
+    {
+        return automated;
+    }
     if state.requests < model.assignment.min_requests {
         return state.profile.filter(|p| model.profile_index(*p).is_some()).unwrap_or(model.default_profile);
     }
     let point = normalise(model, features);
     let maturity = Maturity::of(state);
-    let Some((best, best_sq)) = nearest(&model.centroids, &point, maturity) else {
+    let Some((best, best_sq)) = nearest(model, &point, maturity) else {
         return model.default_profile;
     };
     let current = state.profile.and_then(|p| model.profile_index(p).map(|i| (p, i)));
@@ -166,5 +191,28 @@ mod tests {
         let features = between(&model, 0.0);
         let user = user_with(Some(ProfileId(999)), 10);
         assert_eq!(assign_profile(&model, &user, &features), model.profiles[0].id);
+    }
+
+    #[test]
+    fn automated_clients_go_to_the_automated_profile_from_the_first_request() {
+        let model = fixtures::region_model("eu");
+        let bot = model.automated_profile().expect("the fixture has a bot profile");
+        let mut features = between(&model, 0.0);
+        features[index::DEVICE_BOT] = 1.0;
+        assert_eq!(assign_profile(&model, &user_with(None, 1), &features), bot);
+        assert_eq!(assign_profile(&model, &user_with(Some(model.profiles[0].id), 10), &features), bot);
+        features[index::DEVICE_BOT] = 0.2;
+        assert_ne!(assign_profile(&model, &user_with(None, 1), &features), bot);
+    }
+
+    #[test]
+    fn the_new_visitor_profile_is_never_a_distance_target() {
+        let mut model = fixtures::region_model("eu");
+        model.profiles[0].role = ProfileRole::NewVisitors;
+        // A user sitting exactly on profile 0's centroid goes to the next nearest instead.
+        let on_it = between(&model, 0.0);
+        let got = assign_profile(&model, &user_with(None, 10), &on_it);
+        assert_ne!(got, model.profiles[0].id);
+        assert!(model.profile_index(got).is_some());
     }
 }

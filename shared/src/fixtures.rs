@@ -5,7 +5,7 @@
 
 use crate::artifact::{
     AssignmentParams, CostFigure, CostSource, ForecastTable, ModelVersion, Normalisation, PriorityClass,
-    ProfileForecast, ProfileId, ProfileMeta, RegionMap, RegionModel, ResourceCost,
+    ProfileForecast, ProfileId, ProfileMeta, ProfileRole, RegionMap, RegionModel, ResourceCost,
 };
 use crate::classify::ClassificationRules;
 use crate::features::{FEATURE_DIM, FeatureSchema, FeatureVector, UnixSeconds, cyclic};
@@ -70,6 +70,7 @@ pub fn profiles() -> Vec<(FeatureVector, ProfileMeta)> {
         priority,
         share_of_users: share,
         cost,
+        role: if label.starts_with("bot") { ProfileRole::Automated } else { ProfileRole::Clustered },
     };
     vec![
         (

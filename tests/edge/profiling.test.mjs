@@ -99,6 +99,30 @@ test("a night-time mobile video viewer and an office-hours desktop API client ge
   }
 });
 
+test("a crawler is tagged with the automated profile from its first request", async () => {
+  const env = await setup();
+  try {
+    const model = fixtureModel("model-v1");
+    await publish(env.mf, model);
+    const automated = model.profiles.find((p) => p.role === "automated");
+    assert.ok(automated, "the fixture has an automated profile");
+    const crawler = visitor(env.mf, {
+      ua: "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+      timezone: "Europe/Berlin",
+    });
+    await crawler.get("/articles/1");
+    await crawler.get("/articles/2");
+    const tags = env.origin.seen.map((r) => r.headers["x-prewarm-profile"]);
+    assert.deepEqual(tags, [String(automated.id), String(automated.id)]);
+    // A person's first request still gets the default profile.
+    const person = visitor(env.mf, { ua: DESKTOP_UA, timezone: "Europe/Berlin" });
+    await person.get("/articles/1");
+    assert.equal(env.origin.seen.at(-1).headers["x-prewarm-profile"], String(model.default_profile));
+  } finally {
+    await env.close();
+  }
+});
+
 test("a tampered or foreign state cookie is treated as new and the request still succeeds", async () => {
   const env = await setup();
   try {

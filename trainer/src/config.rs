@@ -46,6 +46,9 @@ pub struct TrainerConfig {
     pub regions: Vec<RegionConfig>,
     pub profiles: ProfileConfig,
     pub costs: CostConfig,
+    /// How imported access logs write the response time appended after the User-Agent
+    /// (`auto`: an integer is `%D` microseconds, a decimal `$request_time` seconds).
+    pub response_time_unit: crate::ingest::access_log::ResponseTimeUnit,
     /// Capacity planning: instance shape, lead time, min/max, budget, stabilisation.
     pub plan: crate::plan::PlanConfig,
     /// Cloudflare Workers KV (REST API) target for `prewarm publish --kv`.
@@ -80,50 +83,7 @@ pub struct RegionConfig {
     pub cidrs: Vec<String>,
 }
 
-/// How profiles are found.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProfileConfig {
-    /// k is chosen in this range by silhouette.
-    pub k_min: usize,
-    pub k_max: usize,
-    /// `kmeans`, or `hierarchical` (agglomerative merging of k-means micro-clusters).
-    pub method: ClusterMethod,
-    /// A region with fewer users borrows the global profiles.
-    pub min_users_per_region: usize,
-    /// Points used to compute the silhouette of each candidate k.
-    pub silhouette_sample: usize,
-    /// k-means runs per k (the best inertia wins).
-    pub runs: usize,
-    pub max_iterations: u64,
-    /// Convergence when centroids move less than this share of the data's spread.
-    pub relative_tolerance: f64,
-    pub seed: u64,
-    /// Requests before a user leaves the default profile at the edge.
-    pub min_requests: u16,
-    /// Hysteresis at the edge, in standardised units.
-    pub hysteresis_margin: f32,
-    /// A new centroid further than this (standardised units) from every old one gets a new id.
-    pub max_match_distance: f32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClusterMethod {
-    Kmeans,
-    Hierarchical,
-}
-
-/// Cost proxies used when events do not carry measured costs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CostConfig {
-    /// CPU milliseconds per millisecond of request duration.
-    pub cpu_ms_per_duration_ms: f32,
-    /// Memory MB·s per request, plus per KB transferred.
-    pub memory_mb_s_per_request: f32,
-    pub memory_mb_s_per_kb: f32,
-}
+pub use crate::profile::config::{ClusterMethod, CostConfig, ProfileConfig};
 
 impl Default for TrainerConfig {
     fn default() -> Self {
@@ -146,6 +106,7 @@ impl Default for TrainerConfig {
             regions: Vec::new(),
             profiles: ProfileConfig::default(),
             costs: CostConfig::default(),
+            response_time_unit: Default::default(),
             plan: crate::plan::PlanConfig::default(),
             kv: None,
             calendar: None,
@@ -157,31 +118,6 @@ impl Default for TrainerConfig {
             forecast: crate::forecast::engine::ForecastConfig::default(),
             object_store: None,
         }
-    }
-}
-
-impl Default for ProfileConfig {
-    fn default() -> Self {
-        Self {
-            k_min: 2,
-            k_max: 8,
-            method: ClusterMethod::Kmeans,
-            min_users_per_region: 50,
-            silhouette_sample: 2_000,
-            runs: 3,
-            max_iterations: 100,
-            relative_tolerance: 1e-4,
-            seed: 42,
-            min_requests: 3,
-            hysteresis_margin: 0.25,
-            max_match_distance: 2.0,
-        }
-    }
-}
-
-impl Default for CostConfig {
-    fn default() -> Self {
-        Self { cpu_ms_per_duration_ms: 0.3, memory_mb_s_per_request: 0.05, memory_mb_s_per_kb: 0.001 }
     }
 }
 
@@ -311,17 +247,8 @@ impl TrainerConfig {
             }
         }
         let p = &self.profiles;
-        if p.k_min < 1 || p.k_min > p.k_max || p.k_max > prewarm_shared::artifact::MAX_PROFILES {
-            return Err(ConfigError::Invalid(format!(
-                "profiles.k_min {} .. k_max {} is not a valid range",
-                p.k_min, p.k_max
-            )));
-        }
-        if p.runs == 0 || p.max_iterations == 0 || p.relative_tolerance.is_nan() || p.relative_tolerance <= 0.0 {
-            return Err(ConfigError::Invalid(
-                "profiles.runs, max_iterations and relative_tolerance must be > 0".into(),
-            ));
-        }
+        p.validate().map_err(ConfigError::Invalid)?;
+        self.costs.validate().map_err(ConfigError::Invalid)?;
         for token in [&self.ingest_token, &self.signal_token, &self.admin_token].into_iter().flatten() {
             if token.len() < 16 {
                 return Err(ConfigError::Invalid("tokens must be at least 16 characters".into()));

@@ -20,6 +20,8 @@ pub struct TrainedRegion {
     pub borrowed_global: bool,
     pub silhouette: f64,
     pub retired: Vec<ProfileId>,
+    /// Label purity, cost spread, bots placed, stability; why this k.
+    pub quality: crate::profile::quality::RegionQuality,
     /// Each training user's profile (for evaluation and the replay).
     pub user_profiles: Vec<(UserHash, ProfileId)>,
     pub profiles: BTreeMap<ProfileId, TrainedProfile>,
@@ -37,7 +39,8 @@ pub struct TrainedProfile {
 
 /// A fitted region and its forecast, as one trained region.
 pub fn assemble(fitted: FittedRegion, forecast: RegionForecast) -> TrainedRegion {
-    let FittedRegion { mut model, users, borrowed_global, silhouette, retired, user_profiles, profiles } = fitted;
+    let FittedRegion { mut model, users, borrowed_global, silhouette, retired, quality, user_profiles, profiles } =
+        fitted;
     model.forecast = forecast.table;
     let mut reports = forecast.reports;
     let profiles = profiles
@@ -48,5 +51,5 @@ pub fn assemble(fitted: FittedRegion, forecast: RegionForecast) -> TrainedRegion
             (id, TrainedProfile { priority_reason: p.priority_reason, forecast, forecast_note })
         })
         .collect();
-    TrainedRegion { model, users, borrowed_global, silhouette, retired, user_profiles, profiles }
+    TrainedRegion { model, users, borrowed_global, silhouette, retired, quality, user_profiles, profiles }
 }

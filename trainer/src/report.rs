@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::forecast::engine::SeriesReport;
 use crate::model::TrainedRegion;
+use crate::profile::quality::RegionQuality;
 
 /// One training run's report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +28,9 @@ pub struct RegionReport {
     pub silhouette: f64,
     /// Profile ids that no longer exist.
     pub retired: Vec<u16>,
+    /// Label purity, cost spread, bots placed, stability; why this k.
+    #[serde(default)]
+    pub quality: RegionQuality,
     /// By profile id.
     pub profiles: BTreeMap<u16, ProfileReport>,
 }
@@ -68,6 +72,7 @@ impl TrainingReport {
                     borrowed_global: r.borrowed_global,
                     silhouette: r.silhouette,
                     retired: r.retired.iter().map(|id| id.0).collect(),
+                    quality: r.quality.clone(),
                     profiles,
                 };
                 (r.model.region.clone(), report)

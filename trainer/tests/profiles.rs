@@ -93,11 +93,32 @@ fn ids_stay_stable_when_the_same_population_drifts() {
     let by_label = |r: &prewarm_trainer::model::TrainedRegion, prefix: &str| {
         r.model.profiles.iter().find(|p| p.label.starts_with(prefix)).map(|p| p.id)
     };
-    for prefix in ["mobile · video", "desktop · api", "tablet", "bot"] {
+    for prefix in ["mobile · video", "desktop · api", "tablet", "automated"] {
         let before = by_label(&first[0], prefix).expect("before");
         assert_eq!(by_label(&second[0], prefix), Some(before), "{prefix} kept its id");
     }
     assert!(second[0].retired.is_empty());
+}
+
+#[test]
+fn retraining_a_day_later_groups_the_same_users_the_same_way() {
+    let kinds = synth::standard_kinds();
+    let rules = ClassificationRules::default();
+    let config = TrainerConfig::default();
+    let (events, users) = synth::generate(&kinds, "eu", 60, 40, 4, START, 15, 3);
+    let store = store_with(&events);
+    let day14 = UnixSeconds(START + 14 * 86_400);
+    let first = prewarm_trainer::train::train(&store, &config, &rules, &[], ModelVersion(1), day14).expect("trains");
+    let previous = vec![first[0].model.clone()];
+    let day15 = UnixSeconds(START + 15 * 86_400);
+    let second =
+        prewarm_trainer::train::train(&store, &config, &rules, &previous, ModelVersion(2), day15).expect("trains");
+    let stability = second[0].quality.stability.expect("measured against the previous model");
+    assert!(stability >= 0.9, "stability ARI {stability}");
+    assert_eq!(first[0].quality.stability, None, "nothing to compare the first training with");
+    let (truth, found) = truth_and_found(&users, &second[0]);
+    let ari = adjusted_rand_index(&truth, &found);
+    assert!(ari >= 0.9, "ARI against the true kinds {ari}");
 }
 
 #[test]
@@ -118,9 +139,10 @@ fn real_access_logs_import_and_train_into_labelled_costed_profiles() {
     assert!(region.model.k() >= 2);
     for p in &region.model.profiles {
         assert!(p.label.contains(" · "), "{}", p.label);
-        // Logs carry sizes but no timings: bytes are measured, CPU and memory estimated.
+        // Logs carry sizes but no timings: bytes are measured, CPU declared, memory estimated.
         assert_eq!(p.cost.bytes.source, CostSource::Measured);
-        assert_eq!(p.cost.cpu_ms.source, CostSource::Estimated);
+        assert_eq!(p.cost.cpu_ms.source, CostSource::Declared);
+        assert_eq!(p.cost.memory_mb_s.source, CostSource::Estimated);
     }
     let labels: std::collections::HashSet<&str> = region.model.profiles.iter().map(|p| p.label.as_str()).collect();
     assert_eq!(labels.len(), region.model.k(), "labels are unique");
@@ -170,9 +192,9 @@ fn priorities_come_from_operator_rules_then_value_then_bots_with_their_reasons()
     let (api, why) = find("desktop · api");
     assert_eq!(api, PriorityClass::Critical);
     assert!(why.starts_with("value "), "{why}");
-    let (bots, why) = find("bot");
+    let (bots, why) = find("automated");
     assert_eq!(bots, PriorityClass::BestEffort);
-    assert!(why.starts_with("mostly bots"), "{why}");
+    assert!(why.starts_with("automated clients"), "{why}");
     let (readers, why) = find("tablet");
     assert_eq!((readers, why.as_str()), (PriorityClass::Standard, "default"));
 

@@ -101,9 +101,13 @@ pub fn inspect(args: &InspectArgs, config: TrainerConfig) -> Result<()> {
         .and_then(|r| prewarm_trainer::report::TrainingReport::read(&config.models_dir(), r.model_version));
     let about = |region: &str, id: u16| report.as_ref().and_then(|r| r.profile(region, id)).cloned();
     let why = |region: &str, id: u16| about(region, id).map(|a| a.priority_reason);
+    let quality = |region: &str| report.as_ref().and_then(|r| r.regions.get(region)).map(|r| r.quality.clone());
     if json {
         let views = regions.iter().map(|r| {
             let mut view = r.to_json();
+            if let (Some(q), Some(object)) = (quality(&r.region), view.as_object_mut()) {
+                object.insert("quality".into(), serde_json::to_value(q).unwrap_or_default());
+            }
             if let Some(profiles) = view.get_mut("profiles").and_then(|p| p.as_array_mut()) {
                 for p in profiles {
                     let id = p["id"].as_u64().and_then(|id| u16::try_from(id).ok());
@@ -124,23 +128,35 @@ pub fn inspect(args: &InspectArgs, config: TrainerConfig) -> Result<()> {
     }
     for r in &regions {
         println!("region {} (model version {}, {} profiles)", r.region, r.model_version.0, r.k());
+        let q = quality(&r.region);
+        if let Some(q) = &q {
+            println!("  {}", q.k_reason);
+        }
         for p in &r.profiles {
             let peak = r.forecast.series.iter().find(|s| s.profile == p.id).and_then(|s| {
                 let i = (0..s.expected.len()).max_by(|&a, &b| s.expected[a].total_cmp(&s.expected[b]))?;
                 Some((r.forecast.start.0 + i as u64 * u64::from(r.forecast.step_secs), s.expected[i], s.upper[i]))
             });
             println!(
-                "  {:>3} {:<40} {:>5.1}% users  {:?}  cpu {:.1} ms ({:?})  mem {:.2} MB·s ({:?})  {:.0} B",
+                "  {:>3} {:<40} {:>5.1}% users  {:?}  {:?}  cpu {:.1} ms ({:?})  mem {:.2} MB·s ({:?})  {:.0} B ({:?})",
                 p.id.0,
                 p.label,
                 p.share_of_users * 100.0,
+                p.role,
                 p.priority,
-                p.cost.cpu_ms.median,
+                p.cost.cpu_ms.mean,
                 p.cost.cpu_ms.source,
-                p.cost.memory_mb_s.median,
+                p.cost.memory_mb_s.mean,
                 p.cost.memory_mb_s.source,
-                p.cost.bytes.median
+                p.cost.bytes.mean,
+                p.cost.bytes.source
             );
+            if let Some(x) = q.as_ref().and_then(|q| q.profiles.iter().find(|x| x.id == p.id.0)) {
+                println!(
+                    "      purity: device {:.2}, content {:.2} ({} users)",
+                    x.device_purity, x.content_purity, x.users
+                );
+            }
             println!(
                 "      priority {:?}: {}",
                 p.priority,
@@ -223,7 +239,17 @@ pub fn train(args: &TrainArgs, config: TrainerConfig, rules: ClassificationRules
     let mut ledger = prewarm_trainer::forecast::ledger::Ledger::default();
     let run = train_and_publish(&store, &config, &rules, &publisher, system_clock(), &mut ledger)?;
     if json {
-        let regions: Vec<_> = run.regions.iter().map(|r| r.model.to_json()).collect();
+        let regions: Vec<_> = run
+            .regions
+            .iter()
+            .map(|r| {
+                let mut model = r.model.to_json();
+                if let Some(m) = model.as_object_mut() {
+                    m.insert("quality".into(), serde_json::to_value(&r.quality)?);
+                }
+                Ok(model)
+            })
+            .collect::<Result<_>>()?;
         println!("{}", serde_json::json!({ "version": run.version.0, "published": run.published, "regions": regions }));
         return Ok(());
     }
@@ -260,9 +286,22 @@ pub fn train(args: &TrainArgs, config: TrainerConfig, rules: ClassificationRules
     }
     for r in &run.regions {
         let note = if r.borrowed_global { " (too few users: global profiles)" } else { "" };
+        let q = &r.quality;
+        let share = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.0} %", v * 100.0));
+        let ratio = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
         println!("region {}: {} users, silhouette {:.2}{note}", r.model.region, r.users, r.silhouette);
+        println!(
+            "  {}; bot requests in the automated profile {}; cost spread {}×; stability (ARI vs the previous model) {}",
+            q.k_reason,
+            share(q.bot_requests_in_automated),
+            ratio(q.cost_spread),
+            ratio(q.stability)
+        );
         for p in &r.model.profiles {
             let default = if p.id == r.model.default_profile { " [default for new users]" } else { "" };
+            let purity = q.profiles.iter().find(|x| x.id == p.id.0).map_or_else(String::new, |x| {
+                format!("  {} users, purity device {:.2} content {:.2}", x.users, x.device_purity, x.content_purity)
+            });
             let trained = r.profiles.get(&p.id);
             let why = trained.map_or("", |t| t.priority_reason.as_str());
             let mut gated = String::new();
@@ -273,13 +312,14 @@ pub fn train(args: &TrainArgs, config: TrainerConfig, rules: ClassificationRules
                 gated = format!("{gated}\n      forecast: {note}");
             }
             println!(
-                "  profile {:>3}  {:<36} {:>5.1}% of users  cpu {:.2} ms ({:?})  bytes {:.0}  {:?} ({why}){default}{gated}",
+                "  profile {:>3}  {:<36} {:>5.1}% of users  cpu {:.2} ms ({:?})  bytes {:.0} ({:?})  {:?} ({why}){default}{purity}{gated}",
                 p.id.0,
                 p.label,
                 p.share_of_users * 100.0,
-                p.cost.cpu_ms.median,
+                p.cost.cpu_ms.mean,
                 p.cost.cpu_ms.source,
-                p.cost.bytes.median,
+                p.cost.bytes.mean,
+                p.cost.bytes.source,
                 p.priority
             );
         }

@@ -1,7 +1,9 @@
 //! Apache/Nginx access logs in the common and combined formats.
 //!
 //! `IP ident user [10/Oct/2000:13:55:36 -0700] "GET /path HTTP/1.1" 200 2326 "referrer" "agent"`;
-//! the common format stops after the byte count. Parsing borrows from the line and never
+//! the common format stops after the byte count. A response time appended after the
+//! User-Agent (Apache `%D` microseconds, `%T`/`%{ms}T`, nginx `$request_time` seconds) is read
+//! too; [`ResponseTimeUnit`] says how to read it. Parsing borrows from the line and never
 //! allocates; a line that does not fit is an error with a reason, never a panic.
 
 use super::event::days_from_civil;
@@ -18,6 +20,37 @@ pub struct AccessLine<'a> {
     pub bytes: u64,
     pub referrer: Option<&'a str>,
     pub user_agent: Option<&'a str>,
+    /// The first field after the User-Agent, when it is a number: a response time in the
+    /// unit the log's format says ([`ResponseTimeUnit::millis`]).
+    pub response_time: Option<&'a str>,
+}
+
+/// How the response time appended to a log line is written (`response_time_unit` in the
+/// configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseTimeUnit {
+    /// An integer is Apache's `%D` (microseconds), a decimal nginx's `$request_time` (seconds).
+    #[default]
+    Auto,
+    Microseconds,
+    Milliseconds,
+    Seconds,
+}
+
+impl ResponseTimeUnit {
+    /// The response time in milliseconds, or `None` when the field is not a finite, non-negative
+    /// number.
+    pub fn millis(self, field: &str) -> Option<f32> {
+        let value: f64 = field.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+        let ms = match self {
+            ResponseTimeUnit::Auto if field.contains('.') => value * 1_000.0,
+            ResponseTimeUnit::Auto | ResponseTimeUnit::Microseconds => value / 1_000.0,
+            ResponseTimeUnit::Milliseconds => value,
+            ResponseTimeUnit::Seconds => value * 1_000.0,
+        };
+        Some(ms as f32)
+    }
 }
 
 /// Why a line was not understood.
@@ -111,11 +144,18 @@ pub fn parse(line: &str) -> Result<AccessLine<'_>, LineError> {
         None => return Err(LineError::BadBytes),
     };
     let rest = fields.next().unwrap_or("").trim_start();
-    let (referrer, user_agent) = match quoted(rest) {
-        Some((referrer, rest)) => (Some(referrer), quoted(rest.trim_start()).map(|(ua, _)| ua)),
-        None => (None, None),
+    let (referrer, user_agent, after) = match quoted(rest) {
+        Some((referrer, rest)) => match quoted(rest.trim_start()) {
+            Some((ua, after)) => (Some(referrer), Some(ua), after),
+            None => (Some(referrer), None, ""),
+        },
+        None => (None, None, ""),
     };
-    Ok(AccessLine { client, time, method, path, status, bytes, referrer, user_agent })
+    let response_time = after
+        .split_ascii_whitespace()
+        .next()
+        .filter(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+    Ok(AccessLine { client, time, method, path, status, bytes, referrer, user_agent, response_time })
 }
 
 #[cfg(test)]
@@ -139,6 +179,24 @@ mod tests {
         assert_eq!(p.time, 971_211_336);
         assert_eq!(p.bytes, 0);
         assert_eq!(p.user_agent, None);
+    }
+
+    #[test]
+    fn appended_response_times_in_their_units() {
+        let base = r#"1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 512 "-" "Mozilla/5.0""#;
+        let micros = format!("{base} 23456");
+        let p = parse(&micros).expect("parses");
+        assert_eq!(p.response_time, Some("23456"));
+        assert_eq!(ResponseTimeUnit::Auto.millis("23456"), Some(23.456));
+        // nginx $request_time: seconds with a decimal point.
+        let nginx = format!("{base} 0.120 \"upstream\"");
+        assert_eq!(parse(&nginx).expect("parses").response_time, Some("0.120"));
+        assert_eq!(ResponseTimeUnit::Auto.millis("0.120"), Some(120.0));
+        assert_eq!(ResponseTimeUnit::Seconds.millis("2"), Some(2_000.0));
+        assert_eq!(ResponseTimeUnit::Milliseconds.millis("15"), Some(15.0));
+        assert_eq!(parse(base).expect("parses").response_time, None);
+        assert_eq!(parse(&format!("{base} -")).expect("parses").response_time, None);
+        assert_eq!(ResponseTimeUnit::Auto.millis("1.2.3"), None);
     }
 
     #[test]

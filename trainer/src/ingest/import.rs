@@ -102,7 +102,7 @@ pub fn event_from_log(
         device,
         status: line.status,
         bytes: line.bytes,
-        duration_ms: 0.0,
+        duration_ms: line.response_time.and_then(|t| config.response_time_unit.millis(t)).unwrap_or(0.0),
         rtt_ms: None,
         utc_offset_minutes: Some(config.utc_offset_of(region)),
         cpu_ms: None,

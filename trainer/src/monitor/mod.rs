@@ -253,6 +253,8 @@ pub struct Gauges {
     pub demand_now: Vec<(String, f64, f64, f64)>,
     /// The published version's held-out forecast skill per region × profile.
     pub forecast_skill: Vec<SkillRow>,
+    /// The published version's profile quality per region.
+    pub profile_quality: Vec<(String, crate::profile::quality::RegionQuality)>,
     /// Prewarm signals the plan still covers (each fades over `nowcast_decay_secs`).
     pub signals_in_effect: usize,
 }
@@ -411,6 +413,42 @@ pub fn render(monitor: &Monitor, g: &Gauges) -> String {
                 .collect(),
         );
     }
+    let per_region = |pick: fn(&crate::profile::quality::RegionQuality) -> Option<f64>| -> Vec<(String, f64)> {
+        g.profile_quality.iter().filter_map(|(r, q)| Some((format!("{{region=\"{}\"}}", label(r)), pick(q)?))).collect()
+    };
+    metric(
+        "prewarm_profile_stability",
+        "gauge",
+        "Adjusted Rand index between the previous and the current model's grouping of the visitors trained on.",
+        per_region(|q| q.stability),
+    );
+    metric(
+        "prewarm_profile_bot_capture",
+        "gauge",
+        "Share of automation User-Agent requests that fall in the region's automated profile.",
+        per_region(|q| q.bot_requests_in_automated),
+    );
+    metric(
+        "prewarm_profile_cost_spread",
+        "gauge",
+        "Highest over lowest mean CPU per request among the clustered profiles.",
+        per_region(|q| q.cost_spread),
+    );
+    metric(
+        "prewarm_profile_purity",
+        "gauge",
+        "Share of a profile's visitors whose own dominant class is the one its label names, by class kind.",
+        g.profile_quality
+            .iter()
+            .flat_map(|(r, q)| {
+                q.profiles.iter().flat_map(move |p| {
+                    let labels =
+                        |kind: &str| format!("{{region=\"{}\",profile=\"{}\",class=\"{kind}\"}}", label(r), p.id);
+                    [(labels("device"), p.device_purity), (labels("content"), p.content_purity)]
+                })
+            })
+            .collect(),
+    );
     let firing = monitor.firing();
     metric(
         "prewarm_alerts_firing",

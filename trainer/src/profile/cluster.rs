@@ -8,7 +8,7 @@ use ndarray::{Array1, Array2, ArrayView1, Axis};
 use rand_xoshiro::Xoshiro256Plus;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 
-use crate::config::{ClusterMethod, ProfileConfig};
+use super::config::{ClusterMethod, ProfileConfig};
 
 /// A partition of the data.
 #[derive(Debug, Clone)]
@@ -19,6 +19,31 @@ pub struct Clustering {
     pub inertia: f64,
     /// The silhouette of this partition on the sample (None when not computed).
     pub silhouette: Option<f64>,
+    /// Every candidate k tried and its silhouette (empty when k was not chosen).
+    pub candidates: Vec<(usize, f64)>,
+}
+
+impl Clustering {
+    /// Why this k: the candidates' silhouettes and the rule that picked it.
+    pub fn k_reason(&self, tolerance: f64) -> String {
+        let k = self.centroids.nrows();
+        let Some((best_k, best)) = self.candidates.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)) else {
+            return format!("k = {k}: the only candidate");
+        };
+        let mine = self.silhouette.unwrap_or(0.0);
+        if best_k == k {
+            format!("k = {k}: best silhouette {mine:.2} over k = {}..={}", self.k_range().0, self.k_range().1)
+        } else {
+            format!(
+                "k = {k}: silhouette {mine:.2}, the smallest k within {tolerance} of the best ({best:.2} at k = {best_k})"
+            )
+        }
+    }
+
+    fn k_range(&self) -> (usize, usize) {
+        let ks = self.candidates.iter().map(|c| c.0);
+        (ks.clone().min().unwrap_or(0), ks.max().unwrap_or(0))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +206,7 @@ pub fn kmeans(data: &Array2<f64>, k: usize, config: &ProfileConfig, seed: u64) -
         best_of_runs(data, k, config, seed)?
     };
     let (labels, inertia) = assign(data, &centroids);
-    Ok(Clustering { centroids, labels, inertia, silhouette: None })
+    Ok(Clustering { centroids, labels, inertia, silhouette: None, candidates: Vec::new() })
 }
 
 /// The pairwise distances of a deterministic sample of at most `sample` points: computed
@@ -285,7 +310,9 @@ fn ward_merge(micro: &Clustering, k: usize) -> Array2<f64> {
     out
 }
 
-/// Clusters at each k in the configured range and keeps the best silhouette.
+/// Clusters at each k in the configured range and keeps the smallest k whose silhouette is
+/// within `k_tolerance` of the best: near-equal silhouettes differ by the sample's noise, and a
+/// split that buys no separation only divides the demand each forecast sees.
 pub fn choose_k(data: &Array2<f64>, config: &ProfileConfig) -> Result<Clustering, ClusterError> {
     let k_max = config.k_max.min(data.nrows().saturating_sub(1)).max(1);
     let k_min = config.k_min.min(k_max);
@@ -293,14 +320,14 @@ pub fn choose_k(data: &Array2<f64>, config: &ProfileConfig) -> Result<Clustering
         ClusterMethod::Hierarchical => Some(kmeans(data, (4 * k_max).min(data.nrows()), config, config.seed)?),
         ClusterMethod::Kmeans => None,
     };
-    let mut best: Option<Clustering> = None;
     let distances = (k_max > 1).then(|| SampleDistances::new(data, config.silhouette_sample));
+    let mut tried = Vec::new();
     for k in k_min..=k_max {
         let mut candidate = match &micro {
             Some(micro) => {
                 let centroids = ward_merge(micro, k);
                 let (labels, inertia) = assign(data, &centroids);
-                Clustering { centroids, labels, inertia, silhouette: None }
+                Clustering { centroids, labels, inertia, silhouette: None, candidates: Vec::new() }
             }
             None => kmeans(data, k, config, config.seed + k as u64)?,
         };
@@ -309,11 +336,16 @@ pub fn choose_k(data: &Array2<f64>, config: &ProfileConfig) -> Result<Clustering
             _ => 0.0,
         };
         candidate.silhouette = Some(score);
-        if best.as_ref().is_none_or(|b| score > b.silhouette.unwrap_or(f64::NEG_INFINITY)) {
-            best = Some(candidate);
-        }
+        tried.push(candidate);
     }
-    best.ok_or(ClusterError::TooFewPoints { points: data.nrows(), k: k_min })
+    let candidates: Vec<(usize, f64)> =
+        tried.iter().map(|c| (c.centroids.nrows(), c.silhouette.unwrap_or(0.0))).collect();
+    let best = candidates.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
+    let chosen = tried
+        .into_iter()
+        .find(|c| c.silhouette.unwrap_or(0.0) >= best - config.k_tolerance)
+        .ok_or(ClusterError::TooFewPoints { points: data.nrows(), k: k_min })?;
+    Ok(Clustering { candidates, ..chosen })
 }
 
 #[cfg(test)]
@@ -404,6 +436,7 @@ mod tests {
             let c = choose_k(&data, &config).expect("clusters");
             assert_eq!(c.centroids.nrows(), true_k);
             assert!(agreement(&c.labels, &truth));
+            assert!(c.k_reason(config.k_tolerance).starts_with(&format!("k = {true_k}: ")), "{}", c.k_reason(0.02));
         }
     }
 

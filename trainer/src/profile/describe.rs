@@ -6,27 +6,52 @@ use prewarm_shared::features::{FeatureVector, index};
 use crate::config::CostConfig;
 use crate::ingest::event::Event;
 
-/// "mobile · video · evening": dominant device, dominant content and time of day, from a
-/// centroid in raw feature units.
-pub fn label(raw: &FeatureVector) -> String {
-    let mobile = raw[index::DEVICE_MOBILE];
-    let tablet = raw[index::DEVICE_TABLET];
-    let bot = raw[index::DEVICE_BOT];
-    let desktop = (1.0 - mobile - tablet - bot).max(0.0);
-    let device = [("desktop", desktop), ("mobile", mobile), ("tablet", tablet), ("bot", bot)]
-        .into_iter()
-        .fold(("desktop", f32::MIN), |a, b| if b.1 > a.1 { b } else { a })
-        .0;
-    let video = raw[index::CONTENT_VIDEO];
-    let text = raw[index::CONTENT_TEXT];
-    let interactive = raw[index::CONTENT_INTERACTIVE];
-    let api = raw[index::CONTENT_API];
+/// A class is named only when it holds at least this share; below, the label says "mixed".
+pub const DOMINANT_SHARE: f32 = 0.5;
+
+/// The class with the largest share, or "mixed" when none reaches [`DOMINANT_SHARE`].
+fn dominant(shares: &[(&'static str, f32)], mixed: &'static str) -> &'static str {
+    shares
+        .iter()
+        .copied()
+        .fold(None::<(&str, f32)>, |best, s| if best.is_none_or(|b| s.1 > b.1) { Some(s) } else { best })
+        .filter(|(_, share)| *share >= DOMINANT_SHARE)
+        .map_or(mixed, |(name, _)| name)
+}
+
+/// Device shares including the implicit desktop (= 1 − the others).
+pub fn device_shares(raw: &FeatureVector) -> [(&'static str, f32); 4] {
+    let (mobile, tablet, bot) = (raw[index::DEVICE_MOBILE], raw[index::DEVICE_TABLET], raw[index::DEVICE_BOT]);
+    [("desktop", (1.0 - mobile - tablet - bot).max(0.0)), ("mobile", mobile), ("tablet", tablet), ("bot", bot)]
+}
+
+/// Content shares including the implicit static (= 1 − the others).
+pub fn content_shares(raw: &FeatureVector) -> [(&'static str, f32); 5] {
+    let (video, text) = (raw[index::CONTENT_VIDEO], raw[index::CONTENT_TEXT]);
+    let (interactive, api) = (raw[index::CONTENT_INTERACTIVE], raw[index::CONTENT_API]);
     let static_share = (1.0 - video - text - interactive - api).max(0.0);
-    let content =
-        [("video", video), ("text", text), ("interactive", interactive), ("api", api), ("static", static_share)]
-            .into_iter()
-            .fold(("text", f32::MIN), |a, b| if b.1 > a.1 { b } else { a })
-            .0;
+    [("video", video), ("text", text), ("interactive", interactive), ("api", api), ("static", static_share)]
+}
+
+/// The dominant device class of a feature vector, or "mixed".
+pub fn device_class(raw: &FeatureVector) -> &'static str {
+    dominant(&device_shares(raw), "mixed devices")
+}
+
+/// The dominant content class of a feature vector, or "mixed".
+pub fn content_class(raw: &FeatureVector) -> &'static str {
+    dominant(&content_shares(raw), "mixed content")
+}
+
+/// "mobile · video · evening": dominant device, dominant content and time of day, from a
+/// centroid in raw feature units; a part with no class holding half the share says "mixed".
+pub fn label(raw: &FeatureVector) -> String {
+    format!("{} · {}", device_class(raw), content_and_time(raw))
+}
+
+/// "video · evening": the label without the device.
+pub fn content_and_time(raw: &FeatureVector) -> String {
+    let content = content_class(raw);
     let (s, c) = (raw[index::HOUR_SIN], raw[index::HOUR_COS]);
     let when = if (s * s + c * c).sqrt() < 0.25 {
         "all day"
@@ -44,7 +69,7 @@ pub fn label(raw: &FeatureVector) -> String {
     let (ws, wc) = (raw[index::WEEKDAY_SIN], raw[index::WEEKDAY_COS]);
     let weekday = (ws.atan2(wc).rem_euclid(std::f32::consts::TAU) / std::f32::consts::TAU) * 7.0;
     let when = if (ws * ws + wc * wc).sqrt() >= 0.45 && (4.5..6.6).contains(&weekday) { "weekend" } else { when };
-    format!("{device} · {content} · {when}")
+    format!("{content} · {when}")
 }
 
 /// Profiles that share a label get the trait that tells them apart: how many requests their
@@ -74,31 +99,28 @@ fn figure(mut values: Vec<f32>, source: CostSource) -> CostFigure {
     CostFigure { mean: mean as f32, median: quantile(&values, 0.5), p90: quantile(&values, 0.9), source }
 }
 
-/// Cost per request of one profile's events: measured where every event carries the field,
-/// otherwise estimated from durations and sizes with the configured proxies.
+/// The source most of the figures came from (ties go to the weaker one).
+fn majority(sources: &[CostSource]) -> CostSource {
+    let count = |s: CostSource| sources.iter().filter(|x| **x == s).count();
+    [CostSource::Declared, CostSource::Estimated, CostSource::Measured]
+        .into_iter()
+        .max_by_key(|s| count(*s))
+        .unwrap_or(CostSource::Declared)
+}
+
+/// Cost per request of one profile's events, never zero: measured where events carry it,
+/// else estimated from response times and sizes with the configured proxies, else the declared
+/// per-content defaults. Each figure says which source most of its requests came from.
 pub fn costs<'a>(events: impl Iterator<Item = &'a Event> + Clone, proxy: &CostConfig) -> ResourceCost {
-    let all_cpu = events.clone().all(|e| e.cpu_ms.is_some());
-    let all_mem = events.clone().all(|e| e.memory_mb_s.is_some());
-    let cpu = events
-        .clone()
-        .map(|e| if all_cpu { e.cpu_ms.unwrap_or(0.0) } else { e.duration_ms * proxy.cpu_ms_per_duration_ms })
-        .collect();
-    let memory = events
-        .clone()
-        .map(|e| {
-            if all_mem {
-                e.memory_mb_s.unwrap_or(0.0)
-            } else {
-                proxy.memory_mb_s_per_request + e.bytes as f32 / 1024.0 * proxy.memory_mb_s_per_kb
-            }
-        })
-        .collect();
-    let bytes = events.map(|e| e.bytes as f32).collect();
-    let source = |measured| if measured { CostSource::Measured } else { CostSource::Estimated };
+    let (cpu, cpu_sources): (Vec<f32>, Vec<CostSource>) = events.clone().map(|e| proxy.cpu_ms(e)).unzip();
+    let (memory, memory_sources): (Vec<f32>, Vec<CostSource>) = events.clone().map(|e| proxy.memory_mb_s(e)).unzip();
+    // A log that records no sizes (`-` everywhere) says nothing about bytes: declare them.
+    let sized = events.clone().any(|e| e.bytes > 0);
+    let bytes = events.map(|e| if sized { e.bytes as f32 } else { proxy.default.of(e.class.content).bytes }).collect();
     ResourceCost {
-        cpu_ms: figure(cpu, source(all_cpu)),
-        memory_mb_s: figure(memory, source(all_mem)),
-        bytes: figure(bytes, CostSource::Measured),
+        cpu_ms: figure(cpu, majority(&cpu_sources)),
+        memory_mb_s: figure(memory, majority(&memory_sources)),
+        bytes: figure(bytes, if sized { CostSource::Measured } else { CostSource::Declared }),
     }
 }
 
@@ -114,5 +136,23 @@ mod tests {
         assert_eq!(labels[1], "desktop · api · office hours");
         assert!(labels[2].ends_with(" · text · weekend"), "{}", labels[2]);
         assert!(labels[3].starts_with("bot · text"));
+    }
+
+    #[test]
+    fn no_dominant_class_is_mixed_and_desktop_is_never_claimed_for_bots() {
+        let mut raw = fixtures::profiles()[0].0;
+        raw[index::DEVICE_MOBILE] = 0.3;
+        raw[index::DEVICE_TABLET] = 0.0;
+        raw[index::DEVICE_BOT] = 0.3;
+        // desktop 0.4, mobile 0.3, bot 0.3: nothing holds half.
+        assert!(label(&raw).starts_with("mixed devices · "), "{}", label(&raw));
+        raw[index::DEVICE_BOT] = 0.66;
+        raw[index::DEVICE_MOBILE] = 0.0;
+        assert!(label(&raw).starts_with("bot · "), "{}", label(&raw));
+        raw[index::CONTENT_VIDEO] = 0.3;
+        raw[index::CONTENT_TEXT] = 0.3;
+        raw[index::CONTENT_INTERACTIVE] = 0.0;
+        raw[index::CONTENT_API] = 0.0;
+        assert_eq!(content_class(&raw), "mixed content");
     }
 }

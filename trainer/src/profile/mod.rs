@@ -1,35 +1,40 @@
-//! The profile stage: behaviour profiles per region from the events before `now` — feature
-//! vectors, standardised, clustered, matched to the previous model's ids, labelled, costed and
-//! prioritised. The result is one [`FittedRegion`] per region: its model without a forecast
-//! (the forecast stage fills it) and the request times of each profile.
+//! The profile stage: behaviour profiles per region from the events before `now`. Visitors
+//! are first sorted by rule — automated clients (User-Agent or behaviour) to the region's
+//! automated profile, visitors with fewer than `min_requests` to its new-visitor (default)
+//! profile — and only the rest are clustered, in a robustly scaled space where each kind of
+//! behaviour carries a comparable weight. Clusters are matched to the previous model's ids,
+//! labelled, costed, prioritised and judged ([`quality`]). The result is one [`FittedRegion`]
+//! per region: its model without a forecast (the forecast stage fills it) and the request
+//! times of each profile.
 
+pub mod automation;
 pub mod cluster;
+pub mod config;
 pub mod describe;
 pub mod evaluate;
 pub mod features;
 pub mod priority;
+pub mod quality;
+pub mod scale;
 pub mod stable_ids;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use ndarray::Array2;
 use prewarm_shared::ProfileId;
 use prewarm_shared::artifact::{
-    AssignmentParams, ForecastTable, ModelVersion, Normalisation, PriorityClass, ProfileMeta, RegionModel,
+    AssignmentParams, ForecastTable, ModelVersion, Normalisation, PriorityClass, ProfileMeta, ProfileRole, RegionModel,
 };
-use prewarm_shared::assign::assign_profile;
-use prewarm_shared::classify::ClassificationRules;
-use prewarm_shared::features::{FEATURE_DIM, FeatureSchema, FeatureVector, UnixSeconds, index};
+use prewarm_shared::assign::{assign_profile, is_automated};
+use prewarm_shared::classify::{ClassificationRules, Device};
+use prewarm_shared::features::{FEATURE_DIM, FeatureSchema, FeatureVector, UnixSeconds};
 
 use self::cluster::{ClusterError, Clustering};
 use self::features::{UserFeatures, event_owner, user_features};
+use self::quality::RegionQuality;
+use self::scale::Scaler;
 use crate::config::TrainerConfig;
 use crate::ingest::event::Event;
 use crate::store::StoreError;
-
-/// The smallest standard deviation used to standardise a feature: a feature (nearly) constant
-/// in the training data must not turn tiny differences into huge distances.
-const MIN_SCALE: f64 = 0.05;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -53,6 +58,8 @@ pub struct FittedRegion {
     pub borrowed_global: bool,
     pub silhouette: f64,
     pub retired: Vec<ProfileId>,
+    /// Label purity, cost spread, bots placed, stability; why this k.
+    pub quality: RegionQuality,
     /// Each training user's profile (for evaluation and the replay).
     pub user_profiles: Vec<(prewarm_shared::signals::UserHash, ProfileId)>,
     /// Per profile: why its priority, and its users' request times (the demand it forecasts).
@@ -67,54 +74,65 @@ pub struct FittedProfile {
     pub request_times: Vec<u64>,
 }
 
-/// Standardisation parameters of a data set.
-struct Scaler {
-    mean: Vec<f64>,
-    scale: Vec<f64>,
-}
-
-impl Scaler {
-    fn fit(rows: &[&UserFeatures]) -> Self {
-        let n = rows.len().max(1) as f64;
-        let mut mean = vec![0.0; FEATURE_DIM];
-        for r in rows {
-            for (m, x) in mean.iter_mut().zip(&r.features) {
-                *m += f64::from(*x) / n;
-            }
-        }
-        let mut var = [0.0; FEATURE_DIM];
-        for r in rows {
-            for ((v, x), m) in var.iter_mut().zip(&r.features).zip(&mean) {
-                *v += (f64::from(*x) - m).powi(2) / n;
-            }
-        }
-        Self { mean, scale: var.iter().map(|v| v.sqrt().max(MIN_SCALE)).collect() }
-    }
-
-    fn matrix(&self, rows: &[&UserFeatures]) -> Array2<f64> {
-        Array2::from_shape_fn((rows.len(), FEATURE_DIM), |(i, j)| {
-            (f64::from(rows[i].features[j]) - self.mean[j]) / self.scale[j]
-        })
-    }
-
-    fn raw(&self, standardised: ndarray::ArrayView1<'_, f64>) -> FeatureVector {
-        let mut out = [0.0f32; FEATURE_DIM];
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = (standardised[j] * self.scale[j] + self.mean[j]) as f32;
-        }
-        out
-    }
+/// How a visitor is profiled: by rule, or by clustering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sorted {
+    Automated,
+    New,
+    Clustered,
 }
 
 /// What every region's fit shares.
 struct FitInputs<'a> {
     users: &'a [UserFeatures],
+    sorted: &'a [Sorted],
     events: &'a [Event],
     owners: &'a [usize],
     config: &'a TrainerConfig,
     rules: &'a ClassificationRules,
     version: ModelVersion,
     now: UnixSeconds,
+}
+
+/// A clustering and the space it was made in.
+struct Fit {
+    scaler: Scaler,
+    clustering: Option<Clustering>,
+}
+
+/// Sorts each visitor by rule: automated (the shared User-Agent rule, then behaviour), new
+/// (fewer than `min_requests` requests), or to be clustered.
+fn sort_visitors(users: &[UserFeatures], events: &[Event], owners: &[usize], config: &TrainerConfig) -> Vec<Sorted> {
+    let mut of_user: Vec<Vec<&Event>> = vec![Vec::new(); users.len()];
+    for (e, &owner) in events.iter().zip(owners) {
+        of_user[owner].push(e);
+    }
+    users
+        .iter()
+        .zip(&of_user)
+        .map(|(u, own)| {
+            if is_automated(&u.features) || automation::by_behaviour(own, &config.profiles.automation) {
+                Sorted::Automated
+            } else if u.events < usize::from(config.profiles.min_requests) {
+                Sorted::New
+            } else {
+                Sorted::Clustered
+            }
+        })
+        .collect()
+}
+
+/// Scales and clusters `indices` (users to cluster). Rows are put in the order of their
+/// features, not of their hashes, so a different salt cannot change the result.
+fn fit_space(users: &[UserFeatures], indices: &[usize], config: &TrainerConfig) -> Result<Fit, ProfileError> {
+    let mut rows: Vec<&FeatureVector> = indices.iter().map(|&i| &users[i].features).collect();
+    rows.sort_by(|a, b| {
+        a.iter().zip(b.iter()).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let scaler = Scaler::fit(&rows, &config.profiles.weights);
+    let clustering =
+        if rows.is_empty() { None } else { Some(cluster::choose_k(&scaler.matrix(&rows), &config.profiles)?) };
+    Ok(Fit { scaler, clustering })
 }
 
 /// The profile stage: profiles for every region in `events` (every event before `now`, ordered
@@ -140,112 +158,159 @@ pub fn fit(
     }
     let users = user_features(events, |region| config.utc_offset_of(region));
     let owners = event_owner(events, &users);
-    let inputs = FitInputs { users: &users, events, owners: &owners, config, rules, version, now };
+    let sorted = sort_visitors(&users, events, &owners, config);
+    let inputs = FitInputs { users: &users, sorted: &sorted, events, owners: &owners, config, rules, version, now };
     let mut by_region: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, u) in users.iter().enumerate() {
         by_region.entry(&u.region).or_default().push(i);
     }
+    let clustered = |members: &[usize]| -> Vec<usize> {
+        members.iter().copied().filter(|&i| sorted[i] == Sorted::Clustered).collect()
+    };
     let all: Vec<usize> = (0..users.len()).collect();
-    let mut global: Option<(Scaler, Clustering)> = None;
+    let mut global: Option<Fit> = None;
     let mut out = Vec::new();
     for (region, members) in &by_region {
-        let borrowed = members.len() < config.profiles.min_users_per_region;
-        let fit = |indices: &[usize]| -> Result<(Scaler, Clustering), ProfileError> {
-            let rows: Vec<&UserFeatures> = indices.iter().map(|&i| &users[i]).collect();
-            let scaler = Scaler::fit(&rows);
-            let clustering = cluster::choose_k(&scaler.matrix(&rows), &config.profiles)?;
-            Ok((scaler, clustering))
-        };
+        let to_cluster = clustered(members);
+        let borrowed = to_cluster.len() < config.profiles.min_users_per_region;
         let owned;
-        let (scaler, clustering) = if borrowed {
+        let fit = if borrowed {
             if global.is_none() {
-                global = Some(fit(&all)?);
+                global = Some(fit_space(&users, &clustered(&all), config)?);
             }
             let Some(g) = global.as_ref() else { unreachable!() };
-            (&g.0, &g.1)
+            g
         } else {
-            owned = fit(members)?;
-            (&owned.0, &owned.1)
+            owned = fit_space(&users, &to_cluster, config)?;
+            &owned
         };
         let previous_region = previous.iter().find(|m| m.region == *region);
-        out.push(build_region(&inputs, region, members, scaler, clustering, previous_region, borrowed));
+        out.push(build_region(&inputs, region, members, fit, previous_region, borrowed));
     }
     Ok(out)
+}
+
+/// The mean of some raw feature vectors.
+fn mean_of(rows: &[&FeatureVector]) -> FeatureVector {
+    let mut out = [0.0f32; FEATURE_DIM];
+    for r in rows {
+        for (o, x) in out.iter_mut().zip(r.iter()) {
+            *o += x / rows.len().max(1) as f32;
+        }
+    }
+    out
+}
+
+/// Ids for this training's profiles: clustered ones matched to the previous clustered
+/// centroids (in this training's units), role profiles keeping their role's previous id.
+fn profile_ids(
+    clustered: &[FeatureVector],
+    roles: &[ProfileRole],
+    previous: Option<&RegionModel>,
+    scaler: &Scaler,
+    max_match_distance: f32,
+) -> (Vec<ProfileId>, Vec<ProfileId>) {
+    let old: Vec<(ProfileId, ProfileRole, FeatureVector)> = previous
+        .map(|p| p.profiles.iter().enumerate().filter_map(|(i, m)| Some((m.id, m.role, p.raw_centroid(i)?))).collect())
+        .unwrap_or_default();
+    let (old_ids, old_raw): (Vec<ProfileId>, Vec<FeatureVector>) =
+        old.iter().filter(|o| o.1 == ProfileRole::Clustered).map(|o| (o.0, o.2)).unzip();
+    let mut next_id = old.iter().map(|o| o.0.0).max().map_or(1, |m| m.saturating_add(1));
+    let distance = |i: usize, j: usize| -> f64 {
+        (0..FEATURE_DIM)
+            .map(|f| ((f64::from(clustered[i][f]) - f64::from(old_raw[j][f])) / scaler.scale[f]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let matched = stable_ids::assign_ids(clustered.len(), &old_ids, distance, f64::from(max_match_distance), next_id);
+    next_id = matched.ids.iter().map(|id| id.0.saturating_add(1)).max().unwrap_or(next_id).max(next_id);
+    let mut ids = matched.ids;
+    let mut retired = matched.retired;
+    for role in roles {
+        let id = old.iter().find(|o| o.1 == *role).map(|o| o.0).unwrap_or_else(|| {
+            let id = ProfileId(next_id);
+            next_id = next_id.saturating_add(1);
+            id
+        });
+        ids.push(id);
+    }
+    retired.extend(old.iter().filter(|o| o.1 != ProfileRole::Clustered && !roles.contains(&o.1)).map(|o| o.0));
+    (ids, retired)
 }
 
 fn build_region(
     inputs: &FitInputs<'_>,
     region: &str,
     members: &[usize],
-    scaler: &Scaler,
-    clustering: &Clustering,
+    fit: &Fit,
     previous: Option<&RegionModel>,
     borrowed: bool,
 ) -> FittedRegion {
-    let FitInputs { users, events, owners, config, rules, version, now } = *inputs;
-    let k = clustering.centroids.nrows();
-    let raw: Vec<FeatureVector> = clustering.centroids.rows().into_iter().map(|c| scaler.raw(c)).collect();
-    // Stable ids: compare with the previous centroids in this training's standard units.
-    let (old_ids, old_raw): (Vec<ProfileId>, Vec<FeatureVector>) = previous
-        .map(|p| {
-            p.profiles
-                .iter()
-                .enumerate()
-                .filter_map(|(i, meta)| {
-                    let z = p.centroid(i)?;
-                    let mut raw = [0.0f32; FEATURE_DIM];
-                    for j in 0..FEATURE_DIM {
-                        raw[j] = z[j] * p.normalisation.scale[j] + p.normalisation.mean[j];
-                    }
-                    Some((meta.id, raw))
-                })
-                .unzip()
-        })
-        .unwrap_or_default();
-    let next_id = old_ids.iter().map(|id| id.0).max().map_or(1, |m| m.saturating_add(1));
-    let distance = |i: usize, j: usize| -> f64 {
-        (0..FEATURE_DIM)
-            .map(|f| ((f64::from(raw[i][f]) - f64::from(old_raw[j][f])) / scaler.scale[f]).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    };
-    let ids = stable_ids::assign_ids(k, &old_ids, distance, f64::from(config.profiles.max_match_distance), next_id);
+    let FitInputs { users, sorted, events, owners, config, rules, version, now } = *inputs;
+    let scaler = &fit.scaler;
+    // Rows: the clustered profiles, then new visitors, then automated clients (if any).
+    let k = fit.clustering.as_ref().map_or(0, |c| c.centroids.nrows());
+    let mut raw: Vec<FeatureVector> =
+        fit.clustering.iter().flat_map(|c| c.centroids.rows().into_iter().map(|r| scaler.raw(r))).collect();
+    let mut roles: Vec<ProfileRole> = vec![ProfileRole::Clustered; k];
+    let clustered_members: Vec<usize> = members.iter().copied().filter(|&i| sorted[i] == Sorted::Clustered).collect();
+    let mut row_of_user: HashMap<usize, usize> = HashMap::new();
+    if let Some(clustering) = &fit.clustering {
+        let rows: Vec<&FeatureVector> = clustered_members.iter().map(|&i| &users[i].features).collect();
+        let (labels, _) = cluster::assign(&scaler.matrix(&rows), &clustering.centroids);
+        row_of_user.extend(clustered_members.iter().copied().zip(labels));
+    }
+    for (role, kind) in [(ProfileRole::NewVisitors, Sorted::New), (ProfileRole::Automated, Sorted::Automated)] {
+        let of_role: Vec<usize> = members.iter().copied().filter(|&i| sorted[i] == kind).collect();
+        if of_role.is_empty() {
+            continue;
+        }
+        let rows: Vec<&FeatureVector> = of_role.iter().map(|&i| &users[i].features).collect();
+        raw.push(mean_of(&rows));
+        roles.push(role);
+        row_of_user.extend(of_role.into_iter().map(|i| (i, raw.len() - 1)));
+    }
+    let n_rows = raw.len();
+    let role_rows: Vec<ProfileRole> = roles[k..].to_vec();
+    let (ids, retired) = profile_ids(&raw[..k], &role_rows, previous, scaler, config.profiles.max_match_distance);
 
-    // Region members and their clusters (a borrowed clustering labels all users; re-assign).
-    let member_rows: Vec<&UserFeatures> = members.iter().map(|&i| &users[i]).collect();
-    let (labels, _) = cluster::assign(&scaler.matrix(&member_rows), &clustering.centroids);
-    let mut counts = vec![0usize; k];
-    labels.iter().for_each(|&l| counts[l] += 1);
-    let profile_of_user: std::collections::HashMap<usize, usize> =
-        members.iter().zip(&labels).map(|(&u, &l)| (u, l)).collect();
-
+    let mut counts = vec![0usize; n_rows];
+    row_of_user.values().for_each(|&r| counts[r] += 1);
     // Each profile's events, gathered once for costs, priorities and the demand series.
-    let mut of_profile: Vec<Vec<&Event>> = vec![Vec::new(); k];
+    let mut of_profile: Vec<Vec<&Event>> = vec![Vec::new(); n_rows];
     for (event, owner) in events.iter().zip(owners) {
-        if let Some(&c) = profile_of_user.get(owner) {
-            of_profile[c].push(event);
+        if let Some(&r) = row_of_user.get(owner) {
+            of_profile[r].push(event);
         }
     }
-    let mut profiles: Vec<ProfileMeta> = (0..k)
-        .map(|c| ProfileMeta {
-            id: ids.ids[c],
-            label: describe::label(&raw[c]),
+    let mut profiles: Vec<ProfileMeta> = (0..n_rows)
+        .map(|r| ProfileMeta {
+            id: ids[r],
+            label: match roles[r] {
+                ProfileRole::Clustered => describe::label(&raw[r]),
+                ProfileRole::NewVisitors => format!("new visitors · {}", describe::label(&raw[r])),
+                ProfileRole::Automated => format!("automated · {}", describe::content_and_time(&raw[r])),
+            },
             // Decided below, once labels are final.
             priority: PriorityClass::Standard,
-            share_of_users: counts[c] as f32 / members.len().max(1) as f32,
-            cost: describe::costs(of_profile[c].iter().copied(), &config.costs),
+            share_of_users: counts[r] as f32 / members.len().max(1) as f32,
+            cost: describe::costs(of_profile[r].iter().copied(), &config.costs),
+            role: roles[r],
         })
         .collect();
-    describe::disambiguate(&mut profiles, &raw);
+    describe::disambiguate(&mut profiles[..k], &raw[..k]);
     let mut fitted_profiles = BTreeMap::new();
-    for (c, meta) in profiles.iter_mut().enumerate() {
-        let facts = priority::facts(&meta.label, of_profile[c].iter().copied(), rules, raw[c][index::DEVICE_BOT]);
+    for (r, meta) in profiles.iter_mut().enumerate() {
+        let bot_share = raw[r][prewarm_shared::features::index::DEVICE_BOT];
+        let mut facts = priority::facts(&meta.label, of_profile[r].iter().copied(), rules, bot_share);
+        facts.automated = meta.role == ProfileRole::Automated;
         let (class, why) = config.priority.classify(&facts);
         meta.priority = class;
-        let mut request_times: Vec<u64> = of_profile[c].iter().map(|e| e.time).collect();
+        let mut request_times: Vec<u64> = of_profile[r].iter().map(|e| e.time).collect();
         request_times.sort_unstable();
         fitted_profiles.insert(meta.id, FittedProfile { priority_reason: why, request_times });
     }
+    let centroids: Vec<f32> = raw.iter().flat_map(|v| scaler.point(v)).map(|v| v as f32).collect();
     let mut model = RegionModel {
         region: region.to_owned(),
         model_version: version,
@@ -254,8 +319,8 @@ fn build_region(
             mean: scaler.mean.iter().map(|v| *v as f32).collect(),
             scale: scaler.scale.iter().map(|v| *v as f32).collect(),
         },
-        centroids: clustering.centroids.iter().map(|v| *v as f32).collect(),
-        default_profile: ids.ids[0],
+        centroids,
+        default_profile: ids[0],
         profiles,
         assignment: AssignmentParams {
             min_requests: config.profiles.min_requests,
@@ -269,26 +334,88 @@ fn build_region(
             series: Vec::new(),
         },
     };
-    // The default profile: where most newcomers land, judged on their first session alone.
-    let mut landing = vec![0usize; k];
-    for u in &member_rows {
-        let mut first = u.first_session.clone();
-        first.requests = first.requests.max(model.assignment.min_requests);
-        first.profile = None;
-        let id = assign_profile(&model, &first, &first.features());
-        if let Some(i) = model.profile_index(id) {
-            landing[i] += 1;
-        }
-    }
-    let most = landing.iter().enumerate().max_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
-    model.default_profile = ids.ids[most];
+    model.default_profile = default_profile(&model, members, users);
+    let quality = region_quality(&model, fit, previous, members, &row_of_user, inputs, &of_profile);
     FittedRegion {
-        user_profiles: members.iter().zip(&labels).map(|(&u, &l)| (users[u].user, ids.ids[l])).collect(),
+        user_profiles: members.iter().filter_map(|u| Some((users[*u].user, ids[*row_of_user.get(u)?]))).collect(),
         profiles: fitted_profiles,
         model,
         users: members.len(),
         borrowed_global: borrowed,
-        silhouette: clustering.silhouette.unwrap_or(0.0),
-        retired: ids.retired,
+        silhouette: fit.clustering.as_ref().and_then(|c| c.silhouette).unwrap_or(0.0),
+        retired,
+        quality,
+    }
+}
+
+/// The new-visitor profile when the region has one; otherwise where most newcomers land,
+/// judged on their first session alone.
+fn default_profile(model: &RegionModel, members: &[usize], users: &[UserFeatures]) -> ProfileId {
+    if let Some(p) = model.profiles.iter().find(|p| p.role == ProfileRole::NewVisitors) {
+        return p.id;
+    }
+    let mut landing = vec![0usize; model.profiles.len()];
+    for &u in members {
+        let mut first = users[u].first_session.clone();
+        first.requests = first.requests.max(model.assignment.min_requests);
+        first.profile = None;
+        if let Some(i) = model.profile_index(assign_profile(model, &first, &first.features())) {
+            landing[i] += 1;
+        }
+    }
+    let most = landing.iter().enumerate().max_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+    model.profiles.get(most).map_or(model.default_profile, |p| p.id)
+}
+
+/// Purity, cost spread, bots placed and stability of one region's fit.
+fn region_quality(
+    model: &RegionModel,
+    fit: &Fit,
+    previous: Option<&RegionModel>,
+    members: &[usize],
+    row_of_user: &HashMap<usize, usize>,
+    inputs: &FitInputs<'_>,
+    of_profile: &[Vec<&Event>],
+) -> RegionQuality {
+    let users = inputs.users;
+    let profiles = model
+        .profiles
+        .iter()
+        .enumerate()
+        .map(|(r, meta)| {
+            let of: Vec<&FeatureVector> =
+                members.iter().filter(|u| row_of_user.get(u) == Some(&r)).map(|&u| &users[u].features).collect();
+            let centroid = model.raw_centroid(r).unwrap_or([0.0; FEATURE_DIM]);
+            quality::profile_quality(meta.id.0, meta.role, &centroid, &of)
+        })
+        .collect();
+    let bot_requests = |rows: &mut dyn Iterator<Item = &Vec<&Event>>| -> usize {
+        rows.map(|es| es.iter().filter(|e| e.device == Device::Bot).count()).sum()
+    };
+    let all_bots = bot_requests(&mut of_profile.iter());
+    let placed = bot_requests(
+        &mut of_profile.iter().zip(&model.profiles).filter(|(_, p)| p.role == ProfileRole::Automated).map(|(e, _)| e),
+    );
+    // Where the previous model, as the edge assigns, put this training's clustered visitors.
+    let stability = previous.filter(|p| p.validate().is_ok()).and_then(|prev| {
+        let (mut was, mut is) = (Vec::new(), Vec::new());
+        for &u in members.iter().filter(|&&u| inputs.sorted[u] == Sorted::Clustered) {
+            let mut state = users[u].final_state.clone();
+            state.profile = None;
+            state.requests = state.requests.max(prev.assignment.min_requests);
+            was.push(usize::from(assign_profile(prev, &state, &users[u].features).0));
+            is.push(*row_of_user.get(&u)?);
+        }
+        (was.len() >= 2).then(|| evaluate::adjusted_rand_index(&was, &is))
+    });
+    RegionQuality {
+        k_reason: fit
+            .clustering
+            .as_ref()
+            .map_or_else(|| "no visitor to cluster".to_owned(), |c| c.k_reason(inputs.config.profiles.k_tolerance)),
+        bot_requests_in_automated: (all_bots > 0).then(|| placed as f64 / all_bots as f64),
+        cost_spread: quality::cost_spread(model),
+        stability,
+        profiles,
     }
 }

@@ -64,6 +64,8 @@ pub struct ProfileFacts {
     pub route_shares: Vec<(String, f64)>,
     pub content_shares: Vec<(ContentClass, f64)>,
     pub bot_share: f64,
+    /// The region's automated-clients profile (User-Agent or behaviour rule).
+    pub automated: bool,
     /// Σ `value` / requests (a request without one is worth 0); `None` when none carries one.
     pub value_per_request: Option<f64>,
 }
@@ -113,6 +115,9 @@ impl PriorityConfig {
             {
                 return (PriorityClass::BestEffort, format!("value {value:.3} per request < {below}"));
             }
+        }
+        if facts.automated {
+            return (self.bots, "automated clients (User-Agent or behaviour)".to_owned());
         }
         if facts.bot_share > 0.5 {
             return (self.bots, format!("mostly bots ({:.0} % of requests)", facts.bot_share * 100.0));
@@ -183,6 +188,7 @@ pub fn facts<'a>(
         route_shares: routes,
         content_shares: contents,
         bot_share: if n == 0 { f64::from(centroid_bot_share) } else { bots as f64 / total },
+        automated: false,
         value_per_request: (valued > 0).then(|| value / total),
     }
 }
@@ -201,6 +207,7 @@ mod tests {
             route_shares: vec![("checkout".into(), 0.3), ("page".into(), 0.7)],
             content_shares: vec![(ContentClass::Api, 0.8), (ContentClass::Text, 0.2)],
             bot_share: 0.0,
+            automated: false,
             value_per_request: Some(0.2),
         }
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use prewarm_shared::artifact::{
     AssignmentParams, CostFigure, CostSource, ForecastTable, ModelVersion, Normalisation, PriorityClass, ProfileMeta,
-    RegionModel, ResourceCost,
+    ProfileRole, RegionModel, ResourceCost,
 };
 use prewarm_shared::classify::ClassificationRules;
 use prewarm_shared::features::{FEATURE_DIM, FeatureSchema};
@@ -117,6 +117,7 @@ pub fn aggregate_model(forecast: ForecastTable) -> RegionModel {
             priority: PriorityClass::Standard,
             share_of_users: 1.0,
             cost: ResourceCost { cpu_ms: one, memory_mb_s: one, bytes: one },
+            role: ProfileRole::Clustered,
         }],
         default_profile: TRACE_PROFILE,
         assignment: AssignmentParams { min_requests: 1, hysteresis_margin: 0.0 },

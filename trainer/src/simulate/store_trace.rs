@@ -45,14 +45,12 @@ impl Resource {
         }
     }
 
-    /// What one request consumes: measured where the event carries it, else the proxies.
+    /// What one request consumes: measured where the event carries it, else the proxies, else
+    /// the declared defaults (as the profile's cost figures are made).
     pub fn of_event(self, e: &Event, proxy: &CostConfig) -> f64 {
         match self {
-            Resource::Cpu => f64::from(e.cpu_ms.unwrap_or(e.duration_ms * proxy.cpu_ms_per_duration_ms)),
-            Resource::Memory => f64::from(
-                e.memory_mb_s
-                    .unwrap_or(proxy.memory_mb_s_per_request + e.bytes as f32 / 1024.0 * proxy.memory_mb_s_per_kb),
-            ),
+            Resource::Cpu => f64::from(proxy.cpu_ms(e).0),
+            Resource::Memory => f64::from(proxy.memory_mb_s(e).0),
             Resource::Bytes => e.bytes as f64,
             Resource::Requests => 1.0,
         }

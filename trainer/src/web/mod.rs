@@ -207,13 +207,32 @@ async fn healthz(State(state): State<AppState>) -> Result<Response, AppError> {
 /// published forecasts' skill (with the profiles gated to seasonal naive).
 async fn status(State(state): State<AppState>) -> Result<Response, AppError> {
     let config = state.config.clone();
-    let (events, edge, skill) = with_store(&state, move |store| {
+    let (events, edge, skill, quality) = with_store(&state, move |store| {
         let pointer = crate::publish::DirPublisher::new(config.models_dir()).current().ok().flatten().map(|(p, _)| p);
-        Ok((store.count_events()?, store.edge_summary()?, skill_of(&config, pointer.as_ref())))
+        let (skill, quality) = (skill_of(&config, pointer.as_ref()), quality_of(&config, pointer.as_ref()));
+        Ok((store.count_events()?, store.edge_summary()?, skill, quality))
     })
     .await?;
     let alerts = state.monitor.firing();
-    Ok(axum::Json(json!({ "events": events, "edge": edge, "alerts": alerts, "forecast_skill": skill })).into_response())
+    let quality: serde_json::Map<String, serde_json::Value> =
+        quality.into_iter().map(|(r, q)| (r, serde_json::to_value(q).unwrap_or_default())).collect();
+    Ok(axum::Json(json!({
+        "events": events,
+        "edge": edge,
+        "alerts": alerts,
+        "forecast_skill": skill,
+        "profile_quality": quality,
+    }))
+    .into_response())
+}
+
+/// Blocking: the published version's profile quality per region.
+fn quality_of(
+    config: &TrainerConfig,
+    pointer: Option<&prewarm_shared::ModelPointer>,
+) -> Vec<(String, crate::profile::quality::RegionQuality)> {
+    let report = pointer.and_then(|p| crate::report::TrainingReport::read(&config.models_dir(), p.version));
+    report.map(|r| r.regions.into_iter().map(|(name, r)| (name, r.quality)).collect()).unwrap_or_default()
 }
 
 /// Blocking: the published version's skill rows.
@@ -273,6 +292,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
                 .collect(),
             demand_now,
             forecast_skill: skill_of(&state.config, view.pointer.as_ref()),
+            profile_quality: quality_of(&state.config, view.pointer.as_ref()),
             signals_in_effect: view.signals_in_effect,
         };
         Ok(crate::monitor::render(&state.monitor, &gauges))
