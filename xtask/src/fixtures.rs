@@ -83,7 +83,7 @@ pub fn write(dir: &Path) -> Result<()> {
         let json = serde_json::json!({
             "version": variant.version,
             "default_profile": models[0].default_profile.0,
-            "profiles": models[0].profiles.iter().map(|p| serde_json::json!({"id": p.id.0, "label": p.label})).collect::<Vec<_>>(),
+            "profiles": models[0].profiles.iter().map(|p| serde_json::json!({"id": p.id.0, "label": p.label, "role": p.role})).collect::<Vec<_>>(),
             "regions": pointer.regions.iter().map(|r| serde_json::json!({"region": r.region, "key": r.hash.kv_key()})).collect::<Vec<_>>(),
             // In write order: blobs first, the pointer last.
             "entries": entries.iter().map(|e| serde_json::json!({"key": e.key, "base64": base64(&e.value)})).collect::<Vec<_>>(),

@@ -71,6 +71,10 @@ pub struct SimulateArgs {
     /// Run each policy over its knob and write the cost against under-provisioning SVG here.
     #[arg(long)]
     sweep: Option<PathBuf>,
+    /// With `--store`: also replay each region's total demand as one series through the same
+    /// pipeline (no profiles), for the comparison that says whether profiles pay.
+    #[arg(long, requires = "store")]
+    aggregate: bool,
 }
 
 /// The resource a replay of the store sizes capacity for.
@@ -214,11 +218,47 @@ fn run_store(args: &SimulateArgs, sim: &SimulationConfig, rules: &Classification
         println!("\nall regions (sums; ratios of the sums)");
         print_rows(&report.total);
     }
+    if args.aggregate {
+        run_aggregate(args, sim, &events, resource, &knobs)?;
+    }
     if let Some(path) = &args.sweep {
         let delay = sim.delays.first().copied().unwrap_or(5);
         let one = SimulationConfig { delays: vec![delay], ..sim.clone() };
         let swept = store_trace::replay_store(events, &one, rules, resource, &sweep_knobs)?;
         write_frontier(args, &source, delay, &swept.total, path)?;
+    }
+    Ok(())
+}
+
+/// Each region's total demand through the same pipeline as one series (no profiles, every
+/// request in one forecast), beside the per-profile replay above; with `--sweep`, over the
+/// knob too, so the two can be compared at matched cost.
+fn run_aggregate(
+    args: &SimulateArgs,
+    sim: &SimulationConfig,
+    events: &[prewarm_trainer::ingest::event::Event],
+    resource: Resource,
+    knobs: &dyn Fn(PolicyKind) -> Vec<Option<f64>>,
+) -> Result<()> {
+    let policies = vec![PolicyKind::Oracle, PolicyKind::ReactiveHpa, PolicyKind::Prewarm];
+    let one_series = SimulationConfig { policies, ..sim.clone() };
+    for (region, trace) in store_trace::aggregate_traces(events.to_vec(), resource, &sim.trainer) {
+        let (report, _) = pipeline::replay_trace(&trace, &one_series, knobs, false)?;
+        if args.json {
+            println!("{}", serde_json::json!({ "aggregate": { "region": region, "report": report } }));
+        } else {
+            println!("\nregion {region}, aggregate (the same pipeline on the region's total demand, no profiles)");
+            print_rows(&report);
+        }
+        if args.sweep.is_some() {
+            let delay = sim.delays.first().copied().unwrap_or(5);
+            let one = SimulationConfig { delays: vec![delay], ..one_series.clone() };
+            let (swept, _) = pipeline::replay_trace(&trace, &one, &sweep_knobs, false)?;
+            if !args.json {
+                println!("\nregion {region}, aggregate sweep at D = {delay} min");
+                print_rows(&swept);
+            }
+        }
     }
     Ok(())
 }

@@ -186,6 +186,20 @@ pub fn regions(
         .collect()
 }
 
+/// Each region's demand in `resource` per minute as one series, for the same pipeline to
+/// forecast without profiles (`prewarm simulate --store --aggregate`): the comparison that
+/// says whether profiles pay on a store. The minutes are those [`replay_store`] scores.
+pub fn aggregate_traces(mut events: Vec<Event>, resource: Resource, config: &TrainerConfig) -> Vec<(String, Trace)> {
+    events.sort_by(|a, b| a.user.cmp(&b.user).then(a.time.cmp(&b.time)));
+    let (Some(first), Some(last)) = (events.iter().map(|e| e.time).min(), events.iter().map(|e| e.time).max()) else {
+        return Vec::new();
+    };
+    let start = first / 60 * 60;
+    let minutes = ((last - start) / 60 + 1) as usize;
+    let none = Timeline { trainings: Vec::new() };
+    regions(&events, &none, resource, config, start, minutes).into_iter().map(|r| (r.name, r.trace)).collect()
+}
+
 /// The whole replay of the store: trainings on the events before each instant, the edge's
 /// assignment and signals, every policy in every region.
 pub fn replay_store(
