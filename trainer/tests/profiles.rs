@@ -56,6 +56,9 @@ fn training_recovers_the_true_kinds_and_picks_k() {
     assert!(api.cost.cpu_ms.median > 2.0 * video.cost.cpu_ms.median);
     assert!(video.cost.bytes.median > 100.0 * api.cost.bytes.median);
     region.model.validate().expect("publishable");
+    // Automated clients are apart from the start; a newcomer is never defaulted to them.
+    let automated = region.model.automated_profile().expect("the bots' own profile");
+    assert_ne!(region.model.default_profile, automated);
 
     // Each profile has a day of forecasts, and the evening viewers' forecast peaks in the evening.
     let table = &region.model.forecast;

@@ -348,14 +348,16 @@ fn build_region(
     }
 }
 
-/// The new-visitor profile when the region has one; otherwise where most newcomers land,
-/// judged on their first session alone.
+/// The new-visitor profile when the region has one; otherwise where most human newcomers
+/// land, judged on their first session alone.
 fn default_profile(model: &RegionModel, members: &[usize], users: &[UserFeatures]) -> ProfileId {
     if let Some(p) = model.profiles.iter().find(|p| p.role == ProfileRole::NewVisitors) {
         return p.id;
     }
     let mut landing = vec![0usize; model.profiles.len()];
-    for &u in members {
+    // A newcomer the User-Agent rule did not catch is a person: the automated profile is
+    // never the default.
+    for &u in members.iter().filter(|&&u| !is_automated(&users[u].features)) {
         let mut first = users[u].first_session.clone();
         first.requests = first.requests.max(model.assignment.min_requests);
         first.profile = None;
@@ -363,7 +365,12 @@ fn default_profile(model: &RegionModel, members: &[usize], users: &[UserFeatures
             landing[i] += 1;
         }
     }
-    let most = landing.iter().enumerate().max_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+    let most = landing
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| model.profiles[*i].role != ProfileRole::Automated)
+        .max_by_key(|(_, n)| **n)
+        .map_or(0, |(i, _)| i);
     model.profiles.get(most).map_or(model.default_profile, |p| p.id)
 }
 

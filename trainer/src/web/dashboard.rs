@@ -23,6 +23,8 @@ pub struct DashboardData {
     pub observed: Vec<(String, Vec<(u64, u64)>)>,
     pub alerts: Vec<Alert>,
     pub edge_model_version: Option<u32>,
+    /// The published version's profile quality per region (from its training report).
+    pub quality: Vec<(String, crate::profile::quality::RegionQuality)>,
 }
 
 fn escape(s: &str) -> String {
@@ -145,21 +147,38 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: le
     }
     for model in &d.models {
         let _ = write!(html, "\n<section class=\"region\"><h2>Region {}</h2>\n", escape(&model.region));
-        html.push_str("<table><tr><th>profile</th><th>label</th><th>users</th><th>priority</th><th>CPU ms / req</th><th>memory MB·s / req</th><th>bytes / req</th></tr>");
-        for p in &model.profiles {
+        let quality = d.quality.iter().find(|(r, _)| *r == model.region).map(|(_, q)| q);
+        if let Some(q) = quality {
+            let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
             let _ = write!(
                 html,
-                "<tr><td>{}{}</td><td>{}</td><td>{:.1} %</td><td>{:?}</td><td>{:.2} ({:?})</td><td>{:.3} ({:?})</td><td>{:.0}</td></tr>",
+                "<p class=\"quality\">{}; stability (ARI vs the previous model) {}; cost spread {}×; bot requests in the automated profile {}</p>",
+                escape(&q.k_reason),
+                fmt(q.stability),
+                fmt(q.cost_spread),
+                fmt(q.bot_requests_in_automated)
+            );
+        }
+        html.push_str("<table><tr><th>profile</th><th>label</th><th>role</th><th>users</th><th>purity (device / content)</th><th>priority</th><th>CPU ms / req</th><th>memory MB·s / req</th><th>bytes / req</th></tr>");
+        for p in &model.profiles {
+            let purity = quality
+                .and_then(|q| q.profiles.iter().find(|x| x.id == p.id.0))
+                .map_or_else(|| "-".to_owned(), |x| format!("{:.2} / {:.2}", x.device_purity, x.content_purity));
+            let _ = write!(
+                html,
+                "<tr><td>{}{}</td><td>{}</td><td>{:?}</td><td>{:.1} %</td><td>{purity}</td><td>{:?}</td><td>{:.2} ({:?})</td><td>{:.3} ({:?})</td><td>{:.0} ({:?})</td></tr>",
                 p.id.0,
                 if p.id == model.default_profile { " (default)" } else { "" },
                 escape(&p.label),
+                p.role,
                 p.share_of_users * 100.0,
                 p.priority,
-                p.cost.cpu_ms.median,
+                p.cost.cpu_ms.mean,
                 p.cost.cpu_ms.source,
-                p.cost.memory_mb_s.median,
+                p.cost.memory_mb_s.mean,
                 p.cost.memory_mb_s.source,
-                p.cost.bytes.median,
+                p.cost.bytes.mean,
+                p.cost.bytes.source,
             );
         }
         html.push_str("</table>\n");

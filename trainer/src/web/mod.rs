@@ -319,6 +319,7 @@ async fn dashboard(State(state): State<AppState>) -> Result<Response, AppError> 
                 .collect::<Result<Vec<_>, StoreError>>()?;
             (store.count_events()?, store.edge_summary()?, observed)
         };
+        let quality = quality_of(&state.config, view.pointer.as_ref());
         Ok(dashboard::render(&dashboard::DashboardData {
             now: now.0,
             events_stored,
@@ -330,6 +331,7 @@ async fn dashboard(State(state): State<AppState>) -> Result<Response, AppError> 
             observed,
             alerts: state.monitor.firing(),
             edge_model_version: edge.edge_model_version,
+            quality,
         }))
     })
     .await
