@@ -72,7 +72,15 @@ fn the_dashboard_draws_its_charts_in_chromium_and_rolls_back_with_the_admin_toke
     let (dom, log) = chromium(&["--dump-dom", &url], &profile);
     assert!(dom.contains("Region eu"), "{dom}");
     assert!(dom.contains(r#"id="model-version">2<"#), "the current version is 2");
-    for part in [r#"class="band""#, r#"class="expected""#, r#"class="observed""#, "<h3>Plan</h3>", "version 1", r#"class="quality""#, "purity (device / content)"] {
+    for part in [
+        r#"class="band""#,
+        r#"class="expected""#,
+        r#"class="observed""#,
+        "<h3>Plan</h3>",
+        "version 1",
+        r#"class="quality""#,
+        "purity (device / content)",
+    ] {
         assert!(dom.contains(part), "{part} missing from the page");
     }
     let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE") || l.contains("Uncaught")).collect();
