@@ -38,6 +38,7 @@ pub mod artifact;
 pub mod assign;
 pub mod classify;
 pub mod features;
+pub mod profile_meta;
 pub mod signal_rule;
 pub mod signals;
 pub mod state;
