@@ -151,7 +151,7 @@ pub fn inspect(args: &InspectArgs, config: TrainerConfig) -> Result<()> {
                 p.cost.bytes.mean,
                 p.cost.bytes.source
             );
-            if let Some(x) = q.as_ref().and_then(|q| q.profiles.iter().find(|x| x.id == p.id.0)) {
+            if let Some(x) = q.as_ref().and_then(|q| q.profile(p.id)) {
                 println!(
                     "      purity: device {:.2}, content {:.2} ({} users)",
                     x.device_purity, x.content_purity, x.users
@@ -299,7 +299,7 @@ pub fn train(args: &TrainArgs, config: TrainerConfig, rules: ClassificationRules
         );
         for p in &r.model.profiles {
             let default = if p.id == r.model.default_profile { " [default for new users]" } else { "" };
-            let purity = q.profiles.iter().find(|x| x.id == p.id.0).map_or_else(String::new, |x| {
+            let purity = q.profile(p.id).map_or_else(String::new, |x| {
                 format!("  {} users, purity device {:.2} content {:.2}", x.users, x.device_purity, x.content_purity)
             });
             let trained = r.profiles.get(&p.id);

@@ -396,13 +396,13 @@ fn region_quality(
             quality::profile_quality(meta.id.0, meta.role, &centroid, &of)
         })
         .collect();
-    let bot_requests = |rows: &mut dyn Iterator<Item = &Vec<&Event>>| -> usize {
-        rows.map(|es| es.iter().filter(|e| e.device == Device::Bot).count()).sum()
-    };
-    let all_bots = bot_requests(&mut of_profile.iter());
-    let placed = bot_requests(
-        &mut of_profile.iter().zip(&model.profiles).filter(|(_, p)| p.role == ProfileRole::Automated).map(|(e, _)| e),
-    );
+    // Requests sent with an automation User-Agent: all of them, and those in the automated profile.
+    let (mut all_bots, mut placed) = (0usize, 0usize);
+    for (events, meta) in of_profile.iter().zip(&model.profiles) {
+        let bots = events.iter().filter(|e| e.device == Device::Bot).count();
+        all_bots += bots;
+        placed += if meta.role == ProfileRole::Automated { bots } else { 0 };
+    }
     // Where the previous model, as the edge assigns, put this training's clustered visitors.
     let stability = previous.filter(|p| p.validate().is_ok()).and_then(|prev| {
         let (mut was, mut is) = (Vec::new(), Vec::new());

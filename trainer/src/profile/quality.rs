@@ -24,6 +24,13 @@ pub struct RegionQuality {
     pub profiles: Vec<ProfileQuality>,
 }
 
+impl RegionQuality {
+    /// The quality of profile `id`, if it was measured.
+    pub fn profile(&self, id: prewarm_shared::ProfileId) -> Option<&ProfileQuality> {
+        self.profiles.iter().find(|p| p.id == id.0)
+    }
+}
+
 /// One profile's quality.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileQuality {

@@ -186,16 +186,23 @@ pub fn regions(
         .collect()
 }
 
+/// Sorts events by user, then time (as the profile stage reads them), and gives the first
+/// minute (Unix seconds) and the number of minutes they span.
+fn sorted_span(events: &mut [Event]) -> Option<(u64, usize)> {
+    events.sort_by(|a, b| a.user.cmp(&b.user).then(a.time.cmp(&b.time)));
+    let first = events.iter().map(|e| e.time).min()?;
+    let last = events.iter().map(|e| e.time).max()?;
+    let start = first / 60 * 60;
+    Some((start, ((last - start) / 60 + 1) as usize))
+}
+
 /// Each region's demand in `resource` per minute as one series, for the same pipeline to
 /// forecast without profiles (`prewarm simulate --store --aggregate`): the comparison that
 /// says whether profiles pay on a store. The minutes are those [`replay_store`] scores.
 pub fn aggregate_traces(mut events: Vec<Event>, resource: Resource, config: &TrainerConfig) -> Vec<(String, Trace)> {
-    events.sort_by(|a, b| a.user.cmp(&b.user).then(a.time.cmp(&b.time)));
-    let (Some(first), Some(last)) = (events.iter().map(|e| e.time).min(), events.iter().map(|e| e.time).max()) else {
+    let Some((start, minutes)) = sorted_span(&mut events) else {
         return Vec::new();
     };
-    let start = first / 60 * 60;
-    let minutes = ((last - start) / 60 + 1) as usize;
     let none = Timeline { trainings: Vec::new() };
     regions(&events, &none, resource, config, start, minutes).into_iter().map(|r| (r.name, r.trace)).collect()
 }
@@ -210,12 +217,7 @@ pub fn replay_store(
     knobs_of: &dyn Fn(PolicyKind) -> Vec<Option<f64>>,
 ) -> Result<RegionsReport, SimulateError> {
     let started = std::time::Instant::now();
-    events.sort_by(|a, b| a.user.cmp(&b.user).then(a.time.cmp(&b.time)));
-    let (Some(first), Some(last)) = (events.iter().map(|e| e.time).min(), events.iter().map(|e| e.time).max()) else {
-        return Err(SimulateError::NoRegions);
-    };
-    let start = first / 60 * 60;
-    let minutes = ((last - start) / 60 + 1) as usize;
+    let (start, minutes) = sorted_span(&mut events).ok_or(SimulateError::NoRegions)?;
     let calendar = Calendar { events: config.calendar.clone() };
     let mut stages = StoreStages::new(&events, &config.trainer, rules, calendar, resource);
     let timeline = pipeline::timeline_for(&mut stages, start, minutes, config)?;

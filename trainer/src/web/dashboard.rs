@@ -162,7 +162,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: le
         html.push_str("<table><tr><th>profile</th><th>label</th><th>role</th><th>users</th><th>purity (device / content)</th><th>priority</th><th>CPU ms / req</th><th>memory MB·s / req</th><th>bytes / req</th></tr>");
         for p in &model.profiles {
             let purity = quality
-                .and_then(|q| q.profiles.iter().find(|x| x.id == p.id.0))
+                .and_then(|q| q.profile(p.id))
                 .map_or_else(|| "-".to_owned(), |x| format!("{:.2} / {:.2}", x.device_purity, x.content_purity));
             let _ = write!(
                 html,
