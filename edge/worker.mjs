@@ -13,41 +13,77 @@
 // only the global "error" event tells. So such a request races its handler against that event.
 // The Rust class's `fetch` is wrapped in place (a subclass of its Proxy measured slower).
 import RustWorker from "./build/index.js";
-import { forwardToOrigin, withCookies } from "./js/hot_path.js";
+import { forwardToOrigin, originCall, originTarget, withCookies } from "./js/hot_path.js";
 
+// The asynchronous requests in flight, each with the function that abandons its Rust future.
 const pending = new Set();
 
+/**
+ * A trap kills the Wasm instance: no Rust future of it will ever complete, whichever request
+ * trapped (one awaiting KV would hang until the runtime cancels it). Every request in flight
+ * is then served without Rust (`passThrough`).
+ */
+function failPending(error) {
+  for (const fail of [...pending]) fail(error);
+}
+
 addEventListener("error", (event) => {
-  if (event.error instanceof WebAssembly.RuntimeError) {
-    for (const fail of pending) fail(event.error);
-  }
+  if (event.error instanceof WebAssembly.RuntimeError) failPending(event.error);
 });
 
+// worker-build puts every exported Rust function on the entry class's prototype, where a
+// service binding could call it (JS RPC) with an env of its own. Captured here, then removed:
+// only this file calls them, always with the runtime's env.
 const rustFetch = RustWorker.prototype.fetch;
 const prepare = RustWorker.prototype.prewarm_prepare;
 const complete = RustWorker.prototype.prewarm_complete;
 const abandon = RustWorker.prototype.prewarm_abandon;
+for (const name of ["prewarm_prepare", "prewarm_complete", "prewarm_abandon"]) {
+  if (typeof RustWorker.prototype[name] !== "function") {
+    // The shim no longer looks as this file assumes: fail loudly at load, not per request.
+    throw new Error(`edge/worker.mjs: worker-build's shim has no ${name} on the entry prototype`);
+  }
+  delete RustWorker.prototype[name];
+}
+
+// Failures already counted: one trap fails every request in flight, and counts once.
+const counted = new WeakSet();
 
 /** After a trap the Wasm instance is unusable: have the runtime re-instantiate it. */
 function countFailure(error) {
+  if (error !== null && typeof error === "object") {
+    if (counted.has(error)) return;
+    counted.add(error);
+  }
   globalThis.__prewarm_panics = (globalThis.__prewarm_panics ?? 0) + 1;
   console.error("prewarm: passing a request through after an internal error:", String(error));
-  if (error instanceof WebAssembly.RuntimeError && globalThis.__worker_init_state) {
-    globalThis.__worker_init_state.criticalError = true;
+  if (error instanceof WebAssembly.RuntimeError) {
+    if (globalThis.__worker_init_state) globalThis.__worker_init_state.criticalError = true;
+    failPending(error);
   }
 }
 
+/**
+ * Serves a request prewarm failed on. If it was already forwarded, the origin's answer is
+ * returned as it came (a request is never sent twice: a POST must not repeat); otherwise it
+ * is forwarded now, stripped by the same rule as every forwarded request.
+ */
 function passThrough(request, env, error) {
   countFailure(error);
-  if (request.bodyUsed) {
-    // The body already went to the origin once; sending it again could repeat a write.
-    return new Response("prewarm: internal error after the request body was forwarded", { status: 502 });
+  const call = originCall(request);
+  if (call !== undefined) {
+    return call.then(
+      (response) =>
+        response.bodyUsed
+          ? new Response("prewarm: internal error after the origin's answer was read", { status: 502 })
+          : response,
+      (failure) => new Response(`origin unreachable: ${failure}`, { status: 502 }),
+    );
   }
-  const url = new URL(request.url);
-  const origin = new URL(env.ORIGIN_URL);
-  url.protocol = origin.protocol;
-  url.host = origin.host;
-  return fetch(new Request(url, request));
+  if (request.bodyUsed) {
+    return new Response("prewarm: internal error after the request body was read", { status: 502 });
+  }
+  return forwardToOrigin(request, originTarget(request.url, env.ORIGIN_URL));
 }
 
 function asyncPath(worker, request) {
@@ -65,11 +101,11 @@ function asyncPath(worker, request) {
 }
 
 async function forwardPrepared(request, env, ctx, plan) {
-  const [token, target, cookie, profile, region, model] = plan.split("\n");
+  const [token, target, profile, region, model] = plan.split("\n");
   const started = Date.now();
   let response;
   try {
-    response = await forwardToOrigin(request, target, cookie === "-" ? undefined : cookie.slice(1), profile, region, model);
+    response = await forwardToOrigin(request, target, profile, region, model);
   } catch (error) {
     try {
       abandon(Number(token));

@@ -57,15 +57,38 @@ export function requestCf(request) {
   return [text(cf.colo), text(cf.country), text(cf.continent), text(cf.timezone), text(cf.clientTcpRtt)].join("\n");
 }
 
+// prewarm's own cookies (`edge/src/identify.rs`: ID_COOKIE, STATE_COOKIE): never forwarded.
+export const OWN_COOKIES = ["pw_id", "pw_state"];
+
+/** The Cookie header without prewarm's cookies; undefined when nothing else is left. */
+export function strippedCookie(header) {
+  if (!header) return undefined;
+  const kept = [];
+  for (const part of header.split(";")) {
+    const pair = part.trim();
+    if (!pair) continue;
+    const eq = pair.indexOf("=");
+    const name = eq < 0 ? pair : pair.slice(0, eq);
+    if (!OWN_COOKIES.includes(name)) kept.push(pair);
+  }
+  return kept.length ? kept.join("; ") : undefined;
+}
+
+// Where a request's origin call is kept (a registered symbol: this module is bundled twice,
+// into the Rust glue and into worker.mjs), so that a Wasm trap after forwarding returns the
+// origin's answer instead of sending the request again.
+const ORIGIN_CALL = Symbol.for("prewarm.originCall");
+
 /**
  * Sends the request on to `target` with the same method, headers and streamed body, minus the
- * dropped headers; `cookie` replaces the Cookie header (undefined: removes it, prewarm's own
- * cookies were all it held); the tags are set when `profile` is given. Redirects go back to
- * the client as they are.
+ * dropped headers and prewarm's cookies — the one stripping rule of every path: prepared,
+ * asynchronous, and the pass-through after a trap. The tags are set when `profile` is given.
+ * Redirects go back to the client as they are. The call is remembered on the request.
  */
-export function forwardToOrigin(request, target, cookie, profile, region, model) {
+export function forwardToOrigin(request, target, profile, region, model) {
   const headers = new Headers(request.headers);
   for (const name of DROPPED_HEADERS) headers.delete(name);
+  const cookie = strippedCookie(headers.get("cookie"));
   if (cookie === undefined) headers.delete("cookie");
   else headers.set("cookie", cookie);
   if (profile !== undefined) {
@@ -76,7 +99,21 @@ export function forwardToOrigin(request, target, cookie, profile, region, model)
   const method = request.method;
   const init = { method, headers, redirect: "manual" };
   if (method !== "GET" && method !== "HEAD") init.body = request.body;
-  return fetch(target, init);
+  const call = fetch(target, init);
+  request[ORIGIN_CALL] = call;
+  return call;
+}
+
+/** The origin call `forwardToOrigin` made for this request, if it made one. */
+export function originCall(request) {
+  return request[ORIGIN_CALL];
+}
+
+/** The origin URL for a request: the origin's scheme and authority, the request's path and query. */
+export function originTarget(requestUrl, originUrl) {
+  const url = new URL(requestUrl);
+  const origin = new URL(originUrl);
+  return `${origin.protocol}//${origin.host}${url.pathname}${url.search}`;
 }
 
 /**

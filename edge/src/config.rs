@@ -1,5 +1,6 @@
 //! The worker's configuration: vars from wrangler.toml and secrets, read once per isolate.
 
+use prewarm_shared::Secret;
 use prewarm_shared::state::{CookieKey, CookieKeys};
 use worker::{Env, Url};
 
@@ -10,10 +11,13 @@ pub struct EdgeConfig {
     pub origin: Url,
     /// Where signals go (`TRAINER_URL`); signals are off when unset.
     pub trainer: Option<Url>,
-    /// Bearer token and HMAC key for signals (`SIGNAL_TOKEN` secret).
-    pub signal_token: String,
+    /// The HMAC key signals are signed with (`SIGNAL_KEY` secret, the trainer's
+    /// `PREWARM_SIGNAL_KEY`): never sent, only its id and signatures are.
+    pub signal_key: Secret,
+    /// `signal_key`'s public id, computed once (`x-prewarm-key-id`).
+    pub signal_key_id: String,
     /// Salt for user hashes (`PREWARM_SALT` secret): only HMAC(salt, id) leaves the worker.
-    pub salt: Vec<u8>,
+    pub salt: Secret,
     /// State-cookie keys (`COOKIE_SECRET`, `COOKIE_KEY_ID`, and optionally
     /// `COOKIE_SECRET_PREVIOUS` + `COOKIE_KEY_ID_PREVIOUS` during a rotation).
     pub cookie_keys: CookieKeys,
@@ -43,7 +47,8 @@ pub struct EdgeConfig {
     /// Test-only fault injection (`PREWARM_FAULT_INJECTION=1`): a request carrying
     /// `x-prewarm-fault: panic` panics inside prewarm code before its model is looked up;
     /// `panic-after-load` panics in the asynchronous handler after a model load from KV (the
-    /// isolate's first request), where the panic traps in a microtask.
+    /// isolate's first request), where the panic traps in a microtask; `panic-after-forward`
+    /// panics once the origin has answered (both paths).
     pub fault_injection: bool,
 }
 
@@ -71,15 +76,61 @@ fn required(env: &Env, name: &str) -> Result<String, ConfigError> {
     text(env, name).ok_or_else(|| ConfigError(format!("{name} is not set (wrangler secret put {name})")))
 }
 
+/// Shortest accepted secret: a salt, cookie key or signal key shorter than this could be
+/// guessed offline from what leaves the worker (hashes, signatures, cookies).
+pub const MIN_SECRET_BYTES: usize = 16;
+
+fn secret(env: &Env, name: &str) -> Result<Secret, ConfigError> {
+    let value = required(env, name)?;
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError(format!(
+            "{name} must be at least {MIN_SECRET_BYTES} bytes (wrangler secret put {name})"
+        )));
+    }
+    Ok(Secret::from(value))
+}
+
+/// Signals carry demand and sampled states: over the Internet they go over TLS. Plain http is
+/// accepted only for a trainer on this machine (`wrangler dev`, tests).
+fn check_trainer_url(trainer: &Url) -> Result<(), ConfigError> {
+    let host = trainer.host_str().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if trainer.scheme() == "https" || (trainer.scheme() == "http" && loopback) {
+        Ok(())
+    } else {
+        Err(ConfigError(format!(
+            "TRAINER_URL={:?} must be https:// (http:// only for localhost or a loopback address)",
+            trainer.as_str()
+        )))
+    }
+}
+
 impl EdgeConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = |name: &str, raw: String| Url::parse(&raw).map_err(|e| ConfigError(format!("{name}: {e}")));
         let origin = url("ORIGIN_URL", required(env, "ORIGIN_URL")?)?;
         let trainer = text(env, "TRAINER_URL").map(|raw| url("TRAINER_URL", raw)).transpose()?;
-        let signal_token = if trainer.is_some() { required(env, "SIGNAL_TOKEN")? } else { String::new() };
-        let current = CookieKey::new(number(env, "COOKIE_KEY_ID", 1u8)?, required(env, "COOKIE_SECRET")?.into_bytes());
+        if let Some(trainer) = &trainer {
+            check_trainer_url(trainer)?;
+        }
+        let signal_key = if trainer.is_some() { secret(env, "SIGNAL_KEY")? } else { Secret::from("") };
+        let current =
+            CookieKey::new(number(env, "COOKIE_KEY_ID", 1u8)?, secret(env, "COOKIE_SECRET")?.as_bytes().to_vec());
         let previous = match text(env, "COOKIE_SECRET_PREVIOUS") {
-            Some(secret) => vec![CookieKey::new(number(env, "COOKIE_KEY_ID_PREVIOUS", 0u8)?, secret.into_bytes())],
+            Some(_) => {
+                let id = number(env, "COOKIE_KEY_ID_PREVIOUS", 0u8)?;
+                if id == current.id {
+                    return Err(ConfigError(format!(
+                        "COOKIE_KEY_ID_PREVIOUS equals COOKIE_KEY_ID ({id}): a rotation needs a new id"
+                    )));
+                }
+                vec![CookieKey::new(id, secret(env, "COOKIE_SECRET_PREVIOUS")?.as_bytes().to_vec())]
+            }
             None => Vec::new(),
         };
         let share: f32 = number(env, "EDGE_TRAFFIC_SHARE", 1.0)?;
@@ -89,8 +140,9 @@ impl EdgeConfig {
         Ok(Self {
             origin,
             trainer,
-            signal_token,
-            salt: required(env, "PREWARM_SALT")?.into_bytes(),
+            signal_key_id: prewarm_shared::signals::key_id(signal_key.as_bytes()),
+            signal_key,
+            salt: secret(env, "PREWARM_SALT")?,
             cookie_keys: CookieKeys { current, previous },
             model_check_secs: number(env, "MODEL_CHECK_SECS", 30)?,
             model_cache_ttl: number(env, "MODEL_CACHE_TTL", 60)?,

@@ -2,13 +2,13 @@
 //! origin's balancer routes by; minus prewarm's cookies and client addresses.
 //!
 //! The header edits run in `js/hot_path.js`, one Wasm-boundary crossing per step: Rust decides
-//! (target, cookie header, tags, Set-Cookie values), JavaScript moves the objects.
+//! (target, tags, Set-Cookie values), JavaScript moves the objects — and strips what is never
+//! forwarded (prewarm's cookies, client addresses, spoofed tags) by one rule for every path,
+//! the pass-through after a Wasm trap included.
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{Result, Url, js_sys, web_sys};
-
-use crate::identify::strip_own_cookies;
 
 /// The profile tags added to the forwarded request (header names in `js/hot_path.js`:
 /// `x-prewarm-profile`, `x-prewarm-region`, `x-prewarm-model`).
@@ -29,7 +29,6 @@ extern "C" {
     fn forward_to_origin(
         request: &web_sys::Request,
         target: &str,
-        cookie: Option<String>,
         profile: Option<&str>,
         region: Option<&str>,
         model: Option<&str>,
@@ -155,17 +154,10 @@ fn js_error(e: JsValue) -> worker::Error {
 }
 
 /// Sends the request on to the origin and returns its response (body still streaming).
-pub async fn forward(
-    req: &web_sys::Request,
-    cookie_header: Option<&str>,
-    target: &str,
-    tags: Option<&Tags>,
-) -> Result<web_sys::Response> {
-    let cookie = cookie_header.and_then(strip_own_cookies);
+pub async fn forward(req: &web_sys::Request, target: &str, tags: Option<&Tags>) -> Result<web_sys::Response> {
     let promise = forward_to_origin(
         req,
         target,
-        cookie,
         tags.map(|t| t.profile.as_str()),
         tags.map(|t| t.region.as_str()),
         tags.map(|t| t.model.as_str()),
@@ -194,6 +186,17 @@ mod tests {
         let bare = RequestFacts::parse("https://edge.example");
         assert_eq!((bare.is_absolute(), bare.path_and_query()), (true, "/"));
         assert!(!RequestFacts::parse("/relative").is_absolute());
+    }
+
+    #[test]
+    fn the_javascript_strips_exactly_prewarms_cookies() {
+        let js = include_str!("../js/hot_path.js");
+        let own = format!(
+            r#"export const OWN_COOKIES = ["{}", "{}"];"#,
+            crate::identify::ID_COOKIE,
+            crate::identify::STATE_COOKIE
+        );
+        assert!(js.contains(&own), "js/hot_path.js must strip {own}");
     }
 
     #[test]

@@ -30,19 +30,6 @@ fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').filter_map(|pair| pair.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.trim())
 }
 
-/// The `Cookie` header without prewarm's own cookies, so the origin never sees them.
-pub fn strip_own_cookies(header: &str) -> Option<String> {
-    let kept: Vec<&str> = header
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && name != ID_COOKIE && name != STATE_COOKIE
-        })
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
-}
-
 fn is_valid_id(id: &str) -> bool {
     id.len() == ID_HEX_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())
 }

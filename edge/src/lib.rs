@@ -38,6 +38,12 @@ thread_local! {
 /// markers, and an isolate sees few distinct agents many times.
 fn device_of(user_agent: &str) -> Device {
     const MAX_AGENTS: usize = 1024;
+    // Longer agents are classified every time: the cache holds at most 1024 × 256 bytes of
+    // keys, whatever clients send.
+    const MAX_CACHED_LEN: usize = 256;
+    if user_agent.len() > MAX_CACHED_LEN {
+        return Device::from_user_agent(user_agent);
+    }
     DEVICES.with(|cache| {
         if let Some(device) = cache.borrow().get(user_agent) {
             return *device;
@@ -156,6 +162,9 @@ fn assign(mut begun: Begun, model: Option<Rc<RegionModel>>) -> Prepared {
 /// a batch is due) and returns the `Set-Cookie` values.
 fn finish(prepared: Prepared, content_type: Option<&str>, bytes: u64, response_ms: u32, ctx: &Context) -> Vec<String> {
     let Prepared { mut begun, model, .. } = prepared;
+    if begun.config.fault_injection && begun.facts.fault.as_deref() == Some("panic-after-forward") {
+        panic!("fault injection: x-prewarm-fault: panic-after-forward");
+    }
     let default_rules = DEFAULT_RULES.with(Rc::clone);
     let rules = model.as_ref().map_or(&*default_rules, |m| &m.rules);
     let path = begun.facts.path();
@@ -168,7 +177,7 @@ fn finish(prepared: Prepared, content_type: Option<&str>, bytes: u64, response_m
         let served = signals::Served {
             model,
             profile,
-            user: &|| visitor.user(&config.salt),
+            user: &|| visitor.user(config.salt.as_bytes()),
             requests_by_user: visitor.state.requests,
             features: &features,
             bytes,
@@ -207,7 +216,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let started = worker::js_sys::Date::now();
     let begun = &prepared.begun;
     let target = forward::target(&begun.config.origin, begun.facts.path_and_query());
-    let response = match forward::forward(&req, begun.facts.cookie.as_deref(), &target, Some(&prepared.tags)).await {
+    let response = match forward::forward(&req, &target, Some(&prepared.tags)).await {
         Ok(response) => response,
         Err(e) => {
             status::count_origin_error();
@@ -231,8 +240,8 @@ thread_local! {
 
 /// The synchronous path, for `edge/worker.mjs`: everything before forwarding, without a Rust
 /// future (futures cost more than the work here). Returns what JavaScript needs to forward
-/// ("\n"-separated: token, target URL, `c` + the Cookie header to send or `-` for none,
-/// profile, region, model), or `None` when the asynchronous `fetch` must serve the request.
+/// ("\n"-separated: token, target URL, profile, region, model), or `None` when the
+/// asynchronous `fetch` must serve the request.
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn prewarm_prepare(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> Option<String> {
     let ctx = Context::new(ctx);
@@ -244,10 +253,8 @@ pub fn prewarm_prepare(req: web_sys::Request, env: Env, ctx: worker::worker_sys:
     let prepared = assign(*begun, model);
     let begun = &prepared.begun;
     let target = forward::target(&begun.config.origin, begun.facts.path_and_query());
-    let cookie = begun.facts.cookie.as_deref().and_then(identify::strip_own_cookies);
-    let cookie = cookie.map_or_else(|| "-".to_owned(), |c| format!("c{c}"));
     let tags = &prepared.tags;
-    let plan = format!("{target}\n{cookie}\n{}\n{}\n{}", tags.profile, tags.region, tags.model);
+    let plan = format!("{target}\n{}\n{}\n{}", tags.profile, tags.region, tags.model);
     PENDING.with(|p| {
         let (next, pending) = &mut *p.borrow_mut();
         *next = next.wrapping_add(1);
@@ -285,10 +292,7 @@ pub fn prewarm_abandon(token: u32) {
 async fn pass_through(req: &web_sys::Request, facts: &forward::RequestFacts, env: &Env) -> Result<web_sys::Response> {
     let origin = env.var("ORIGIN_URL").map(|v| v.to_string()).ok().and_then(|o| Url::parse(&o).ok());
     match origin {
-        Some(origin) => {
-            forward::forward(req, facts.cookie.as_deref(), &forward::target(&origin, facts.path_and_query()), None)
-                .await
-        }
+        Some(origin) => forward::forward(req, &forward::target(&origin, facts.path_and_query()), None).await,
         None => Response::error("prewarm: ORIGIN_URL is not configured", 502).map(Into::into),
     }
 }

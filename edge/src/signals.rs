@@ -11,8 +11,8 @@ use futures_util::future::{Either, select};
 use prewarm_shared::artifact::{ModelVersion, RegionModel};
 use prewarm_shared::signal_rule::{self, MinuteWindow};
 use prewarm_shared::signals::{
-    self, DemandCount, PrewarmReason, PrewarmRequest, SIGNATURE_HEADER, SampledState, SignalBatch, TIMESTAMP_HEADER,
-    UserHash,
+    self, DemandCount, KEY_ID_HEADER, PrewarmReason, PrewarmRequest, SIGNATURE_HEADER, SampledState, SignalBatch,
+    TIMESTAMP_HEADER, UserHash,
 };
 use prewarm_shared::{FeatureVector, ProfileId, UnixSeconds};
 use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
@@ -196,10 +196,10 @@ async fn post(config: &EdgeConfig, trainer: &worker::Url, batch: &SignalBatch) -
         return false;
     };
     let body = batch.to_json();
-    let signature = signals::sign(config.signal_token.as_bytes(), batch.sent_at, &body);
+    let signature = signals::sign(config.signal_key.as_bytes(), batch.sent_at, &body);
     let headers = Headers::new();
     let ok_headers = headers.set("content-type", "application/json").is_ok()
-        && headers.set("authorization", &format!("Bearer {}", config.signal_token)).is_ok()
+        && headers.set(KEY_ID_HEADER, &config.signal_key_id).is_ok()
         && headers.set(TIMESTAMP_HEADER, &batch.sent_at.0.to_string()).is_ok()
         && headers.set(SIGNATURE_HEADER, &signature).is_ok();
     if !ok_headers {

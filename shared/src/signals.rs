@@ -12,8 +12,11 @@ use crate::features::{FEATURE_DIM, UnixSeconds};
 
 /// Header carrying the Unix time a batch was signed at.
 pub const TIMESTAMP_HEADER: &str = "x-prewarm-timestamp";
-/// Header carrying hex HMAC-SHA256(signal token, timestamp + "\n" + body).
+/// Header carrying hex HMAC-SHA256(signal key, timestamp + "\n" + body).
 pub const SIGNATURE_HEADER: &str = "x-prewarm-signature";
+/// Header naming which signal key signed the batch ([`key_id`]): the key itself never travels,
+/// and the trainer can refuse an unknown key before reading the body.
+pub const KEY_ID_HEADER: &str = "x-prewarm-key-id";
 /// Signatures older or newer than this are rejected, which bounds replays.
 pub const MAX_SIGNATURE_SKEW_SECS: u64 = 300;
 
@@ -21,6 +24,17 @@ pub const MAX_SIGNATURE_SKEW_SECS: u64 = 300;
 pub const SIGNAL_VERSION: u16 = 1;
 /// Bounds a batch so one request cannot make the trainer allocate without limit.
 pub const MAX_ITEMS_PER_BATCH: usize = 10_000;
+/// Longest region name (events and signals alike).
+pub const MAX_REGION_LEN: usize = 64;
+
+/// Whether `name` is a region name: 1 to [`MAX_REGION_LEN`] characters of `[A-Za-z0-9_-]`. The
+/// one rule for events and signals, so neither can store a region name the other would refuse
+/// (or one that breaks a metric label or a KV key).
+pub fn is_region_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_REGION_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 /// HMAC-SHA256 of a raw user id under the deployment's salt: the only form of a user id that
 /// ever leaves the edge (and the form the importer derives from IP + User-Agent).
@@ -62,14 +76,23 @@ impl<'de> Deserialize<'de> for UserHash {
     }
 }
 
-/// Signs a signal body so the trainer can tell it came from an edge holding the token and was
-/// not replayed later.
-pub fn sign(token: &[u8], timestamp: UnixSeconds, body: &[u8]) -> String {
-    crate::hex::encode(&signature_mac(token, timestamp, body).finalize().into_bytes())
+/// Signs a signal body so the trainer can tell it came from an edge holding the key and was
+/// not replayed later. The key is never sent: requests carry its [`key_id`] and this signature.
+pub fn sign(key: &[u8], timestamp: UnixSeconds, body: &[u8]) -> String {
+    crate::hex::encode(&signature_mac(key, timestamp, body).finalize().into_bytes())
 }
 
-fn signature_mac(token: &[u8], timestamp: UnixSeconds, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(token).unwrap_or_else(|_| unreachable!());
+/// A signal key's public name: 16 hex digits of SHA-256 over a domain label and the key. It
+/// tells the trainer which of its keys (current or previous, during a rotation) to verify with,
+/// and reveals nothing that helps forge a signature.
+pub fn key_id(key: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = Sha256::new().chain_update(b"prewarm signal key id\n").chain_update(key).finalize();
+    crate::hex::encode(&digest[..8])
+}
+
+fn signature_mac(key: &[u8], timestamp: UnixSeconds, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     mac.update(timestamp.0.to_string().as_bytes());
     mac.update(b"\n");
     mac.update(body);
@@ -91,19 +114,38 @@ pub enum SignatureError {
 
 /// Checks a signature in constant time, and that its timestamp is within the allowed skew.
 pub fn verify(
-    token: &[u8],
+    key: &[u8],
     timestamp: Option<&str>,
     signature: Option<&str>,
     body: &[u8],
     now: UnixSeconds,
 ) -> Result<(), SignatureError> {
+    let timestamp = fresh_timestamp(timestamp, now)?;
+    verify_signature(key, timestamp, signature, body).map(|_| ())
+}
+
+/// The signed timestamp, if it is within the allowed skew of `now`: checked before the body
+/// is read.
+pub fn fresh_timestamp(timestamp: Option<&str>, now: UnixSeconds) -> Result<UnixSeconds, SignatureError> {
     let timestamp = UnixSeconds(timestamp.and_then(|t| t.trim().parse().ok()).ok_or(SignatureError::BadTimestamp)?);
     if timestamp.0.abs_diff(now.0) > MAX_SIGNATURE_SKEW_SECS {
         return Err(SignatureError::Stale);
     }
+    Ok(timestamp)
+}
+
+/// Checks the signature of `body` at an already-checked `timestamp`, in constant time; returns
+/// it (the batch's identity: a delivery with the same signature is the same batch).
+pub fn verify_signature(
+    key: &[u8],
+    timestamp: UnixSeconds,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<[u8; 32], SignatureError> {
     let signature: [u8; 32] =
         signature.and_then(|s| crate::hex::decode(s.trim())).ok_or(SignatureError::BadSignatureHeader)?;
-    signature_mac(token, timestamp, body).verify_slice(&signature).map_err(|_| SignatureError::Mismatch)
+    signature_mac(key, timestamp, body).verify_slice(&signature).map_err(|_| SignatureError::Mismatch)?;
+    Ok(signature)
 }
 
 /// Compares two secrets without leaking, through timing, how long a matching prefix is.
@@ -191,6 +233,8 @@ pub enum SignalError {
     TooLarge { count: usize },
     #[error("signal batch holds a non-finite number")]
     NonFinite,
+    #[error("signal batch names region {0:?}: 1 to {MAX_REGION_LEN} characters of [A-Za-z0-9_-]")]
+    BadRegion(String),
 }
 
 impl SignalBatch {
@@ -228,6 +272,10 @@ impl SignalBatch {
         let finite_states = batch.states.iter().all(|s| s.features.iter().all(|x| x.is_finite()));
         if !finite_prewarm || !finite_states {
             return Err(SignalError::NonFinite);
+        }
+        let regions = batch.demand.iter().map(|d| &d.region).chain(batch.prewarm.iter().map(|p| &p.region));
+        if let Some(bad) = regions.chain(batch.states.iter().map(|s| &s.region)).find(|r| !is_region_name(r)) {
+            return Err(SignalError::BadRegion(bad.clone()));
         }
         Ok(batch)
     }
@@ -285,6 +333,14 @@ mod tests {
         let bad_hash = text.replacen("\"user\":\"", "\"user\":\"zz", 1);
         assert!(matches!(SignalBatch::from_json(bad_hash.as_bytes()), Err(SignalError::Json(_))));
         assert!(matches!(SignalBatch::from_json(b"{\"version\":1"), Err(SignalError::Json(_))));
+        for bad in ["", "eu west", "eu/../x", &"r".repeat(MAX_REGION_LEN + 1)] {
+            let mut b = batch();
+            b.states[0].region = bad.to_owned();
+            assert!(
+                matches!(SignalBatch::from_json(&b.to_json()), Err(SignalError::BadRegion(r)) if r == bad),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -302,6 +358,15 @@ mod tests {
         assert_eq!(verify(b"token", Some(&ts), Some(&sig), &body, UnixSeconds(at.0 + 301)), Err(SignatureError::Stale));
         assert_eq!(verify(b"token", None, Some(&sig), &body, at), Err(SignatureError::BadTimestamp));
         assert_eq!(verify(b"token", Some(&ts), Some("xyz"), &body, at), Err(SignatureError::BadSignatureHeader));
+    }
+
+    #[test]
+    fn a_key_id_names_a_key_without_revealing_it() {
+        let id = key_id(b"signal-key-0123456789");
+        assert_eq!(id.len(), 16);
+        assert_eq!(id, key_id(b"signal-key-0123456789"));
+        assert_ne!(id, key_id(b"signal-key-0123456780"));
+        assert!(!id.contains("signal"));
     }
 
     #[test]

@@ -58,13 +58,13 @@ export async function startWorker(bindings) {
   });
 }
 
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 
 export const SECRETS = {
   PREWARM_SALT: "test-salt-not-for-production",
   COOKIE_SECRET: "test-cookie-secret",
-  SIGNAL_TOKEN: "test-signal-token",
+  SIGNAL_KEY: "test-signal-key-0123",
 };
 
 /** A published model written by `cargo xtask edge-fixtures` (built by the shared crate). */
@@ -98,16 +98,26 @@ export async function status(mf, token) {
   return res.json();
 }
 
-/** A trainer stand-in that checks each signal's auth and HMAC and keeps the batches. */
-export function signalReceiver(token = SECRETS.SIGNAL_TOKEN) {
+/** The public id of a signal key (`prewarm_shared::signals::key_id`). */
+export function signalKeyId(key) {
+  return createHash("sha256").update("prewarm signal key id\n").update(key).digest("hex").slice(0, 16);
+}
+
+/**
+ * A trainer stand-in that checks each signal's key id and HMAC and keeps the batches. A
+ * request that carries the key itself anywhere (a header, the body) is rejected: the key is
+ * only ever used to sign.
+ */
+export function signalReceiver(key = SECRETS.SIGNAL_KEY) {
   const batches = [];
   const rejected = [];
   const raw = [];
   const handler = (req, body) => {
     raw.push({ headers: req.headers, body: body.toString("utf8") });
     const ts = req.headers["x-prewarm-timestamp"];
-    const expected = createHmac("sha256", token).update(`${ts}\n`).update(body).digest("hex");
-    if (req.headers.authorization !== `Bearer ${token}` || req.headers["x-prewarm-signature"] !== expected) {
+    const expected = createHmac("sha256", key).update(`${ts}\n`).update(body).digest("hex");
+    const leaked = JSON.stringify(req.headers).includes(key) || body.toString("utf8").includes(key);
+    if (leaked || req.headers["x-prewarm-key-id"] !== signalKeyId(key) || req.headers["x-prewarm-signature"] !== expected) {
       rejected.push(req.headers);
       return { status: 401, body: "bad auth" };
     }

@@ -47,3 +47,44 @@ test("without its secrets the worker still passes requests through and says why"
     await server.close();
   }
 });
+
+test("weak secrets, a reused cookie key id or a plain-http trainer fail closed to pass-through and say why", async () => {
+  const origin = echoOrigin();
+  const server = await startServer(origin.handler);
+  const cases = [
+    [{ COOKIE_SECRET: "short" }, /COOKIE_SECRET must be at least 16 bytes/],
+    [{ PREWARM_SALT: "salt" }, /PREWARM_SALT must be at least 16 bytes/],
+    [{ TRAINER_URL: "http://127.0.0.1:9", SIGNAL_KEY: "too-short" }, /SIGNAL_KEY must be at least 16 bytes/],
+    [{ TRAINER_URL: "http://trainer.example.com" }, /TRAINER_URL.*must be https/],
+    [
+      { COOKIE_KEY_ID: "3", COOKIE_KEY_ID_PREVIOUS: "3", COOKIE_SECRET_PREVIOUS: "previous-cookie-secret" },
+      /COOKIE_KEY_ID_PREVIOUS equals COOKIE_KEY_ID/,
+    ],
+  ];
+  try {
+    for (const [overrides, reason] of cases) {
+      const mf = await startWorker({ ORIGIN_URL: server.url, ...SECRETS, ...overrides });
+      try {
+        const res = await mf.dispatchFetch("http://edge.test/page");
+        assert.equal(res.status, 200, JSON.stringify(overrides));
+        assert.ok(!res.headers.getSetCookie().some((c) => c.startsWith("pw_")), "no prewarm cookie when misconfigured");
+        await res.arrayBuffer();
+        const health = await mf.dispatchFetch("http://edge.test/__prewarm/health");
+        assert.equal(health.status, 503);
+        assert.match((await health.json()).config_error, reason);
+      } finally {
+        await mf.dispose();
+      }
+    }
+    // A trainer on loopback may be plain http (wrangler dev, tests).
+    const mf = await startWorker({ ORIGIN_URL: server.url, ...SECRETS, TRAINER_URL: "http://localhost:9" });
+    try {
+      const health = await mf.dispatchFetch("http://edge.test/__prewarm/health");
+      assert.equal(health.status, 200, await health.text());
+    } finally {
+      await mf.dispose();
+    }
+  } finally {
+    await server.close();
+  }
+});

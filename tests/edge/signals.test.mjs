@@ -163,7 +163,7 @@ test("signals and origin requests carry no raw id, address or cookie value", asy
     await publish(env.mf, fixtureModel("model-v1"));
     const { jar } = await browse(env.mf, 10);
     await eventually(() => receiver.batches.length > 0);
-    const secrets = [jar.pw_id, jar.pw_state, CLIENT_IP, SECRETS.PREWARM_SALT, SECRETS.COOKIE_SECRET];
+    const secrets = [jar.pw_id, jar.pw_state, CLIENT_IP, SECRETS.PREWARM_SALT, SECRETS.COOKIE_SECRET, SECRETS.SIGNAL_KEY];
     const outbound = [
       ...receiver.raw.map((r) => JSON.stringify(r)),
       ...env.origin.seen.map((r) => JSON.stringify(r.headers) + r.url + r.body),

@@ -308,16 +308,16 @@ impl Drop for WranglerDev {
     }
 }
 
-/// POSTs a signal batch to a trainer as the edge does (bearer token, timestamp, HMAC signature
-/// over both); returns the status.
-pub fn post_signals(addr: SocketAddr, token: &str, batch: &prewarm_shared::signals::SignalBatch) -> u16 {
+/// POSTs a signal batch to a trainer as the edge does (the key's id, the timestamp and the
+/// HMAC signature over both; never the key); returns the status.
+pub fn post_signals(addr: SocketAddr, key: &str, batch: &prewarm_shared::signals::SignalBatch) -> u16 {
     use prewarm_shared::signals;
     let body = batch.to_json();
     let at = batch.sent_at;
-    let (ts, sig) = (at.0.to_string(), signals::sign(token.as_bytes(), at, &body));
-    let auth = format!("Bearer {token}");
+    let (ts, sig) = (at.0.to_string(), signals::sign(key.as_bytes(), at, &body));
+    let key_id = signals::key_id(key.as_bytes());
     let headers = [
-        ("authorization", auth.as_str()),
+        (signals::KEY_ID_HEADER, key_id.as_str()),
         ("content-type", "application/json"),
         (signals::TIMESTAMP_HEADER, ts.as_str()),
         (signals::SIGNATURE_HEADER, sig.as_str()),

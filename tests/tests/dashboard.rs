@@ -39,7 +39,7 @@ fn the_dashboard_draws_its_charts_in_chromium_and_rolls_back_with_the_admin_toke
     let data = dir.0.join("data");
     let events = dir.0.join("events.ndjson");
     let events = events.to_str().expect("utf-8 path");
-    let salt = [("PREWARM_SALT", "dashboard-salt")];
+    let salt = [("PREWARM_SALT", "dashboard-salt-0123456789")];
     for seed in ["1", "2"] {
         prewarm(
             &data,
@@ -49,7 +49,7 @@ fn the_dashboard_draws_its_charts_in_chromium_and_rolls_back_with_the_admin_toke
         prewarm(&data, &["import", events], &salt);
         prewarm(&data, &["train"], &[]);
     }
-    let env = [("PREWARM_ADMIN_TOKEN", ADMIN), ("PREWARM_SIGNAL_TOKEN", SIGNAL)];
+    let env = [("PREWARM_ADMIN_TOKEN", ADMIN), ("PREWARM_SIGNAL_KEY", SIGNAL)];
     let trainer = Trainer::start(&data, &env);
 
     // The edge counted demand over the last minutes: the observed line has points.

@@ -43,9 +43,9 @@ fn live_metrics_pass_promtool_and_every_dashboard_and_rule_query_names_an_export
     let events = dir.0.join("events.ndjson");
     let events = events.to_str().expect("utf-8 path");
     prewarm(&data, &["synth", "--out", events, "--users-per-kind", "25", "--regions", "eu:60"], &[]);
-    prewarm(&data, &["import", events], &[("PREWARM_SALT", "deploy-salt")]);
+    prewarm(&data, &["import", events], &[("PREWARM_SALT", "deploy-salt-0123456789")]);
     prewarm(&data, &["train"], &[]);
-    let trainer = Trainer::start(&data, &[("PREWARM_SIGNAL_TOKEN", SIGNAL)]);
+    let trainer = Trainer::start(&data, &[("PREWARM_SIGNAL_KEY", SIGNAL)]);
 
     // Demand counts and a prewarm signal, so every labelled metric has samples.
     let now = now();

@@ -42,7 +42,7 @@ main = "{}"
 compatibility_date = "2026-04-01"
 [vars]
 ORIGIN_URL = "http://{}"
-PREWARM_SALT = "e2e-salt"
+PREWARM_SALT = "e2e-salt-0123456789"
 COOKIE_SECRET = "e2e-cookie-secret"
 MODEL_CHECK_SECS = "0"
 [[kv_namespaces]]
@@ -57,7 +57,7 @@ id = "00000000000000000000000000000000"
     let events = dir.0.join("events.ndjson");
     let events = events.to_str().expect("utf-8 path");
     prewarm(&data, &["synth", "--out", events, "--users-per-kind", "25", "--regions", "eu:60"], &[]);
-    prewarm(&data, &["import", events], &[("PREWARM_SALT", "e2e-salt")]);
+    prewarm(&data, &["import", events], &[("PREWARM_SALT", "e2e-salt-0123456789")]);
     let trained = prewarm(&data, &["train"], &[]);
     assert!(trained.contains("model version 1 published"), "{trained}");
     let publish = |extra: &[&str]| {
@@ -85,7 +85,7 @@ id = "00000000000000000000000000000000"
 
     // New behaviour arrives; the next training is version 2 and the worker follows.
     prewarm(&data, &["synth", "--out", events, "--users-per-kind", "25", "--regions", "eu:60", "--seed", "7"], &[]);
-    prewarm(&data, &["import", events], &[("PREWARM_SALT", "e2e-salt")]);
+    prewarm(&data, &["import", events], &[("PREWARM_SALT", "e2e-salt-0123456789")]);
     assert!(prewarm(&data, &["train"], &[]).contains("model version 2 published"));
     // The operator's view of the change: version 1 is still inspectable, and the diff accounts
     // for every profile of both versions.

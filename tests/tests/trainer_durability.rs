@@ -90,5 +90,5 @@ fn unauthenticated_and_malformed_writes_are_refused_over_real_http() {
     let (status, body) =
         request(trainer.addr, "POST", "/v1/signals", &[("Authorization", &auth)], b"{}").expect("request");
     assert_eq!(status, 503);
-    assert!(String::from_utf8_lossy(&body).contains("PREWARM_SIGNAL_TOKEN"));
+    assert!(String::from_utf8_lossy(&body).contains("PREWARM_SIGNAL_KEY"));
 }

@@ -66,7 +66,7 @@ fn malformed(rng: &mut Rng, accepted_signal: &Malformed) -> Malformed {
     let json = ("content-type".to_owned(), "application/json".to_owned());
     let signed = |body: &[u8], at: UnixSeconds, key: &str| {
         vec![
-            bearer(SIGNAL),
+            (signals::KEY_ID_HEADER.to_owned(), signals::key_id(SIGNAL.as_bytes())),
             json.clone(),
             (signals::TIMESTAMP_HEADER.to_owned(), at.0.to_string()),
             (signals::SIGNATURE_HEADER.to_owned(), signals::sign(key.as_bytes(), at, body)),
@@ -182,7 +182,7 @@ fn malformed(rng: &mut Rng, accepted_signal: &Malformed) -> Malformed {
 fn a_thousand_malformed_requests_get_4xx_with_a_reason_and_the_server_stays_healthy() {
     let dir = TempDir::new("malformed");
     let config = config_file(&dir, "");
-    let env = [("PREWARM_CONFIG", config.as_str()), ("PREWARM_INGEST_TOKEN", INGEST), ("PREWARM_SIGNAL_TOKEN", SIGNAL)];
+    let env = [("PREWARM_CONFIG", config.as_str()), ("PREWARM_INGEST_TOKEN", INGEST), ("PREWARM_SIGNAL_KEY", SIGNAL)];
     let trainer = Trainer::start(&dir.0, &env);
     let accepted = events(0, 10);
     let auth = format!("Bearer {INGEST}");
@@ -198,7 +198,7 @@ fn a_thousand_malformed_requests_get_4xx_with_a_reason_and_the_server_stays_heal
         "POST",
         "/v1/signals",
         vec![
-            ("authorization".into(), format!("Bearer {SIGNAL}")),
+            (signals::KEY_ID_HEADER.into(), signals::key_id(SIGNAL.as_bytes())),
             ("content-type".into(), "application/json".into()),
             (signals::TIMESTAMP_HEADER.into(), at.0.to_string()),
             (signals::SIGNATURE_HEADER.into(), signals::sign(SIGNAL.as_bytes(), at, &batch)),
@@ -238,7 +238,7 @@ fn a_full_store_answers_503_keeps_what_it_has_and_recovers_when_space_returns() 
     {
         let config = config_file(&dir, "store_max_mb = 1");
         let env =
-            [("PREWARM_CONFIG", config.as_str()), ("PREWARM_INGEST_TOKEN", INGEST), ("PREWARM_SIGNAL_TOKEN", SIGNAL)];
+            [("PREWARM_CONFIG", config.as_str()), ("PREWARM_INGEST_TOKEN", INGEST), ("PREWARM_SIGNAL_KEY", SIGNAL)];
         let trainer = Trainer::start(&dir.0, &env);
         for batch in 0..200 {
             let (status, body) =
@@ -263,7 +263,7 @@ fn a_full_store_answers_503_keeps_what_it_has_and_recovers_when_space_returns() 
     }
     // Space returns (a larger cap): the same store opens intact and takes writes again.
     let config = config_file(&dir, "store_max_mb = 64");
-    let env = [("PREWARM_CONFIG", config.as_str()), ("PREWARM_INGEST_TOKEN", INGEST), ("PREWARM_SIGNAL_TOKEN", SIGNAL)];
+    let env = [("PREWARM_CONFIG", config.as_str()), ("PREWARM_INGEST_TOKEN", INGEST), ("PREWARM_SIGNAL_KEY", SIGNAL)];
     let trainer = Trainer::start(&dir.0, &env);
     assert_eq!(events_in_store(&trainer), acknowledged as u64, "every acknowledged event survived");
     let (status, body) =
@@ -281,7 +281,7 @@ fn a_read_only_store_answers_503_and_takes_writes_again_when_writable() {
         vec![
             ("PREWARM_CONFIG".to_owned(), config.to_owned()),
             ("PREWARM_INGEST_TOKEN".to_owned(), INGEST.to_owned()),
-            ("PREWARM_SIGNAL_TOKEN".to_owned(), SIGNAL.to_owned()),
+            ("PREWARM_SIGNAL_KEY".to_owned(), SIGNAL.to_owned()),
         ]
     };
     let start = |config: &str| {

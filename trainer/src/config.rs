@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use prewarm_shared::Secret;
 use serde::Deserialize;
 
 /// Everything the trainer reads from its environment. Every field has a default except the
@@ -16,18 +17,38 @@ pub struct TrainerConfig {
     /// Address `prewarm serve` listens on (`PREWARM_LISTEN`).
     pub listen: SocketAddr,
     /// Bearer token for `POST /v1/events` (`PREWARM_INGEST_TOKEN`).
-    pub ingest_token: Option<String>,
-    /// Bearer token and HMAC key shared with the edge for `POST /v1/signals` (`PREWARM_SIGNAL_TOKEN`).
-    pub signal_token: Option<String>,
+    pub ingest_token: Option<Secret>,
+    /// The HMAC key the edge signs `POST /v1/signals` with (`PREWARM_SIGNAL_KEY`). It is never
+    /// sent: a batch names it by its key id and carries a signature.
+    pub signal_key: Option<Secret>,
+    /// The key being rotated out (`PREWARM_SIGNAL_KEY_PREVIOUS`): batches signed with it are
+    /// still accepted until every edge has the new one.
+    pub signal_key_previous: Option<Secret>,
     /// Bearer token of the dashboard's rollback action (`PREWARM_ADMIN_TOKEN`); unset: disabled.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
+    /// Bearer token for the reads that carry business data — `/v1/plan`, `/v1/status`,
+    /// `/metrics`, `/` (`PREWARM_READ_TOKEN`); unset: open, as on a private network.
+    /// `/healthz` stays open for probes.
+    pub read_token: Option<Secret>,
     /// Salt for hashing users in imported logs (`PREWARM_SALT`); use the edge's salt so both
     /// hash the same way.
-    pub salt: Option<String>,
-    /// Largest accepted request body, after decompression.
+    pub salt: Option<Secret>,
+    /// Largest accepted `POST /v1/events` body, after decompression. Signals and rollbacks
+    /// have fixed limits of their own (`web::SIGNAL_BODY_LIMIT`, `web::ROLLBACK_BODY_LIMIT`).
     pub max_body_bytes: usize,
     /// A request taking longer is answered 408.
     pub request_timeout_secs: u64,
+    /// A connection that has not sent a request's headers this long after connecting (or
+    /// after its previous request) is closed: slow clients cannot hold connections open.
+    pub header_read_timeout_secs: u64,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Store reads (status, scrapes, the dashboard, the plan) running at once, each on a
+    /// read-only connection of its own beside the writer.
+    pub max_concurrent_reads: usize,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed: the client address for rate limits
+    /// is the right-most forwarded address that is not one of them. Empty: the peer address.
+    pub trusted_proxies: Vec<String>,
     /// `POST /v1/signals` per source address: sustained requests per second, and the burst.
     pub signal_rate_per_sec: f64,
     pub signal_burst: u32,
@@ -91,11 +112,17 @@ impl Default for TrainerConfig {
             data_dir: PathBuf::from("prewarm-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
             ingest_token: None,
-            signal_token: None,
+            signal_key: None,
+            signal_key_previous: None,
             admin_token: None,
+            read_token: None,
             salt: None,
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            max_connections: 1024,
+            max_concurrent_reads: 4,
+            trusted_proxies: Vec::new(),
             signal_rate_per_sec: 50.0,
             signal_burst: 200,
             store_max_mb: None,
@@ -207,18 +234,29 @@ impl TrainerConfig {
             })?);
         }
         if let (Some(kv), Some(token)) = (self.kv.as_mut(), lookup("PREWARM_CF_API_TOKEN").filter(|t| !t.is_empty())) {
-            kv.api_token = Some(token);
+            kv.api_token = Some(token.into());
         }
         for (name, slot) in [
             ("PREWARM_INGEST_TOKEN", &mut self.ingest_token),
-            ("PREWARM_SIGNAL_TOKEN", &mut self.signal_token),
+            ("PREWARM_SIGNAL_KEY", &mut self.signal_key),
+            ("PREWARM_SIGNAL_KEY_PREVIOUS", &mut self.signal_key_previous),
             ("PREWARM_SALT", &mut self.salt),
             ("PREWARM_WEBHOOK_SECRET", &mut self.actuate.webhook_secret),
             ("PREWARM_ADMIN_TOKEN", &mut self.admin_token),
+            ("PREWARM_READ_TOKEN", &mut self.read_token),
         ] {
             if let Some(v) = lookup(name).filter(|v| !v.is_empty()) {
-                *slot = Some(v);
+                *slot = Some(v.into());
             }
+        }
+        if lookup("PREWARM_SIGNAL_TOKEN").is_some_and(|v| !v.is_empty()) {
+            return Err(ConfigError::Env {
+                name: "PREWARM_SIGNAL_TOKEN",
+                value: "<redacted>".into(),
+                reason: "renamed PREWARM_SIGNAL_KEY: the edge now signs with it and never sends it (set the \
+                         worker's SIGNAL_KEY to the same value)"
+                    .into(),
+            });
         }
         Ok(())
     }
@@ -249,10 +287,33 @@ impl TrainerConfig {
         let p = &self.profiles;
         p.validate().map_err(ConfigError::Invalid)?;
         self.costs.validate().map_err(ConfigError::Invalid)?;
-        for token in [&self.ingest_token, &self.signal_token, &self.admin_token].into_iter().flatten() {
-            if token.len() < 16 {
-                return Err(ConfigError::Invalid("tokens must be at least 16 characters".into()));
+        let secrets = [
+            ("ingest_token", &self.ingest_token),
+            ("signal_key", &self.signal_key),
+            ("signal_key_previous", &self.signal_key_previous),
+            ("admin_token", &self.admin_token),
+            ("read_token", &self.read_token),
+            // The edge refuses a shorter salt, and hashes must match on both sides.
+            ("salt", &self.salt),
+        ];
+        for (name, secret) in secrets {
+            if secret.as_ref().is_some_and(|s| s.len() < 16) {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 16 characters")));
             }
+        }
+        if self.signal_key_previous.is_some() && self.signal_key.is_none() {
+            return Err(ConfigError::Invalid("signal_key_previous is set without signal_key".into()));
+        }
+        if self.signal_key.is_some() && self.signal_key == self.signal_key_previous {
+            return Err(ConfigError::Invalid("signal_key_previous equals signal_key: nothing is being rotated".into()));
+        }
+        if let Some(bad) = self.trusted_proxies.iter().find(|c| Cidr::parse(c).is_none()) {
+            return Err(ConfigError::Invalid(format!("trusted_proxies: {bad:?} is not a CIDR (e.g. 10.0.0.0/8)")));
+        }
+        if self.header_read_timeout_secs == 0 || self.max_connections == 0 || self.max_concurrent_reads == 0 {
+            return Err(ConfigError::Invalid(
+                "header_read_timeout_secs, max_connections and max_concurrent_reads must be > 0".into(),
+            ));
         }
         for region in &self.regions {
             for cidr in &region.cidrs {
@@ -285,6 +346,12 @@ impl TrainerConfig {
             return Err(ConfigError::Invalid("store_max_mb must be > 0 when set".into()));
         }
         Ok(())
+    }
+
+    /// The keys a signal batch may be signed with: the current one, then the one being
+    /// rotated out.
+    pub fn signal_keys(&self) -> impl Iterator<Item = &Secret> {
+        self.signal_key.iter().chain(self.signal_key_previous.iter())
     }
 
     /// The region of a client address (imports), by the first matching CIDR.
@@ -342,7 +409,8 @@ mod tests {
         .expect("parses");
         config.apply_env(|n| (n == "PREWARM_SALT").then(|| "pepper".to_string())).expect("env");
         config.validate().expect("valid");
-        assert_eq!(config.salt.as_deref(), Some("pepper"));
+        assert_eq!(config.salt.as_ref().map(Secret::expose), Some("pepper"));
+        assert!(!format!("{config:?}").contains("pepper"), "secrets stay out of Debug");
         assert_eq!(config.region_of(Some("192.0.2.9".parse().expect("ip"))), "us");
         assert_eq!(config.region_of(Some("198.51.100.1".parse().expect("ip"))), "eu");
         assert_eq!(config.profiles.k_max, 6);

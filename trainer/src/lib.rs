@@ -7,6 +7,7 @@ pub mod forecast;
 pub mod ingest;
 pub mod model;
 pub mod monitor;
+pub mod outbound;
 pub mod plan;
 pub mod profile;
 pub mod publish;

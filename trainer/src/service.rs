@@ -33,8 +33,13 @@ pub struct AppState {
     pub rules: Arc<ClassificationRules>,
     /// The clock, injected so tests can pin it.
     pub clock: fn() -> UnixSeconds,
+    /// Per-source limits: edge signals, and admin actions (tried before their token).
     pub signal_rate: Arc<guard::RateLimiter>,
-    pub replays: Arc<guard::ReplayGuard>,
+    pub admin_rate: Arc<guard::RateLimiter>,
+    /// `trusted_proxies`, parsed.
+    pub trusted_proxies: Arc<Vec<crate::config::Cidr>>,
+    /// Read connections beside the writer (`store`).
+    pub readers: Arc<crate::store::Readers>,
     /// Counters and firing alerts, for /metrics and /v1/status.
     pub monitor: Arc<crate::monitor::Monitor>,
     /// The plan of the last actuation cycle: what the KEDA scaler answers from.
@@ -44,18 +49,28 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: TrainerConfig, store: Store, rules: ClassificationRules, clock: fn() -> UnixSeconds) -> Self {
         let signal_rate = guard::RateLimiter::new(config.signal_rate_per_sec, f64::from(config.signal_burst));
+        let trusted_proxies = config.trusted_proxies.iter().filter_map(|c| crate::config::Cidr::parse(c)).collect();
+        let store = Arc::new(Mutex::new(store));
+        let readers = crate::store::Readers::new(store.clone(), config.max_concurrent_reads);
         Self {
+            signal_rate: Arc::new(signal_rate),
+            admin_rate: Arc::new(guard::RateLimiter::new(ADMIN_RATE_PER_SEC, ADMIN_BURST)),
+            trusted_proxies: Arc::new(trusted_proxies),
+            readers: Arc::new(readers),
             config: Arc::new(config),
-            store: Arc::new(Mutex::new(store)),
+            store,
             rules: Arc::new(rules),
             clock,
-            signal_rate: Arc::new(signal_rate),
-            replays: Arc::new(guard::ReplayGuard::default()),
             monitor: Arc::new(crate::monitor::Monitor::default()),
             plan_cache: Arc::new(PlanCache::default()),
         }
     }
 }
+
+/// Admin actions (rollback, resume) per source: a burst of 5, then one every 10 s — plenty
+/// for an operator, too few to guess a 16-character token.
+const ADMIN_RATE_PER_SEC: f64 = 0.1;
+const ADMIN_BURST: f64 = 5.0;
 
 pub fn system_clock() -> UnixSeconds {
     UnixSeconds(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
@@ -181,10 +196,7 @@ impl PlanView {
 /// Blocking: reads the store and the models directory.
 pub fn plan_now(state: &AppState, now: UnixSeconds) -> Result<PlanView, ServiceError> {
     let config = &state.config;
-    let live = {
-        let store = state.store.lock().map_err(|_| ServiceError::Poisoned("store"))?;
-        crate::plan::Live::from_store(&store, now, config.plan.nowcast_decay_secs)?
-    };
+    let live = state.readers.read(|store| crate::plan::Live::from_store(store, now, config.plan.nowcast_decay_secs))?;
     let current = crate::publish::DirPublisher::new(config.models_dir()).current()?;
     let (pointer, models) = current.map_or((None, Vec::new()), |(p, m)| (Some(p), m));
     let plans = crate::plan::plan_regions(&models, &config.plan, now, &live);
@@ -210,14 +222,36 @@ pub fn training_tick(
     ledger: &mut crate::forecast::ledger::Ledger,
 ) -> Result<crate::train::TrainRun, ServiceError> {
     let cutoff = now.0.saturating_sub(state.config.retention_days * 86_400);
-    state.store.lock().map_err(|_| ServiceError::Poisoned("store"))?.prune_events(cutoff)?;
+    let pruned = state.store.lock().map_err(|_| ServiceError::Poisoned("store"))?.prune(cutoff)?;
+    tracing::debug!(?pruned, "retention");
     let store = Store::open(&state.config.store_path())?;
     let publisher = crate::publish::DirPublisher::new(state.config.models_dir());
     let run = crate::train::train_and_publish(&store, &state.config, &state.rules, &publisher, now, ledger)?;
+    if let Some(note) = &run.paused {
+        tracing::warn!(%note, "trained, not published: publishing is paused");
+    }
     if run.published {
         let targets =
             crate::publish::Targets::from_config(state.config.kv.as_ref(), state.config.object_store.as_ref())?;
         targets.publish(&publisher.current_entries()?)?;
     }
     Ok(run)
+}
+
+/// Rolls the published model back to `version` (default: the one before the current) and
+/// pushes it to the configured targets; publishing stays paused until resumed, so the next
+/// periodic training does not undo it.
+pub fn rollback(
+    state: &AppState,
+    version: Option<u32>,
+) -> Result<Vec<prewarm_shared::artifact::KvEntry>, ServiceError> {
+    let entries = crate::publish::DirPublisher::new(state.config.models_dir()).rollback(version, (state.clock)().0)?;
+    crate::publish::Targets::from_config(state.config.kv.as_ref(), state.config.object_store.as_ref())?
+        .publish(&entries)?;
+    Ok(entries)
+}
+
+/// Lifts the pause a rollback put on publishing; returns whether one was in effect.
+pub fn resume_publishing(state: &AppState) -> Result<bool, ServiceError> {
+    Ok(crate::publish::DirPublisher::new(state.config.models_dir()).resume()?)
 }

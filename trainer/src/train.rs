@@ -225,8 +225,11 @@ pub fn train_with(
 pub struct TrainRun {
     pub version: ModelVersion,
     pub regions: Vec<TrainedRegion>,
-    /// False when the model is identical in content to the published one.
+    /// False when the model is identical in content to the published one, or publishing is
+    /// paused.
     pub published: bool,
+    /// Why publishing is paused (after a rollback), when it is.
+    pub paused: Option<String>,
 }
 
 /// Trains on everything in the store and publishes the result as the next version.
@@ -254,12 +257,18 @@ pub fn train_and_publish(
         });
     if unchanged {
         let current = previous.as_ref().map_or(version, |(p, _)| p.version);
-        return Ok(TrainRun { version: current, regions, published: false });
+        return Ok(TrainRun { version: current, regions, published: false, paused: None });
     }
     let default_region =
         models.iter().find(|m| m.region == config.default_region).or(models.first()).map_or("", |m| m.region.as_str());
     let (_, entries) = ModelBundle::encode(&models, version, now, default_region, RegionMap::default())?;
-    publisher.publish(&entries)?;
+    match publisher.publish(&entries) {
+        Err(crate::publish::PublishError::Paused(note)) => {
+            let current = previous.as_ref().map_or(version, |(p, _)| p.version);
+            return Ok(TrainRun { version: current, regions, published: false, paused: Some(note) });
+        }
+        other => other?,
+    }
     TrainingReport::of(version, now, &regions).write(&config.models_dir());
-    Ok(TrainRun { version, regions, published: true })
+    Ok(TrainRun { version, regions, published: true, paused: None })
 }

@@ -61,7 +61,8 @@ fn receiver(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<Delivery>>>) {
             record.lock().expect("lock").push(Delivery { headers, body });
             let status = statuses.next().unwrap_or(200);
             let mut stream = reader.into_inner();
-            let _ = write!(stream, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let location = if (300..400).contains(&status) { "Location: /elsewhere\r\n" } else { "" };
+            let _ = write!(stream, "HTTP/1.1 {status} X\r\n{location}Content-Length: 0\r\nConnection: close\r\n\r\n");
         }
     });
     (url, seen)
@@ -80,7 +81,7 @@ fn verified(d: &Delivery) -> serde_json::Value {
 #[test]
 fn deliveries_are_signed_and_retried_until_the_receiver_takes_them() {
     let (url, seen) = receiver(vec![503, 429]);
-    let hook = Webhook::new(&url, SECRET, &fast());
+    let hook = Webhook::new(&url, &SECRET.into(), &fast());
     let attempts = hook.deliver("plan", &serde_json::json!({ "kind": "plan", "units": 3 }), NOW).expect("delivered");
     assert_eq!(attempts, 3);
     let seen = seen.lock().expect("lock");
@@ -90,12 +91,25 @@ fn deliveries_are_signed_and_retried_until_the_receiver_takes_them() {
 
     // A receiver that refuses (4xx) is not retried; one that keeps failing exhausts retries.
     let (url, seen) = receiver(vec![400]);
-    assert!(Webhook::new(&url, SECRET, &fast()).deliver("plan", &serde_json::json!({}), NOW).is_err());
+    assert!(Webhook::new(&url, &SECRET.into(), &fast()).deliver("plan", &serde_json::json!({}), NOW).is_err());
     assert_eq!(seen.lock().expect("lock").len(), 1);
     let (url, seen) = receiver(vec![500; 10]);
-    let err = Webhook::new(&url, SECRET, &fast()).deliver("plan", &serde_json::json!({}), NOW).expect_err("fails");
+    let err =
+        Webhook::new(&url, &SECRET.into(), &fast()).deliver("plan", &serde_json::json!({}), NOW).expect_err("fails");
     assert!(err.to_string().contains("500") && err.to_string().contains("4 attempts"), "{err}");
     assert_eq!(seen.lock().expect("lock").len(), 4);
+}
+
+#[test]
+fn a_redirect_is_refused_not_followed_and_the_url_key_never_shows() {
+    let (url, seen) = receiver(vec![307]);
+    let url = format!("{url}?key=hook-key-s3cret");
+    let hook = Webhook::new(&url, &SECRET.into(), &fast());
+    let err = hook.deliver("plan", &serde_json::json!({}), NOW).expect_err("a redirect is a refusal");
+    assert!(err.to_string().contains("307"), "{err}");
+    assert_eq!(seen.lock().expect("lock").len(), 1, "the redirect was not followed");
+    let shown = format!("{err} {hook:?}");
+    assert!(!shown.contains("hook-key-s3cret") && !shown.contains(SECRET), "{shown}");
 }
 
 fn now() -> UnixSeconds {
@@ -110,7 +124,7 @@ fn sustained_under_provisioning_fires_an_alert_that_reaches_the_webhook() {
         ..TrainerConfig::default()
     };
     let state = AppState::new(config, Store::in_memory().expect("store"), ClassificationRules::default(), now);
-    let hook = Webhook::new(&url, SECRET, &fast());
+    let hook = Webhook::new(&url, &SECRET.into(), &fast());
 
     // Quiet: nothing fires, nothing is sent (no model published: no plan to deliver).
     let report = actuate::cycle(&state, Some(&hook), NOW).expect("cycle");
@@ -129,7 +143,7 @@ fn sustained_under_provisioning_fires_an_alert_that_reaches_the_webhook() {
             reason: PrewarmReason::AboveBand,
         });
     }
-    state.store.lock().expect("lock").insert_signals(&batch, NOW.0 - 60).expect("signals");
+    state.store.lock().expect("lock").insert_signals(&batch, NOW.0 - 60, None).expect("signals");
     let report = actuate::cycle(&state, Some(&hook), NOW).expect("cycle");
     assert_eq!(report.transitions.fired.len(), 1);
     let deliveries = seen.lock().expect("lock").clone();

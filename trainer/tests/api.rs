@@ -15,7 +15,7 @@ use prewarm_trainer::web::{AppState, router};
 use tower::ServiceExt;
 
 const INGEST: &str = "ingest-token-0123456789";
-const SIGNAL: &str = "signal-token-0123456789";
+const SIGNAL: &str = "signal-key-0123456789";
 const NOW: UnixSeconds = UnixSeconds(1_800_000_000);
 
 fn fixed_clock() -> UnixSeconds {
@@ -27,7 +27,7 @@ fn state() -> AppState {
         // A data directory of its own: nothing published there.
         data_dir: std::env::temp_dir().join(format!("prewarm-api-test-{}", std::process::id())),
         ingest_token: Some(INGEST.into()),
-        signal_token: Some(SIGNAL.into()),
+        signal_key: Some(SIGNAL.into()),
         max_body_bytes: 64 * 1024,
         ..TrainerConfig::default()
     };
@@ -125,12 +125,13 @@ async fn gzip_bodies_are_accepted_and_bad_or_huge_ones_refused() {
     assert_eq!(count(&s), 50);
 }
 
-fn signed_signals(batch: &SignalBatch, at: UnixSeconds, token: &str) -> Request<Body> {
+/// A batch as the edge sends it: the key's id, the timestamp and the signature; never the key.
+fn signed_signals(batch: &SignalBatch, at: UnixSeconds, key: &str) -> Request<Body> {
     let body = batch.to_json();
     Request::post("/v1/signals")
-        .header("authorization", format!("Bearer {token}"))
+        .header(signals::KEY_ID_HEADER, signals::key_id(key.as_bytes()))
         .header(signals::TIMESTAMP_HEADER, at.0.to_string())
-        .header(signals::SIGNATURE_HEADER, signals::sign(token.as_bytes(), at, &body))
+        .header(signals::SIGNATURE_HEADER, signals::sign(key.as_bytes(), at, &body))
         .body(Body::from(body))
         .expect("request")
 }
@@ -166,10 +167,16 @@ async fn signed_signals_are_stored_and_forged_or_replayed_ones_refused() {
     let (status, body) = send(&s, signed_signals(&batch, old, SIGNAL)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["error"].as_str().is_some_and(|e| e.contains("timestamp")));
-    // Right bearer, signature made with another key.
+    // The right key id, a signature made with another key.
     let mut forged = signed_signals(&batch, NOW, "another-key-0123456789");
-    forged.headers_mut().insert("authorization", format!("Bearer {SIGNAL}").parse().expect("header"));
+    forged.headers_mut().insert(signals::KEY_ID_HEADER, signals::key_id(SIGNAL.as_bytes()).parse().expect("header"));
     assert_eq!(send(&s, forged).await.0, StatusCode::UNAUTHORIZED);
+    // The key sent as a bearer token (as edges before key ids did) proves nothing.
+    let bearer = Request::post("/v1/signals")
+        .header("authorization", format!("Bearer {SIGNAL}"))
+        .body(Body::from(batch.to_json()))
+        .expect("request");
+    assert_eq!(send(&s, bearer).await.0, StatusCode::UNAUTHORIZED);
     // Valid signature over a batch this build cannot read.
     let mut wrong = batch.clone();
     wrong.version = 99;
@@ -197,6 +204,28 @@ async fn signals_are_rate_limited_per_source_before_authentication() {
     // Another source is not affected, and a valid batch from it is stored.
     let batch = SignalBatch::new(NOW, None);
     assert_eq!(send(&s, from([10, 0, 0, 2], signed_signals(&batch, NOW, SIGNAL))).await.0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn a_rotated_out_key_still_signs_and_an_unknown_key_is_refused_before_its_body_is_read() {
+    const OLD: &str = "old-signal-key-0123456789";
+    let config = TrainerConfig { signal_key_previous: Some(OLD.into()), ..(*state().config).clone() };
+    let s = AppState::new(config, Store::in_memory().expect("store"), ClassificationRules::default(), fixed_clock);
+    let mut batch = SignalBatch::new(NOW, None);
+    batch.batch_id = 7;
+    assert_eq!(send(&s, signed_signals(&batch, NOW, OLD)).await.0, StatusCode::ACCEPTED);
+    // An unknown key id with a body over the signal limit: 401, not 413 — nothing was read.
+    let huge = vec![b' '; prewarm_trainer::web::SIGNAL_BODY_LIMIT + 1];
+    let unknown = Request::post("/v1/signals")
+        .header(signals::KEY_ID_HEADER, signals::key_id(b"somebody-elses-key-0123"))
+        .header(signals::TIMESTAMP_HEADER, NOW.0.to_string())
+        .body(Body::from(huge.clone()))
+        .expect("request");
+    assert_eq!(send(&s, unknown).await.0, StatusCode::UNAUTHORIZED);
+    // A known key with the same body: the route's own limit.
+    let mut known = signed_signals(&batch, NOW, SIGNAL);
+    *known.body_mut() = Body::from(huge);
+    assert_eq!(send(&s, known).await.0, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]

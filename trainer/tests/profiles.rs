@@ -279,7 +279,7 @@ fn the_edges_counts_carry_a_profiles_series_past_the_last_event() {
     for (minute, requests) in per_minute {
         batch.demand.push(DemandCount { region: "eu".into(), profile: api, minute, requests, bytes: 0 });
     }
-    store.insert_signals(&batch, now.0).expect("store the counts");
+    store.insert_signals(&batch, now.0, None).expect("store the counts");
     let second = prewarm_trainer::train::train(&store, &config, &rules, &models, ModelVersion(2), now).expect("trains");
     let label = |trained: &[prewarm_trainer::model::TrainedRegion]| {
         trained[0].model.profiles.iter().find(|p| p.id == api).map(|p| p.label.clone())

@@ -7,8 +7,8 @@ pub mod keda;
 
 use std::time::Duration;
 
-use prewarm_shared::UnixSeconds;
 use prewarm_shared::signals::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use prewarm_shared::{Secret, UnixSeconds};
 use serde::Deserialize;
 
 /// `[actuate]` in the configuration.
@@ -19,7 +19,7 @@ pub struct ActuateConfig {
     pub webhook_url: Option<String>,
     /// The HMAC key of deliveries (`PREWARM_WEBHOOK_SECRET`; never in the file).
     #[serde(skip)]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// The plan is sent, and alerts evaluated, this often.
     pub interval_secs: u64,
     /// Attempts after the first, with backoff doubling from `backoff_ms`.
@@ -66,26 +66,25 @@ pub enum ActuateError {
 /// A webhook receiver of plans and alerts.
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    url: String,
-    secret: Vec<u8>,
+    /// Where deliveries go (a `Secret`: its query may hold a key; `Debug` shows `shown`).
+    url: Secret,
+    /// How errors and logs name it ([`crate::outbound::redacted`]).
+    shown: String,
+    secret: Secret,
     retries: u32,
     backoff: Duration,
     agent: ureq::Agent,
 }
 
 impl Webhook {
-    pub fn new(url: &str, secret: &str, config: &ActuateConfig) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(config.timeout_secs.max(1))))
-            .build()
-            .into();
+    pub fn new(url: &str, secret: &Secret, config: &ActuateConfig) -> Self {
         Self {
-            url: url.to_owned(),
-            secret: secret.as_bytes().to_vec(),
+            url: Secret::from(url),
+            shown: crate::outbound::redacted(url),
+            secret: secret.clone(),
             retries: config.retries,
             backoff: Duration::from_millis(config.backoff_ms),
-            agent,
+            agent: crate::outbound::agent(Duration::from_secs(config.timeout_secs)),
         }
     }
 
@@ -93,13 +92,13 @@ impl Webhook {
     /// it took. A 4xx other than 429 is the receiver refusing it: not retried.
     pub fn deliver(&self, kind: &str, body: &serde_json::Value, now: UnixSeconds) -> Result<u32, ActuateError> {
         let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let signature = signals::sign(&self.secret, now, &bytes);
+        let signature = signals::sign(self.secret.as_bytes(), now, &bytes);
         let mut delay = self.backoff;
         let mut last = None;
         for attempt in 1..=self.retries + 1 {
             let sent = self
                 .agent
-                .post(&self.url)
+                .post(self.url.expose())
                 .header("content-type", "application/json")
                 .header("x-prewarm-event", kind)
                 .header(TIMESTAMP_HEADER, &now.0.to_string())
@@ -112,13 +111,13 @@ impl Webhook {
                         return Ok(attempt);
                     }
                     if status != 429 && status < 500 {
-                        return Err(ActuateError::Refused { url: self.url.clone(), status });
+                        return Err(ActuateError::Refused { url: self.shown.clone(), status });
                     }
-                    last = Some(ActuateError::Status { url: self.url.clone(), status, attempts: attempt });
+                    last = Some(ActuateError::Status { url: self.shown.clone(), status, attempts: attempt });
                 }
                 Err(e) => {
                     last = Some(ActuateError::Transport {
-                        url: self.url.clone(),
+                        url: self.shown.clone(),
                         message: e.to_string(),
                         attempts: attempt,
                     })
@@ -130,7 +129,7 @@ impl Webhook {
             }
         }
         Err(last.unwrap_or(ActuateError::Transport {
-            url: self.url.clone(),
+            url: self.shown.clone(),
             message: "no attempt made".into(),
             attempts: 0,
         }))
@@ -178,8 +177,7 @@ pub fn cycle(
         report.plan_delivered = Some(delivered.is_ok());
     }
     let rules = &state.config.alerts;
-    let (edge, last_demand, above_band, live_skill) = {
-        let store = state.store.lock().map_err(|_| crate::service::ServiceError::Poisoned("store"))?;
+    let (edge, last_demand, above_band, live_skill) = state.readers.read(|store| {
         // The window, and the day before it for the seasonal-naive baseline.
         let since_minute = now.0.saturating_sub(rules.skill_window_secs + 86_400) / 60;
         let mut live_skill = Vec::new();
@@ -187,13 +185,13 @@ pub fn cycle(
             let demand = store.demand_by_minute(&model.region, since_minute)?;
             live_skill.extend(crate::monitor::live_skill(model, &demand, now.0, rules.skill_window_secs));
         }
-        (
+        Ok((
             store.edge_summary()?,
             store.last_demand_by_region()?,
             store.prewarm_counts_since(now.0.saturating_sub(rules.window_secs), "above_band")?,
             live_skill,
-        )
-    };
+        ))
+    })?;
     let observations = Observations {
         now: now.0,
         published_version: view.pointer.as_ref().map(|p| p.version.0),

@@ -15,6 +15,10 @@ pub struct PublishArgs {
     /// Roll back to this version, or to the one before the current with `--rollback` alone.
     #[arg(long, num_args = 0..=1, default_missing_value = "previous")]
     pub rollback: Option<String>,
+    /// Resume publishing after a rollback paused it (periodic and `prewarm train` publishing
+    /// stay paused until then).
+    #[arg(long, conflicts_with = "rollback")]
+    pub resume: bool,
     /// The local KV that `wrangler dev --persist-to DIR` reads.
     #[arg(long)]
     pub local_kv: Option<PathBuf>,
@@ -34,21 +38,31 @@ pub struct PublishArgs {
 }
 
 pub fn publish(args: &PublishArgs, config: TrainerConfig) -> Result<()> {
-    let &PublishArgs { ref rollback, ref local_kv, ref wrangler, ref wrangler_config, kv: to_kv, object_store } = args;
+    let &PublishArgs { ref rollback, resume, ref local_kv, ref wrangler, ref wrangler_config, kv: to_kv, object_store } =
+        args;
     use prewarm_trainer::publish::Targets;
     use prewarm_trainer::publish::local_kv::LocalKv;
     let publisher = DirPublisher::new(config.models_dir());
+    if resume {
+        let was = publisher.resume()?;
+        println!("{}", if was { "publishing resumed" } else { "publishing was not paused" });
+        return Ok(());
+    }
+    let now = system_clock().0;
     let entries = match rollback.as_deref() {
         None => publisher.current_entries()?,
-        Some("previous") => publisher.rollback(None)?,
+        Some("previous") => publisher.rollback(None, now)?,
         Some(v) => {
-            publisher.rollback(Some(v.parse().with_context(|| format!("--rollback {v:?} is not a version"))?))?
+            publisher.rollback(Some(v.parse().with_context(|| format!("--rollback {v:?} is not a version"))?), now)?
         }
     };
     let pointer = entries.last().map(|e| prewarm_shared::ModelPointer::from_artifact(&e.value)).transpose()?;
     let version = pointer.map_or(0, |p| p.version.0);
     if rollback.is_some() {
-        println!("rolled back {} to version {version}", publisher.root().display());
+        println!(
+            "rolled back {} to version {version}; publishing is paused until `prewarm publish --resume`",
+            publisher.root().display()
+        );
     }
     // The configured targets ([kv], [object_store]), and the local KV of `wrangler dev` if asked.
     let mut targets = Targets::from_config(config.kv.as_ref(), config.object_store.as_ref())?;

@@ -56,9 +56,7 @@ fn run_service(
                 }
             });
         }
-        // With the peer address: the signal endpoint is rate-limited per source.
-        let app = prewarm_trainer::web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+        prewarm_trainer::web::serve(listener, state, shutdown()).await?;
         Ok(())
     })
 }

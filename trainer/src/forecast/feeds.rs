@@ -78,11 +78,7 @@ pub struct HttpJsonFeed {
 
 impl HttpJsonFeed {
     pub fn new(config: FeedConfig) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(config.timeout_secs.max(1))))
-            .build()
-            .into();
+        let agent = crate::outbound::agent(Duration::from_secs(config.timeout_secs));
         Self { config, agent }
     }
 }
@@ -100,6 +96,7 @@ impl Feed for HttpJsonFeed {
             self.agent.get(&url).call().map_err(|e| FeedError::Fetch { feed: feed.clone(), reason: e.to_string() })?;
         let status = response.status().as_u16();
         if status != 200 {
+            let url = crate::outbound::redacted(&url);
             return Err(FeedError::Fetch { feed, reason: format!("HTTP {status} from {url}") });
         }
         let body = response

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 /// Longest accepted path, region name and User-Agent: longer values are rejected, not cut.
 pub const MAX_PATH_LEN: usize = 2048;
-pub const MAX_REGION_LEN: usize = 64;
+pub use prewarm_shared::signals::MAX_REGION_LEN;
 pub const MAX_USER_AGENT_LEN: usize = 1024;
 
 /// One line of `POST /v1/events`, as sent. Documented field by field in the README.
@@ -120,11 +120,16 @@ pub fn parse_rfc3339_utc(s: &str) -> Option<u64> {
         let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
         rest = &fraction[digits..];
     }
-    let offset_secs = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
+    // Byte-wise: the input is arbitrary text, and slicing a `str` inside a multi-byte
+    // character panics.
+    let offset_secs = match rest.as_bytes() {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let two = |a: u8, b: u8| {
+                (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i64::from((a - b'0') * 10 + (b - b'0')))
+            };
+            let sign = if *sign == b'-' { -1 } else { 1 };
+            sign * (two(*h1, *h2)? * 3600 + two(*m1, *m2)? * 60)
         }
         _ => return None,
     };
@@ -174,10 +179,7 @@ impl<'a> EventLine<'a> {
         let time = parse_time(&self.time)?;
         let user = UserHash::from_hex(&self.user)
             .ok_or_else(|| field("user", "expected 64 hex digits (HMAC-SHA256 of the user id), never a raw id"))?;
-        let region_ok = !self.region.is_empty()
-            && self.region.len() <= MAX_REGION_LEN
-            && self.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !region_ok {
+        if !prewarm_shared::signals::is_region_name(&self.region) {
             return Err(field("region", format!("1 to {MAX_REGION_LEN} characters of [A-Za-z0-9_-]")));
         }
         if !self.path.starts_with('/') || self.path.len() > MAX_PATH_LEN {
@@ -285,5 +287,20 @@ mod tests {
         assert_eq!(parse_rfc3339_utc("2023-11-14T23:13:20.123+01:00"), Some(1_700_000_000));
         assert_eq!(parse_rfc3339_utc("2023-13-14T22:13:20Z"), None);
         assert_eq!(parse_rfc3339_utc("yesterday"), None);
+    }
+
+    #[test]
+    fn a_multi_byte_character_in_the_offset_is_an_error_not_a_panic() {
+        for bad in
+            ["2023-11-14T22:13:20+1€0", "2023-11-14T22:13:20€:00", "2023-11-14T22:13:20+0€", "2023-11-14T22:13:2€Z"]
+        {
+            assert_eq!(parse_rfc3339_utc(bad), None, "{bad}");
+        }
+        let rules = ClassificationRules::default();
+        let line = line("").replace("1700000000", "\"2023-11-14T22:13:20+1€0\"");
+        assert!(matches!(
+            parse_line(&line, &rules, &mut DeviceCache::default()),
+            Err(EventError::Field { field: "time", .. })
+        ));
     }
 }

@@ -1,6 +1,6 @@
-//! Protections of the signal endpoint beyond authentication: a per-source rate limit (so one
-//! address cannot flood the store or the plan) and a replay guard (a captured signed batch
-//! cannot be sent again within its timestamp window).
+//! A per-source rate limit for the endpoints an address could flood (signals, admin actions),
+//! taken before authentication. Replays of signed signal batches are refused by the store,
+//! which remembers accepted signatures across restarts (`store::SignalReceipt`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -42,24 +42,6 @@ impl RateLimiter {
     }
 }
 
-/// Signatures seen within the timestamp window.
-#[derive(Debug, Default)]
-pub struct ReplayGuard {
-    seen: Mutex<HashMap<String, u64>>,
-}
-
-impl ReplayGuard {
-    /// Records a verified signature; false when it was seen before. Entries older than the
-    /// window are forgotten: `verify` rejects their timestamps anyway.
-    pub fn first_sight(&self, signature: &str, timestamp: u64, now: u64, window_secs: u64) -> bool {
-        let Ok(mut seen) = self.seen.lock() else { return false };
-        if seen.len() > 1_000 {
-            seen.retain(|_, at| at.abs_diff(now) <= window_secs);
-        }
-        seen.insert(signature.trim().to_ascii_lowercase(), timestamp).is_none()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,13 +60,5 @@ mod tests {
         assert!(limiter.check(b, t0).is_ok(), "another source has its own bucket");
         assert!(limiter.check(a, t0 + Duration::from_millis(500)).is_ok());
         assert!(limiter.check(a, t0 + Duration::from_millis(500)).is_err());
-    }
-
-    #[test]
-    fn a_signature_is_accepted_once() {
-        let guard = ReplayGuard::default();
-        assert!(guard.first_sight("ABCD", 100, 100, 300));
-        assert!(!guard.first_sight("abcd", 100, 150, 300));
-        assert!(guard.first_sight("abce", 100, 150, 300));
     }
 }

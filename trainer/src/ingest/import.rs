@@ -135,7 +135,7 @@ pub fn import_files(
     rules: &ClassificationRules,
     mut progress: impl FnMut(usize),
 ) -> Result<ImportSummary, ImportError> {
-    let salt = config.salt.as_deref().ok_or(ImportError::NoSalt)?.as_bytes().to_vec();
+    let salt = config.salt.as_ref().ok_or(ImportError::NoSalt)?.as_bytes().to_vec();
     let started = Instant::now();
     let (batches, received) = std::sync::mpsc::sync_channel::<(Vec<Event>, usize)>(4);
     std::thread::scope(|scope| {

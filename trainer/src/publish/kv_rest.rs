@@ -24,7 +24,7 @@ pub struct KvRestConfig {
     pub namespace_id: String,
     /// An API token with "Workers KV Storage: Edit" (`PREWARM_CF_API_TOKEN`).
     #[serde(default)]
-    pub api_token: Option<String>,
+    pub api_token: Option<prewarm_shared::Secret>,
     /// Overridable for tests and proxies.
     #[serde(default = "default_base")]
     pub api_base: String,
@@ -63,13 +63,8 @@ impl KvRestConfig {
 
     /// The API token and an agent that reports HTTP errors as statuses, for reads and writes.
     fn client(&self) -> Result<(&str, ureq::Agent), PublishError> {
-        let token = self.api_token.as_deref().ok_or_else(|| target("no API token (PREWARM_CF_API_TOKEN)"))?;
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Ok((token, agent))
+        let token = self.api_token.as_ref().ok_or_else(|| target("no API token (PREWARM_CF_API_TOKEN)"))?;
+        Ok((token.expose(), crate::outbound::agent(Duration::from_secs(60))))
     }
 
     /// One request with retries; `send` builds and sends it afresh each time.

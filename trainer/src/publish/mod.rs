@@ -15,6 +15,8 @@ use prewarm_shared::artifact::{ArtifactError, KvEntry, ModelPointer, POINTER_KEY
 
 /// Pointer versions kept for rollback (and the blobs they name).
 pub const KEPT_VERSIONS: usize = 10;
+/// The marker of paused publishing, in the models directory (not a KV key).
+const PAUSE_KEY: &str = "publishing-paused";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -32,6 +34,8 @@ pub enum PublishError {
     NoEarlierVersion(u32),
     #[error("{target}: {message}")]
     Target { target: &'static str, message: String },
+    #[error("publishing is paused ({0}): resume it with `prewarm publish --resume` or the dashboard")]
+    Paused(String),
 }
 
 #[cfg(feature = "object-store")]
@@ -178,8 +182,46 @@ impl DirPublisher {
         self.root.join("versions").join(version.to_string())
     }
 
-    /// Writes blobs first (each atomically, by rename), then the pointer.
+    /// Holds the directory's lock until dropped: publishing, rollback and resuming change
+    /// `current` and the pause marker one at a time, across threads and processes (an
+    /// advisory `flock` on `.lock`).
+    fn lock(&self) -> Result<std::fs::File, PublishError> {
+        let path = self.root.join(".lock");
+        let write_error = |source| PublishError::Write { path: path.clone(), source };
+        std::fs::create_dir_all(&self.root).map_err(write_error)?;
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(write_error)?;
+        file.lock().map_err(write_error)?;
+        Ok(file)
+    }
+
+    /// Why publishing is paused, if it is: a rollback pauses it, so that the next periodic
+    /// training does not silently undo what the operator chose.
+    pub fn paused(&self) -> Result<Option<String>, PublishError> {
+        Ok(read(&self.path(PAUSE_KEY))?.map(|note| String::from_utf8_lossy(&note).into_owned()))
+    }
+
+    /// Lifts a pause; returns whether one was in effect.
+    pub fn resume(&self) -> Result<bool, PublishError> {
+        let _lock = self.lock()?;
+        let path = self.path(PAUSE_KEY);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                sync_parent(&path).map_err(|source| PublishError::Write { path, source })?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(PublishError::Write { path, source }),
+        }
+    }
+
+    /// Publishes a new version: blobs first (each atomically, by rename), then the pointer.
+    /// Refused while publishing is paused.
     pub fn publish(&self, entries: &[KvEntry]) -> Result<(), PublishError> {
+        let _lock = self.lock()?;
+        if let Some(note) = self.paused()? {
+            return Err(PublishError::Paused(note));
+        }
         for entry in entries {
             let path = self.path(&entry.key);
             if entry.key == POINTER_KEY {
@@ -261,9 +303,11 @@ impl DirPublisher {
         Ok(versions)
     }
 
-    /// Points `current` back at a kept version (default: the one before the current), and
-    /// returns the entries to push to other targets.
-    pub fn rollback(&self, to: Option<u32>) -> Result<Vec<KvEntry>, PublishError> {
+    /// Points `current` back at a kept version (default: the one before the current), pauses
+    /// publishing (until [`DirPublisher::resume`]), and returns the entries to push to other
+    /// targets.
+    pub fn rollback(&self, to: Option<u32>, now: u64) -> Result<Vec<KvEntry>, PublishError> {
+        let _lock = self.lock()?;
         let current = self.current()?.ok_or_else(|| PublishError::NothingPublished(self.root.clone()))?.0.version.0;
         let versions = self.versions()?;
         let target = match to {
@@ -273,6 +317,8 @@ impl DirPublisher {
         };
         let pointer_bytes = read(&self.version_path(target))?.ok_or(PublishError::UnknownVersion(target))?;
         let entries = self.entries_for(pointer_bytes.clone())?;
+        let note = format!("rolled back from version {current} to {target} at Unix time {now}");
+        write_atomic(&self.path(PAUSE_KEY), note.as_bytes())?;
         write_atomic(&self.path(POINTER_KEY), &pointer_bytes)?;
         Ok(entries)
     }
@@ -322,15 +368,33 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, PublishError> {
     }
 }
 
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the new one: a temporary
+/// file of this process's own (never shared with a concurrent writer), synced, renamed over
+/// `path`, and the directory synced so the rename itself is on disk.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
+    static TEMPORARIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let write_error = |source| PublishError::Write { path: path.to_owned(), source };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(write_error)?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(write_error)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(write_error)?;
-    std::fs::rename(&tmp, path).map_err(write_error)
+    let n = TEMPORARIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::File::open(&tmp)?.sync_all());
+    if let Err(source) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(write_error(source));
+    }
+    sync_parent(path).map_err(write_error)
+}
+
+/// Syncs the directory holding `path`, so a rename or removal in it survives a power loss.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct DashboardData {
     pub edge_model_version: Option<u32>,
     /// The published version's profile quality per region (from its training report).
     pub quality: Vec<(String, crate::profile::quality::RegionQuality)>,
+    /// Why publishing is paused (a rollback), if it is.
+    pub publishing_paused: Option<String>,
 }
 
 fn escape(s: &str) -> String {
@@ -212,8 +214,20 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: le
         let current = if Some(*v) == d.published_version { " (current)" } else { "" };
         let _ = write!(html, "<li>version {v}{current}</li>");
     }
+    html.push_str("</ul>");
+    if let Some(note) = &d.publishing_paused {
+        let _ = write!(
+            html,
+            r#"<p id="paused"><strong>Publishing is paused</strong>: {}. Trainings go on but publish nothing until resumed.</p>
+<form method="post" action="/v1/resume">
+<label>admin token <input name="token" type="password" autocomplete="current-password" required></label>
+<button type="submit">Resume publishing</button>
+</form>"#,
+            escape(note)
+        );
+    }
     html.push_str(
-        r#"</ul>
+        r#"
 <form method="post" action="/v1/rollback">
 <label>Roll back to version <input name="version" size="4" autocomplete="off" required></label>
 <label>admin token <input name="token" type="password" autocomplete="current-password" required></label>

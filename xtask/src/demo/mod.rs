@@ -19,7 +19,7 @@ mod traffic;
 use traffic::{Tally, VISITORS, Visitor, visit};
 
 const SALT: &str = "demo-salt-not-for-production";
-const SIGNAL_TOKEN: &str = "demo-signal-token-0123456789";
+const SIGNAL_KEY: &str = "demo-signal-token-0123456789";
 const INGEST_TOKEN: &str = "demo-ingest-token-0123456789";
 
 /// No silent minutes while a long step runs: a spinner with the elapsed time on a terminal, a
@@ -304,7 +304,7 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         &[
             ("PREWARM_CONFIG", &path(&trainer_config)?),
             ("PREWARM_CALENDAR", &path(&calendar)?),
-            ("PREWARM_SIGNAL_TOKEN", SIGNAL_TOKEN),
+            ("PREWARM_SIGNAL_KEY", SIGNAL_KEY),
             ("PREWARM_INGEST_TOKEN", INGEST_TOKEN),
             ("PREWARM_SALT", SALT),
         ],
@@ -335,7 +335,7 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         &config,
         format!(
             "name = \"prewarm-demo\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\n[vars]\nORIGIN_URL = \"http://{}\"\n\
-             TRAINER_URL = \"http://{}\"\nSIGNAL_TOKEN = \"{SIGNAL_TOKEN}\"\nPREWARM_SALT = \"{SALT}\"\nCOOKIE_SECRET = \"demo-cookie-secret\"\n\
+             TRAINER_URL = \"http://{}\"\nSIGNAL_KEY = \"{SIGNAL_KEY}\"\nPREWARM_SALT = \"{SALT}\"\nCOOKIE_SECRET = \"demo-cookie-secret\"\n\
              MODEL_CHECK_SECS = \"2\"\nSIGNAL_FLUSH_SECS = \"2\"\nPREWARM_DEBOUNCE_SECS = \"20\"\nEDGE_TRAFFIC_SHARE = \"{share}\"\n\
              STATE_SAMPLE_RATE = \"0.5\"\n[[kv_namespaces]]\nbinding = \"PREWARM_MODEL\"\nid = \"00000000000000000000000000000000\"\n",
             root.join("edge/worker.mjs").display(),
