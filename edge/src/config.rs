@@ -21,10 +21,11 @@ pub struct EdgeConfig {
     /// State-cookie keys (`COOKIE_SECRET`, `COOKIE_KEY_ID`, and optionally
     /// `COOKIE_SECRET_PREVIOUS` + `COOKIE_KEY_ID_PREVIOUS` during a rotation).
     pub cookie_keys: CookieKeys,
-    /// How often the isolate checks the model pointer (`MODEL_CHECK_SECS`, default 30).
-    pub model_check_secs: u64,
-    /// KV edge cache TTL for reads (`MODEL_CACHE_TTL`, default 60, KV's minimum).
-    pub model_cache_ttl: u64,
+    /// How the model is read from KV: the pointer re-read (and a failed load retried) at most
+    /// every `MODEL_CHECK_SECS` (default 30), KV's `cacheTtl` (`MODEL_CACHE_TTL`, default 60,
+    /// KV's minimum), and the longest a request waits on a first load (`MODEL_LOAD_TIMEOUT_MS`,
+    /// default 500).
+    pub model_loading: crate::model_cache::Settings,
     /// Flush demand counts when this old (`SIGNAL_FLUSH_SECS`, default 10) ...
     pub signal_flush_secs: u64,
     /// ... or when this many items are pending (`SIGNAL_BATCH_MAX`, default 500).
@@ -42,6 +43,9 @@ pub struct EdgeConfig {
     /// time-compressed replays and amplified load tests (the demo), where one isolate sees
     /// more than the region's real rate.
     pub edge_traffic_share: f32,
+    /// A state cookie last seen longer ago is refused, and its cookie expires then
+    /// (`STATE_MAX_AGE_DAYS`, default 30).
+    pub state_max_age_secs: u64,
     /// Share of users whose anonymised state is sampled to the trainer (`STATE_SAMPLE_RATE`).
     pub state_sample_rate: f32,
     /// Test-only fault injection (`PREWARM_FAULT_INJECTION=1`): a request carrying
@@ -144,14 +148,18 @@ impl EdgeConfig {
             signal_key,
             salt: secret(env, "PREWARM_SALT")?,
             cookie_keys: CookieKeys { current, previous },
-            model_check_secs: number(env, "MODEL_CHECK_SECS", 30)?,
-            model_cache_ttl: number(env, "MODEL_CACHE_TTL", 60)?,
+            model_loading: crate::model_cache::Settings {
+                check_secs: number(env, "MODEL_CHECK_SECS", 30)?,
+                cache_ttl: number(env, "MODEL_CACHE_TTL", 60)?,
+                load_timeout: std::time::Duration::from_millis(number(env, "MODEL_LOAD_TIMEOUT_MS", 500)?),
+            },
             signal_flush_secs: number(env, "SIGNAL_FLUSH_SECS", 10)?,
             signal_batch_max: number(env, "SIGNAL_BATCH_MAX", 500)?,
             signal_timeout_ms: number(env, "SIGNAL_TIMEOUT_MS", 3000)?,
             signal_max_in_flight: number(env, "SIGNAL_MAX_IN_FLIGHT", 4)?,
             prewarm_debounce_secs: number(env, "PREWARM_DEBOUNCE_SECS", 60)?,
             edge_traffic_share: share,
+            state_max_age_secs: number(env, "STATE_MAX_AGE_DAYS", 30u64)?.clamp(1, 365) * 86_400,
             state_sample_rate: number(env, "STATE_SAMPLE_RATE", 0.05f32)?.clamp(0.0, 1.0),
             fault_injection: text(env, "PREWARM_FAULT_INJECTION").is_some_and(|v| v == "1"),
         })

@@ -3,13 +3,13 @@
 
 use prewarm_shared::UnixSeconds;
 use prewarm_shared::signals::UserHash;
-use prewarm_shared::state::{BehaviourState, CookieKeys, StateError};
+use prewarm_shared::state::{BehaviourState, CookieCheck, CookieKeys, StateError};
 
 pub const ID_COOKIE: &str = "pw_id";
 pub const STATE_COOKIE: &str = "pw_state";
-/// The id lives a year; the state a month (behaviour older than that is not worth keeping).
+/// The id lives a year; the state `STATE_MAX_AGE_DAYS` (default 30: behaviour older than that
+/// is not worth keeping).
 const ID_MAX_AGE_SECS: u64 = 365 * 86_400;
-const STATE_MAX_AGE_SECS: u64 = 30 * 86_400;
 /// 16 random bytes, hex.
 const ID_HEX_LEN: usize = 32;
 
@@ -34,8 +34,9 @@ fn is_valid_id(id: &str) -> bool {
     id.len() == ID_HEX_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Reads or creates the visitor's identity and state.
-pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, now: UnixSeconds) -> Visitor {
+/// Reads or creates the visitor's identity and state. A state is accepted only beside the id it
+/// was signed with, last seen neither in the future nor more than `state_max_age_secs` ago.
+pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, now: UnixSeconds, state_max_age_secs: u64) -> Visitor {
     let existing = cookie_header.and_then(|h| cookie(h, ID_COOKIE)).filter(|id| is_valid_id(id));
     let (raw_id, id_is_new) = match existing {
         Some(id) => (id.to_owned(), false),
@@ -43,7 +44,11 @@ pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, now: UnixSeconds
     };
     let (state, rejected_state) = match cookie_header.and_then(|h| cookie(h, STATE_COOKIE)) {
         // A state cookie only belongs with the id it came with: a new id starts fresh.
-        Some(value) if !id_is_new => match BehaviourState::from_cookie(value, keys) {
+        Some(value) if !id_is_new => match BehaviourState::from_cookie(
+            value,
+            keys,
+            &CookieCheck { id: &raw_id, now, max_age_secs: state_max_age_secs },
+        ) {
             Ok(state) => (state, None),
             Err(e) => (BehaviourState::new(now), Some(e)),
         },
@@ -60,15 +65,15 @@ impl Visitor {
     }
 
     /// `Set-Cookie` values for the response.
-    pub fn set_cookies(&self, keys: &CookieKeys) -> Vec<String> {
+    pub fn set_cookies(&self, keys: &CookieKeys, state_max_age_secs: u64) -> Vec<String> {
         let attributes = "Path=/; Secure; HttpOnly; SameSite=Lax";
         let mut out = Vec::with_capacity(2);
         if self.id_is_new {
             out.push(format!("{ID_COOKIE}={}; Max-Age={ID_MAX_AGE_SECS}; {attributes}", self.raw_id));
         }
         out.push(format!(
-            "{STATE_COOKIE}={}; Max-Age={STATE_MAX_AGE_SECS}; {attributes}",
-            self.state.to_cookie(&keys.current)
+            "{STATE_COOKIE}={}; Max-Age={state_max_age_secs}; {attributes}",
+            self.state.to_cookie(&keys.current, &self.raw_id)
         ));
         out
     }

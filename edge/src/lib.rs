@@ -103,7 +103,7 @@ fn begin(req: &web_sys::Request, env: &Env) -> Result<Start> {
     }
     let Ok(config) = config else { return Ok(Start::PassThrough(Box::new(facts))) };
     let now = now();
-    let mut visitor = identify::identify(facts.cookie.as_deref(), &config.cookie_keys, now);
+    let mut visitor = identify::identify(facts.cookie.as_deref(), &config.cookie_keys, now, config.state_max_age_secs);
     if config.fault_injection && facts.fault.as_deref() == Some("panic") {
         panic!("fault injection: x-prewarm-fault: panic");
     }
@@ -187,7 +187,7 @@ fn finish(prepared: Prepared, content_type: Option<&str>, bytes: u64, response_m
             ctx.wait_until(signals::send(config.clone(), batch));
         }
     }
-    visitor.set_cookies(&config.cookie_keys)
+    visitor.set_cookies(&config.cookie_keys, config.state_max_age_secs)
 }
 
 /// The whole request, asynchronously: the path `edge/worker.mjs` takes when the synchronous one
@@ -205,10 +205,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         Start::Profile(begun) => *begun,
     };
     let kv = || env.kv(model_cache::KV_BINDING).ok();
-    let (cache_ttl, check_secs) = (begun.config.model_cache_ttl, begun.config.model_check_secs);
-    let model =
-        model_cache::model_for(kv, cache_ttl, check_secs, &begun.origin, begun.now, |refresh| ctx.wait_until(refresh))
-            .await;
+    let spawn = |load| ctx.wait_until(load);
+    let model = model_cache::model_for(kv, &begun.config.model_loading, &begun.origin, begun.now, &spawn).await;
     if begun.config.fault_injection && begun.facts.fault.as_deref() == Some("panic-after-load") {
         panic!("fault injection: x-prewarm-fault: panic-after-load");
     }
@@ -247,9 +245,8 @@ pub fn prewarm_prepare(req: web_sys::Request, env: Env, ctx: worker::worker_sys:
     let ctx = Context::new(ctx);
     let Ok(Start::Profile(begun)) = begin(&req, &env) else { return None };
     let kv = || env.kv(model_cache::KV_BINDING).ok();
-    let (cache_ttl, check_secs) = (begun.config.model_cache_ttl, begun.config.model_check_secs);
-    let model =
-        model_cache::model_now(kv, cache_ttl, check_secs, &begun.origin, begun.now, |refresh| ctx.wait_until(refresh))?;
+    let spawn = |load| ctx.wait_until(load);
+    let model = model_cache::model_now(kv, &begun.config.model_loading, &begun.origin, begun.now, &spawn)?;
     let prepared = assign(*begun, model);
     let begun = &prepared.begun;
     let target = forward::target(&begun.config.origin, begun.facts.path_and_query());

@@ -95,6 +95,7 @@ pub fn handle(req: &Request, path: &str, status_token: Option<&str>) -> Result<R
                         "origin_errors": c.origin_errors.get(),
                         "decode_errors": model.decode_errors,
                         "kv_errors": model.kv_errors,
+                        "kv_reads": model.kv_reads,
                         "signal_batches_sent": signals.batches_sent,
                         "signal_batches_failed": signals.batches_failed,
                         "signal_batches_dropped": signals.batches_dropped,

@@ -8,7 +8,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use prewarm_shared::artifact::{ModelBundle, ModelPointer, ModelVersion, ProfileMeta, RegionModel};
 use prewarm_shared::assign::assign_profile;
-use prewarm_shared::state::{BehaviourState, CookieKey, CookieKeys};
+use prewarm_shared::state::{BehaviourState, CookieCheck, CookieKey, CookieKeys, DEFAULT_STATE_MAX_AGE_SECS};
 use prewarm_shared::{Device, FEATURE_DIM, Observation, ProfileId, UnixSeconds, fixtures};
 
 /// Deterministic pseudo-random numbers in [-2, 2) (no rand crate in this workspace's contract).
@@ -66,11 +66,13 @@ fn benches(c: &mut Criterion) {
     });
 
     let keys = CookieKeys::single(CookieKey::new(1, b"bench secret".to_vec()));
-    let cookie = state.to_cookie(&keys.current);
+    let id = "0123456789abcdef0123456789abcdef";
+    let cookie = state.to_cookie(&keys.current, id);
+    let check = CookieCheck { id, now: state.last_seen, max_age_secs: DEFAULT_STATE_MAX_AGE_SECS };
     c.bench_function("state cookie verify + decode", |b| {
-        b.iter(|| BehaviourState::from_cookie(black_box(&cookie), &keys))
+        b.iter(|| BehaviourState::from_cookie(black_box(&cookie), &keys, &check))
     });
-    c.bench_function("state cookie encode + sign", |b| b.iter(|| black_box(&state).to_cookie(&keys.current)));
+    c.bench_function("state cookie encode + sign", |b| b.iter(|| black_box(&state).to_cookie(&keys.current, id)));
 
     let names: Vec<String> = (0..50).map(|i| format!("region-{i:02}")).collect();
     let models: Vec<RegionModel> = names.iter().map(|n| fixtures::region_model(n)).collect();

@@ -16,8 +16,14 @@ use crate::artifact::{ModelVersion, ProfileId};
 use crate::classify::{ContentClass, Device};
 use crate::features::{self, FEATURE_DIM, FeatureVector, Observation, UnixSeconds, index};
 
-/// Bumped whenever the cookie layout changes; older cookies are then treated as new users.
-pub const STATE_SCHEMA_VERSION: u8 = 2;
+/// Bumped whenever the cookie layout or what its signature covers changes; older cookies are
+/// then treated as new users. 3: the signature covers the id cookie.
+pub const STATE_SCHEMA_VERSION: u8 = 3;
+/// A state whose `last_seen` is this far past the verifier's clock is refused (clocks of
+/// colos differ a little; more is a forgery or a replay from a broken clock).
+pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+/// The default maximum age of a state: the cookie's lifetime.
+pub const DEFAULT_STATE_MAX_AGE_SECS: u64 = 30 * 86_400;
 /// A gap longer than this starts a new session.
 pub const SESSION_GAP_SECS: u64 = 30 * 60;
 /// The slowest decay: a mean reflects roughly the last 32 requests.
@@ -86,6 +92,19 @@ pub enum StateError {
     BadSignature,
     #[error("state cookie holds inconsistent counters")]
     Inconsistent,
+    #[error("state cookie was last seen in the future")]
+    FromTheFuture,
+    #[error("state cookie is older than its maximum age")]
+    Expired,
+}
+
+/// What a state cookie is checked against besides its key: the id cookie it must sit beside,
+/// the verifier's clock and the longest a state may go unseen.
+#[derive(Clone, Copy, Debug)]
+pub struct CookieCheck<'a> {
+    pub id: &'a str,
+    pub now: UnixSeconds,
+    pub max_age_secs: u64,
 }
 
 /// A secret that signs state cookies, with the id that lets it be rotated.
@@ -329,8 +348,9 @@ impl BehaviourState {
         v
     }
 
-    /// Signs and encodes the state for a cookie value (base64url, no padding).
-    pub fn to_cookie(&self, key: &CookieKey) -> String {
+    /// Signs and encodes the state for a cookie value (base64url, no padding), bound to the
+    /// visitor's `id` cookie value.
+    pub fn to_cookie(&self, key: &CookieKey, id: &str) -> String {
         let mut buf = [0u8; COOKIE_BYTES];
         let p = &mut buf[..PAYLOAD_LEN];
         p[0] = STATE_SCHEMA_VERSION;
@@ -356,15 +376,13 @@ impl BehaviourState {
             // A read time of 0 means "no memo"; a real one is never 0.
             g[9..13].copy_from_slice(&seconds_u32(geo.read_at).max(1).to_le_bytes());
         }
-        let mut mac = key.mac();
-        mac.update(&buf[..PAYLOAD_LEN]);
-        let tag = mac.finalize().into_bytes();
+        let tag = signature(key, &buf[..PAYLOAD_LEN], id).finalize().into_bytes();
         buf[PAYLOAD_LEN..].copy_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(buf)
     }
 
     /// Verifies and decodes a cookie value. Any error means the user is treated as new.
-    pub fn from_cookie(value: &str, keys: &CookieKeys) -> Result<Self, StateError> {
+    pub fn from_cookie(value: &str, keys: &CookieKeys, check: &CookieCheck<'_>) -> Result<Self, StateError> {
         if value.len() > 2 * COOKIE_BYTES {
             return Err(StateError::WrongLength { found: value.len() * 3 / 4 });
         }
@@ -378,9 +396,7 @@ impl BehaviourState {
             return Err(StateError::UnknownSchema { found: payload[0] });
         }
         let key = keys.find(payload[1]).ok_or(StateError::UnknownKey { key_id: payload[1] })?;
-        let mut mac = key.mac();
-        mac.update(payload);
-        mac.verify_truncated_left(tag).map_err(|_| StateError::BadSignature)?;
+        signature(key, payload, check.id).verify_truncated_left(tag).map_err(|_| StateError::BadSignature)?;
 
         let u16_at = |i: usize| u16::from_le_bytes([payload[i], payload[i + 1]]);
         let u32_at = |i: usize| u32::from_le_bytes([payload[i], payload[i + 1], payload[i + 2], payload[i + 3]]);
@@ -414,8 +430,22 @@ impl BehaviourState {
         if state.session_start > state.last_seen || state.sessions > state.requests {
             return Err(StateError::Inconsistent);
         }
+        if state.last_seen.0 > check.now.0.saturating_add(MAX_CLOCK_SKEW_SECS) {
+            return Err(StateError::FromTheFuture);
+        }
+        if check.now.0.saturating_sub(state.last_seen.0) > check.max_age_secs {
+            return Err(StateError::Expired);
+        }
         Ok(state)
     }
+}
+
+/// The MAC of a payload beside an id cookie (a fixed-length payload, then the id).
+fn signature(key: &CookieKey, payload: &[u8], id: &str) -> Hmac<Sha256> {
+    let mut mac = key.mac();
+    mac.update(payload);
+    mac.update(id.as_bytes());
+    mac
 }
 
 fn seconds_u32(at: UnixSeconds) -> u32 {
@@ -444,6 +474,13 @@ mod tests {
         CookieKeys::single(CookieKey::new(1, b"test secret".to_vec()))
     }
 
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    /// Checked as the edge would a moment after the sample state was last seen.
+    fn check() -> CookieCheck<'static> {
+        CookieCheck { id: ID, now: UnixSeconds(1_700_010_060), max_age_secs: DEFAULT_STATE_MAX_AGE_SECS }
+    }
+
     fn sample_state() -> BehaviourState {
         let mut s = BehaviourState::new(UnixSeconds(1_700_000_000));
         for i in 0..10 {
@@ -458,9 +495,9 @@ mod tests {
     #[test]
     fn cookie_round_trip_keeps_counters_and_means() {
         let state = sample_state();
-        let cookie = state.to_cookie(&keys().current);
+        let cookie = state.to_cookie(&keys().current, ID);
         assert_eq!(cookie.len(), (COOKIE_BYTES * 4).div_ceil(3));
-        let back = BehaviourState::from_cookie(&cookie, &keys()).expect("round trip");
+        let back = BehaviourState::from_cookie(&cookie, &keys(), &check()).expect("round trip");
         assert_eq!(back.requests, 11);
         assert_eq!(back.sessions, 2);
         assert_eq!(back.profile, Some(ProfileId(7)));
@@ -484,9 +521,13 @@ mod tests {
     #[test]
     fn the_geo_memo_travels_in_the_cookie_and_odd_codes_are_dropped() {
         let mut state = sample_state();
-        assert_eq!(BehaviourState::from_cookie(&state.to_cookie(&keys().current), &keys()).map(|s| s.geo), Ok(None));
+        assert_eq!(
+            BehaviourState::from_cookie(&state.to_cookie(&keys().current, ID), &keys(), &check()).map(|s| s.geo),
+            Ok(None)
+        );
         state.geo = Some(GeoMemo::new(Some("FRA"), Some("DE"), Some("EU"), 60, UnixSeconds(1_700_000_000)));
-        let back = BehaviourState::from_cookie(&state.to_cookie(&keys().current), &keys()).expect("decodes");
+        let back =
+            BehaviourState::from_cookie(&state.to_cookie(&keys().current, ID), &keys(), &check()).expect("decodes");
         let geo = back.geo.expect("memo kept");
         assert_eq!((geo.colo(), geo.country(), geo.continent()), (Some("FRA"), Some("DE"), Some("EU")));
         assert_eq!((geo.utc_offset_minutes, geo.read_at), (60, UnixSeconds(1_700_000_000)));
@@ -497,36 +538,55 @@ mod tests {
 
     #[test]
     fn tampered_truncated_foreign_and_old_cookies_are_rejected() {
-        let cookie = sample_state().to_cookie(&keys().current);
+        let cookie = sample_state().to_cookie(&keys().current, ID);
         let mut bytes = URL_SAFE_NO_PAD.decode(&cookie).expect("base64");
         bytes[5] ^= 1;
         let tampered = URL_SAFE_NO_PAD.encode(&bytes);
-        assert_eq!(BehaviourState::from_cookie(&tampered, &keys()), Err(StateError::BadSignature));
+        assert_eq!(BehaviourState::from_cookie(&tampered, &keys(), &check()), Err(StateError::BadSignature));
         assert!(matches!(
             // Whole base64 quanta short (a partial one fails as base64 first).
-            BehaviourState::from_cookie(&cookie[..cookie.len() - 6], &keys()),
+            BehaviourState::from_cookie(&cookie[..cookie.len() - 6], &keys(), &check()),
             Err(StateError::WrongLength { .. })
         ));
         let foreign = CookieKeys::single(CookieKey::new(1, b"another secret".to_vec()));
-        assert_eq!(BehaviourState::from_cookie(&cookie, &foreign), Err(StateError::BadSignature));
+        assert_eq!(BehaviourState::from_cookie(&cookie, &foreign, &check()), Err(StateError::BadSignature));
         let other_id = CookieKeys::single(CookieKey::new(2, b"test secret".to_vec()));
-        assert_eq!(BehaviourState::from_cookie(&cookie, &other_id), Err(StateError::UnknownKey { key_id: 1 }));
+        assert_eq!(
+            BehaviourState::from_cookie(&cookie, &other_id, &check()),
+            Err(StateError::UnknownKey { key_id: 1 })
+        );
         let mut old = URL_SAFE_NO_PAD.decode(&cookie).expect("base64");
         old[0] = 0;
         assert_eq!(
-            BehaviourState::from_cookie(&URL_SAFE_NO_PAD.encode(&old), &keys()),
+            BehaviourState::from_cookie(&URL_SAFE_NO_PAD.encode(&old), &keys(), &check()),
             Err(StateError::UnknownSchema { found: 0 })
         );
-        assert_eq!(BehaviourState::from_cookie("not base64!", &keys()), Err(StateError::NotBase64));
-        assert!(BehaviourState::from_cookie(&"A".repeat(10_000), &keys()).is_err());
+        assert_eq!(BehaviourState::from_cookie("not base64!", &keys(), &check()), Err(StateError::NotBase64));
+        assert!(BehaviourState::from_cookie(&"A".repeat(10_000), &keys(), &check()).is_err());
     }
 
     #[test]
     fn rotated_key_is_accepted_during_grace_period() {
         let old = CookieKey::new(1, b"test secret".to_vec());
-        let cookie = sample_state().to_cookie(&old);
+        let cookie = sample_state().to_cookie(&old, ID);
         let rotated = CookieKeys { current: CookieKey::new(2, b"new secret".to_vec()), previous: vec![old] };
-        assert!(BehaviourState::from_cookie(&cookie, &rotated).is_ok());
+        assert!(BehaviourState::from_cookie(&cookie, &rotated, &check()).is_ok());
+    }
+
+    #[test]
+    fn a_state_is_valid_only_beside_its_id_and_within_its_age() {
+        let cookie = sample_state().to_cookie(&keys().current, ID);
+        let other = CookieCheck { id: "ffffffffffffffffffffffffffffffff", ..check() };
+        assert_eq!(BehaviourState::from_cookie(&cookie, &keys(), &other), Err(StateError::BadSignature));
+        // Last seen at 1_700_010_000: a verifier whose clock is 10 minutes behind sees the future.
+        let behind = CookieCheck { now: UnixSeconds(1_700_010_000 - 600), ..check() };
+        assert_eq!(BehaviourState::from_cookie(&cookie, &keys(), &behind), Err(StateError::FromTheFuture));
+        let skewed = CookieCheck { now: UnixSeconds(1_700_010_000 - 200), ..check() };
+        assert!(BehaviourState::from_cookie(&cookie, &keys(), &skewed).is_ok(), "within the clock skew");
+        let later = CookieCheck { now: UnixSeconds(1_700_010_000 + DEFAULT_STATE_MAX_AGE_SECS + 1), ..check() };
+        assert_eq!(BehaviourState::from_cookie(&cookie, &keys(), &later), Err(StateError::Expired));
+        let shorter = CookieCheck { max_age_secs: 30, ..check() };
+        assert_eq!(BehaviourState::from_cookie(&cookie, &keys(), &shorter), Err(StateError::Expired));
     }
 
     #[test]

@@ -176,9 +176,16 @@ fn golden_state_cookie_decodes() {
     state.profile = Some(ProfileId(1));
     state.model_version = ModelVersion(1);
     state.geo = Some(prewarm_shared::GeoMemo::new(Some("FRA"), Some("DE"), Some("EU"), 60, UnixSeconds(1_704_067_360)));
-    let fresh = state.to_cookie(&key);
+    let id = "0123456789abcdef0123456789abcdef";
+    let fresh = state.to_cookie(&key, id);
     let committed = String::from_utf8(golden("state-cookie.txt", fresh.as_bytes())).expect("utf8");
-    let decoded = BehaviourState::from_cookie(committed.trim(), &CookieKeys::single(key)).expect("golden decodes");
+    let check = prewarm_shared::state::CookieCheck {
+        id,
+        now: UnixSeconds(1_704_067_400),
+        max_age_secs: prewarm_shared::state::DEFAULT_STATE_MAX_AGE_SECS,
+    };
+    let decoded =
+        BehaviourState::from_cookie(committed.trim(), &CookieKeys::single(key), &check).expect("golden decodes");
     assert_eq!(decoded.requests, 5);
     assert_eq!(decoded.profile, Some(ProfileId(1)));
     assert_eq!(decoded.geo, state.geo);

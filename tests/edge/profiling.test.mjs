@@ -142,8 +142,17 @@ test("a tampered or foreign state cookie is treated as new and the request still
       const fresh = setCookies(res).pw_state.value;
       assert.notEqual(fresh, state);
     }
+    // A valid state copied beside another visitor's id: refused, it was signed for its own id.
+    const other = visitor(env.mf, { ua: MOBILE_UA, timezone: "Europe/Berlin" });
+    await other.get("/watch/2/a.ts");
+    const copied = await env.mf.dispatchFetch("http://edge.test/watch/1/d.ts", {
+      headers: { "user-agent": MOBILE_UA, cookie: `pw_id=${other.jar.pw_id}; pw_state=${good}` },
+    });
+    assert.equal(copied.status, 200);
+    await copied.arrayBuffer();
+    assert.notEqual(setCookies(copied).pw_state.value, good);
     const s = await status(env.mf);
-    assert.equal(s.counters.states_rejected, 4);
+    assert.equal(s.counters.states_rejected, 5);
   } finally {
     await env.close();
   }

@@ -407,15 +407,23 @@ mod tests {
             "#,
         )
         .expect("parses");
-        config.apply_env(|n| (n == "PREWARM_SALT").then(|| "pepper".to_string())).expect("env");
+        config.apply_env(|n| (n == "PREWARM_SALT").then(|| "pepper-0123456789".to_string())).expect("env");
         config.validate().expect("valid");
-        assert_eq!(config.salt.as_ref().map(Secret::expose), Some("pepper"));
-        assert!(!format!("{config:?}").contains("pepper"), "secrets stay out of Debug");
+        assert_eq!(config.salt.as_ref().map(Secret::expose), Some("pepper-0123456789"));
+        assert!(!format!("{config:?}").contains("pepper-0123456789"), "secrets stay out of Debug");
         assert_eq!(config.region_of(Some("192.0.2.9".parse().expect("ip"))), "us");
         assert_eq!(config.region_of(Some("198.51.100.1".parse().expect("ip"))), "eu");
         assert_eq!(config.profiles.k_max, 6);
         let unknown = toml::from_str::<TrainerConfig>("colour = 3");
         assert!(unknown.is_err_and(|e| e.to_string().contains("colour")));
+        let mut short = config.clone();
+        short.apply_env(|n| (n == "PREWARM_SALT").then(|| "pepper".to_string())).expect("env");
+        assert!(short.validate().is_err_and(|e| e.to_string().contains("salt")), "a short salt is refused");
+        let renamed = config.clone().apply_env(|n| (n == "PREWARM_SIGNAL_TOKEN").then(|| "x".repeat(20)));
+        assert!(
+            matches!(renamed, Err(ConfigError::Env { name: "PREWARM_SIGNAL_TOKEN", .. })),
+            "the old name says it moved"
+        );
         let bad = config.apply_env(|n| (n == "PREWARM_LISTEN").then(|| "nowhere".to_string()));
         assert!(matches!(bad, Err(ConfigError::Env { name: "PREWARM_LISTEN", .. })));
     }

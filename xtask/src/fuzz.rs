@@ -126,7 +126,11 @@ fn seed(root: &Path) -> Result<()> {
     // Cookies signed with the key the target checks, so mutations start from valid ones.
     let key = CookieKey::new(1, b"fuzz-cookie-secret".to_vec());
     let mut cookies = vec![std::fs::read(fixtures.join("state-cookie.txt"))?];
-    cookies.push(BehaviourState::new(UnixSeconds(1_700_000_000)).to_cookie(&key).into_bytes());
+    cookies.push(
+        BehaviourState::new(UnixSeconds(1_700_000_000))
+            .to_cookie(&key, "0123456789abcdef0123456789abcdef")
+            .into_bytes(),
+    );
     write_seeds(root, "state_cookie", &cookies)?;
 
     let log = root.join("testdata/apache_logs/access.log.gz");

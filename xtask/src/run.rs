@@ -191,7 +191,16 @@ pub fn test(root: &Path) -> Result<()> {
     );
     ok &= counted(
         Command::new("cargo")
-            .args(["test", "--workspace", "--locked", "--features", TEST_FEATURES, "--", "--include-ignored"])
+            .args([
+                "test",
+                "--workspace",
+                "--no-fail-fast",
+                "--locked",
+                "--features",
+                TEST_FEATURES,
+                "--",
+                "--include-ignored",
+            ])
             .current_dir(root),
         &mut tally,
     )?;

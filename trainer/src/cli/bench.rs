@@ -62,7 +62,7 @@ fn ingest_and_import(log: Option<PathBuf>, copies: usize, events: usize, batch: 
     for _ in 0..3 {
         raw.push(measure::ingest_raw(events)?);
         for (rates, &size) in http.iter_mut().zip(&batches) {
-            rates.push(measure::ingest_http(events, size, 4)?);
+            rates.push(measure::ingest_http(events, size, 4, 0)?);
         }
     }
     let median = |v: &mut Vec<f64>| {
@@ -78,6 +78,29 @@ fn ingest_and_import(log: Option<PathBuf>, copies: usize, events: usize, batch: 
             rate / raw
         );
     }
+
+    // Reads never block ingest: the same ingest with 50 connections polling /v1/status and
+    // /metrics, in rounds paired with the ingest alone (alternating which goes first).
+    println!("\ningest beside 50 readers polling /v1/status and /metrics ({batch}-event requests), 5 paired rounds");
+    let mut ratios = Vec::new();
+    for round in 0..5 {
+        let (alone, beside) = if round % 2 == 0 {
+            let alone = measure::ingest_http(events, batch, 4, 0)?;
+            (alone, measure::ingest_http(events, batch, 4, 50)?)
+        } else {
+            let beside = measure::ingest_http(events, batch, 4, 50)?;
+            (measure::ingest_http(events, batch, 4, 0)?, beside)
+        };
+        println!("  round {}: alone {alone:>9.0} events/s, with 50 readers {beside:>9.0} events/s", round + 1);
+        ratios.push(beside / alone);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "  ratio with/without readers: median {:.2} (min {:.2}, max {:.2}; target >= 0.9)",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
 
     let log = log.unwrap_or_else(|| PathBuf::from("testdata/apache_logs/access.log.gz"));
     let file = std::env::temp_dir().join(format!("prewarm-bench-{}.log", std::process::id()));

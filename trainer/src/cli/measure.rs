@@ -2,7 +2,8 @@
 //!
 //! - ingest: events/s through `POST /v1/events` on loopback (durable: committed before the
 //!   reply) vs a raw rusqlite loop (same schema and pragmas, 10,000-row transactions, one
-//!   prepared statement);
+//!   prepared statement); and the same ingest with readers polling `/v1/status` and
+//!   `/metrics` beside it vs without them;
 //! - import: access-log lines/s (parse, classify, hash, store) vs GoAccess 1.7 on the same file.
 //!
 //! Figures are printed, never asserted: they depend on the machine.
@@ -17,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use prewarm_trainer::config::TrainerConfig;
 use prewarm_trainer::ingest::import::import_files;
 use prewarm_trainer::store::Store;
-use prewarm_trainer::web::{AppState, router, system_clock};
+use prewarm_trainer::web::{AppState, system_clock};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
@@ -88,8 +89,43 @@ async fn client(addr: std::net::SocketAddr, bodies: Vec<Vec<u8>>) -> std::io::Re
     Ok(acknowledged)
 }
 
-/// Events per second through the HTTP endpoint, durable before each reply.
-pub fn ingest_http(events: usize, batch: usize, connections: usize) -> anyhow::Result<f64> {
+/// One reader: polls `/v1/status` and `/metrics` in turn until `done`; returns the reads.
+async fn poller(
+    addr: std::net::SocketAddr,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<u64> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut reads = 0;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let path = if reads % 2 == 0 { "/v1/status" } else { "/metrics" };
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes()).await?;
+        let mut got = Vec::new();
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(reads);
+            }
+            got.extend_from_slice(&buf[..n]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()))
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+        reads += 1;
+    }
+    Ok(reads)
+}
+
+/// Events per second through the HTTP endpoint (the server `prewarm serve` runs), durable
+/// before each reply, with `readers` connections polling the status and metrics meanwhile.
+pub fn ingest_http(events: usize, batch: usize, connections: usize, readers: usize) -> anyhow::Result<f64> {
     let dir = scratch("ingest")?;
     let config = TrainerConfig {
         ingest_token: Some(TOKEN.into()),
@@ -105,7 +141,9 @@ pub fn ingest_http(events: usize, batch: usize, connections: usize) -> anyhow::R
     let (elapsed, acknowledged) = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        tokio::spawn(prewarm_trainer::web::serve(listener, state, std::future::pending()));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pollers: Vec<_> = (0..readers).map(|_| tokio::spawn(poller(addr, done.clone()))).collect();
         let mut per_client: Vec<Vec<Vec<u8>>> = vec![Vec::new(); connections];
         for (i, body) in bodies.into_iter().enumerate() {
             per_client[i % connections].push(body);
@@ -116,7 +154,12 @@ pub fn ingest_http(events: usize, batch: usize, connections: usize) -> anyhow::R
         for task in tasks {
             acknowledged += task.await??;
         }
-        anyhow::Ok((started.elapsed().as_secs_f64(), acknowledged))
+        let elapsed = started.elapsed().as_secs_f64();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for poller in pollers {
+            poller.await??;
+        }
+        anyhow::Ok((elapsed, acknowledged))
     })?;
     let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(acknowledged as usize == batches * batch, "only {acknowledged} events acknowledged");
