@@ -166,6 +166,12 @@ fn seed(root: &Path) -> Result<()> {
             .into_bytes()
         })
         .collect();
+    let mut events = events;
+    // A regression input: a multi-byte character in a time offset once panicked the parser.
+    events.push(
+        format!(r#"{{"time":"2023-11-14T22:13:20+1€0","user":"{}","region":"eu","path":"/","status":200,"bytes":1,"duration_ms":1}}"#, "ab".repeat(32))
+            .into_bytes(),
+    );
     write_seeds(root, "event_ndjson", &events)?;
 
     let mut batch = SignalBatch::new(UnixSeconds(1_800_000_000), Some(ModelVersion(3)));
