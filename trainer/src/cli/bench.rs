@@ -81,7 +81,9 @@ fn ingest_and_import(log: Option<PathBuf>, copies: usize, events: usize, batch: 
 
     // Reads never block ingest: the same ingest with 50 connections polling /v1/status and
     // /metrics, in rounds paired with the ingest alone (alternating which goes first).
-    println!("\ningest beside 50 readers polling /v1/status and /metrics ({batch}-event requests), 5 paired rounds");
+    println!(
+        "\ningest beside 50 readers each polling /v1/status or /metrics 4 times a second ({batch}-event requests), 5 paired rounds"
+    );
     let mut ratios = Vec::new();
     for round in 0..5 {
         let (alone, beside) = if round % 2 == 0 {
