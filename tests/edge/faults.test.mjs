@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Miniflare } from "miniflare";
-import { SCRIPT, SECRETS, echoOrigin, fixtureModel, publish, startServer, startWorker, status } from "./harness.mjs";
+import { SECRETS, echoOrigin, fixtureModel, publish, startServer, startWorker, status, workerOptions } from "./harness.mjs";
 
 const DESKTOP_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36";
 
@@ -113,18 +113,7 @@ test("worker-build's exported functions cannot be called through a service bindi
           }
         }`,
       },
-      {
-        name: "prewarm",
-        modules: true,
-        scriptPath: SCRIPT,
-        modulesRules: [
-          { type: "ESModule", include: ["**/*.js", "**/*.mjs"] },
-          { type: "CompiledWasm", include: ["**/*.wasm"] },
-        ],
-        compatibilityDate: "2026-04-01",
-        kvNamespaces: ["PREWARM_MODEL"],
-        bindings: { ORIGIN_URL: server.url, ...SECRETS },
-      },
+      { name: "prewarm", ...workerOptions({ ORIGIN_URL: server.url, ...SECRETS }), kvNamespaces: ["PREWARM_MODEL"] },
     ],
   });
   try {

@@ -43,9 +43,9 @@ export function echoOrigin() {
   return { seen, handler };
 }
 
-/** The built worker in workerd, with the given vars and a local KV namespace for models. */
-export async function startWorker(bindings) {
-  return new Miniflare({
+/** Miniflare's options for the built worker with the given vars (no KV: the caller adds it). */
+export function workerOptions(bindings) {
+  return {
     modules: true,
     scriptPath: SCRIPT,
     modulesRules: [
@@ -53,9 +53,13 @@ export async function startWorker(bindings) {
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: "2026-04-01",
-    kvNamespaces: ["PREWARM_MODEL"],
     bindings,
-  });
+  };
+}
+
+/** The built worker in workerd, with the given vars and a local KV namespace for models. */
+export async function startWorker(bindings) {
+  return new Miniflare({ ...workerOptions(bindings), kvNamespaces: ["PREWARM_MODEL"] });
 }
 
 import { createHash, createHmac } from "node:crypto";

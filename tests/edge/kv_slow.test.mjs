@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Miniflare } from "miniflare";
-import { SCRIPT, SECRETS, echoOrigin, eventually, fixtureModel, sleep, startServer, status } from "./harness.mjs";
+import { SECRETS, echoOrigin, eventually, fixtureModel, sleep, startServer, status, workerOptions } from "./harness.mjs";
 
 const KV_WRAPPER = `
 export default function (env) {
@@ -43,14 +43,7 @@ async function worker(originUrl, kvUrl) {
     workers: [
       {
         name: "prewarm",
-        modules: true,
-        scriptPath: SCRIPT,
-        modulesRules: [
-          { type: "ESModule", include: ["**/*.js", "**/*.mjs"] },
-          { type: "CompiledWasm", include: ["**/*.wasm"] },
-        ],
-        compatibilityDate: "2026-04-01",
-        bindings: { ORIGIN_URL: originUrl, ...SECRETS, MODEL_CHECK_SECS: "30", MODEL_LOAD_TIMEOUT_MS: "300" },
+        ...workerOptions({ ORIGIN_URL: originUrl, ...SECRETS, MODEL_CHECK_SECS: "30", MODEL_LOAD_TIMEOUT_MS: "300" }),
         wrappedBindings: { PREWARM_MODEL: { scriptName: "kv-wrapper", bindings: { KV_URL: kvUrl } } },
       },
       { name: "kv-wrapper", modules: true, script: KV_WRAPPER },

@@ -59,34 +59,33 @@ async fn client(addr: std::net::SocketAddr, bodies: Vec<Vec<u8>>) -> std::io::Re
         );
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
-        // Read one response: headers, then Content-Length bytes.
-        let mut got = Vec::new();
-        let (header_end, length) = loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed"));
-            }
-            got.extend_from_slice(&buf[..n]);
-            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()))
-                    .unwrap_or(0);
-                break (end + 4, length);
-            }
-        };
-        while got.len() < header_end + length {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        let reply: serde_json::Value = serde_json::from_slice(&got[header_end..]).unwrap_or_default();
+        let reply = read_response(&mut stream, &mut buf).await?;
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
         acknowledged += reply["accepted"].as_u64().unwrap_or(0);
     }
     Ok(acknowledged)
+}
+
+/// Reads one HTTP/1.1 response (headers, then `Content-Length` bytes); returns its body.
+async fn read_response(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    loop {
+        let n = stream.read(buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed"));
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return Ok(got.split_off(end + 4));
+            }
+        }
+    }
 }
 
 /// Each reader's pause between polls: a dashboard or a scraper polls, it does not spin (50
@@ -105,23 +104,8 @@ async fn poller(
     while !done.load(std::sync::atomic::Ordering::Relaxed) {
         let path = if reads % 2 == 0 { "/v1/status" } else { "/metrics" };
         stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes()).await?;
-        let mut got = Vec::new();
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(reads);
-            }
-            got.extend_from_slice(&buf[..n]);
-            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()))
-                    .unwrap_or(0);
-                if got.len() >= end + 4 + length {
-                    break;
-                }
-            }
+        if read_response(&mut stream, &mut buf).await.is_err() {
+            return Ok(reads); // the server closed the connection
         }
         reads += 1;
         tokio::time::sleep(POLL_EVERY).await;
