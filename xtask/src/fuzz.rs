@@ -14,8 +14,8 @@ use prewarm_shared::{ProfileId, UnixSeconds};
 
 use crate::run::step;
 
-pub const TARGETS: [&str; 6] =
-    ["artifact_decode", "state_cookie", "access_log_line", "event_ndjson", "signal_batch", "user_agent"];
+pub const TARGETS: [&str; 7] =
+    ["artifact_decode", "state_cookie", "access_log_line", "event_ndjson", "signal_batch", "user_agent", "wire_fields"];
 
 pub fn fuzz(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
     let targets: Vec<&'static str> =
@@ -173,6 +173,9 @@ fn seed(root: &Path) -> Result<()> {
             .into_bytes(),
     );
     write_seeds(root, "event_ndjson", &events)?;
+    // Structure-aware: `arbitrary` builds its inputs from raw bytes; random ones are a start.
+    let raw: Vec<Vec<u8>> = (0u8..16).map(|i| (0..256u32).map(|j| (j as u8).wrapping_mul(i | 1)).collect()).collect();
+    write_seeds(root, "wire_fields", &raw)?;
 
     let mut batch = SignalBatch::new(UnixSeconds(1_800_000_000), Some(ModelVersion(3)));
     batch.batch_id = 42;
