@@ -51,6 +51,28 @@ async function worker(originUrl, kvUrl) {
   });
 }
 
+/** A plain pass-through worker: the baseline for the latency figure. */
+const PLAIN = `export default {
+  fetch(request, env) {
+    const url = new URL(request.url);
+    return fetch(env.ORIGIN_URL + url.pathname + url.search, request);
+  },
+};`;
+
+/** 200 sequential requests' latencies (ms), sorted. */
+async function latencies(mf) {
+  const out = [];
+  for (let i = 0; i < 200; i++) {
+    const started = performance.now();
+    const res = await mf.dispatchFetch(`http://edge.test/page/${i}`, { headers: { "user-agent": "Mozilla/5.0" } });
+    await res.arrayBuffer();
+    out.push(performance.now() - started);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+
 for (const mode of ["slow", "error"]) {
   test(`with KV ${mode === "slow" ? "answering after 2 s" : "failing"}, 200 requests are served without waiting on it`, async () => {
     const origin = echoOrigin();
@@ -58,14 +80,20 @@ for (const mode of ["slow", "error"]) {
     const kv = await kvServer(mode, fixtureModel("model-v1"));
     const mf = await worker(server.url, kv.url);
     try {
-      const started = Date.now();
-      for (let i = 0; i < 200; i++) {
-        const res = await mf.dispatchFetch(`http://edge.test/page/${i}`, { headers: { "user-agent": "Mozilla/5.0" } });
-        assert.equal(res.status, 200);
-        await res.arrayBuffer();
-      }
-      const elapsed = Date.now() - started;
+      const ours = await latencies(mf);
+      const elapsed = ours.reduce((a, b) => a + b, 0).toFixed(0);
       assert.equal(origin.seen.length, 200, "every request reached the origin");
+      // The figure the issue asks for, printed (never asserted: it depends on the machine): the
+      // same 200 requests through a plain pass-through worker in the same run.
+      const plain = new Miniflare({ modules: true, script: PLAIN, compatibilityDate: "2026-04-01", bindings: { ORIGIN_URL: server.url } });
+      try {
+        const theirs = await latencies(plain);
+        const p = (q) => `${quantile(ours, q).toFixed(1)} vs ${quantile(theirs, q).toFixed(1)} ms (${(quantile(ours, q) / quantile(theirs, q)).toFixed(2)}x)`;
+        console.log(`KV ${mode}: prewarm vs plain worker, p50 ${p(0.5)}, p99 ${p(0.99)}, max ${p(1)}`);
+      } finally {
+        await plain.dispose();
+      }
+      origin.seen.length = 200;
       // One read of the pointer for the isolate (the first request waited on it, bounded);
       // within MODEL_CHECK_SECS nothing retries it, however many requests come.
       const pointerReads = kv.reads.filter((k) => k === "current").length;
