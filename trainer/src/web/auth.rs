@@ -14,7 +14,7 @@ use crate::config::{Cidr, TrainerConfig};
 
 /// The bearer token, or the password of HTTP Basic credentials (what a browser prompts for and
 /// Prometheus' `basic_auth` sends; the user name is ignored).
-fn presented(headers: &HeaderMap) -> Option<String> {
+pub fn presented(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     if let Some(token) = value.strip_prefix("Bearer ") {
         return Some(token.trim().to_owned());
@@ -43,11 +43,6 @@ pub fn require_read(headers: &HeaderMap, config: &TrainerConfig) -> Result<(), A
         Some(expected) if matches(presented(headers).as_deref(), expected) => Ok(()),
         Some(_) => Err(AppError::Unauthorized),
     }
-}
-
-/// The admin token from the bearer header or a form field (the dashboard's rollback form).
-pub fn admin_presented(headers: &HeaderMap) -> Option<String> {
-    presented(headers)
 }
 
 /// The signal key the batch names by its id ([`KEY_ID_HEADER`]): the current one or the one

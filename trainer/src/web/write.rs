@@ -120,7 +120,7 @@ async fn admin(state: &AppState, request: Request) -> Result<(axum::http::reques
         state.config.admin_token.as_ref().ok_or(AppError::NotConfigured("admin_token (PREWARM_ADMIN_TOKEN)"))?;
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body, ROLLBACK_BODY_LIMIT).await?;
-    let presented = auth::admin_presented(&parts.headers).or_else(|| form_field(&body, "token"));
+    let presented = auth::presented(&parts.headers).or_else(|| form_field(&body, "token"));
     if !auth::matches(presented.as_deref(), expected) {
         return Err(AppError::Unauthorized);
     }
