@@ -290,3 +290,83 @@ fn the_edges_counts_carry_a_profiles_series_past_the_last_event() {
     let after = level(&second);
     assert!(after > 1.15 * before, "the API profile's forecast with the edge's counts: {after} vs {before}");
 }
+
+#[test]
+fn a_log_in_the_operators_own_format_gives_costs_from_its_response_times() {
+    use prewarm_trainer::ingest::access_log;
+    // The reference log rewritten into two custom layouts that carry a response time where the
+    // combined parser would never look: nginx with `$request_time` (seconds) in the middle,
+    // Apache with `%D` (microseconds) first.
+    let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/apache_logs/access.log.gz");
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&log).expect("log")),
+        &mut text,
+    )
+    .expect("gunzip");
+    let layouts = [
+        (
+            r#"$remote_addr [$time_local] $request_time "$request" $status $body_bytes_sent "$http_user_agent""#,
+            (|l: &access_log::AccessLine<'_>, ms: u64, date: &str| {
+                format!(
+                    "{} [{date}] {}.{:03} \"{} {} HTTP/1.1\" {} {} \"{}\"",
+                    l.client,
+                    ms / 1000,
+                    ms % 1000,
+                    l.method,
+                    l.path,
+                    l.status,
+                    l.bytes,
+                    l.user_agent.unwrap_or("-")
+                )
+            }) as fn(&access_log::AccessLine<'_>, u64, &str) -> String,
+        ),
+        (r#"%D %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i""#, |l, ms, date| {
+            format!(
+                "{} {} - - [{date}] \"{} {} HTTP/1.1\" {} {} \"-\" \"{}\"",
+                ms * 1000,
+                l.client,
+                l.method,
+                l.path,
+                l.status,
+                l.bytes,
+                l.user_agent.unwrap_or("-")
+            )
+        }),
+    ];
+    for (format, write) in layouts {
+        let dir = std::env::temp_dir().join(format!("prewarm-log-format-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("custom.log");
+        let mut custom = String::new();
+        let mut written = 0;
+        for line in text.lines() {
+            let Ok(l) = access_log::parse(line) else { continue };
+            let date = &line[line.find('[').expect("[") + 1..line.find(']').expect("]")];
+            // 5 ms plus one per 10 kB: bigger responses took longer.
+            let ms = 5 + l.bytes / 10_000;
+            custom.push_str(&write(&l, ms, date));
+            custom.push('\n');
+            written += 1;
+        }
+        std::fs::write(&path, custom).expect("write");
+        let config = TrainerConfig {
+            salt: Some("log-format-test-salt".into()),
+            log_format: Some(format.into()),
+            ..TrainerConfig::default()
+        };
+        config.validate().expect("the format compiles");
+        let rules = ClassificationRules::default();
+        let mut store = Store::in_memory().expect("store");
+        let summary = import_files(&[&path], &mut store, &config, &rules, |_| {}).expect("imports");
+        assert_eq!((summary.imported, summary.unparseable), (written, 0), "{format}");
+        let trained =
+            prewarm_trainer::train::train(&store, &config, &rules, &[], ModelVersion(1), AFTER_ALL).expect("trains");
+        for p in &trained[0].model.profiles {
+            // From the log's own response times, not the declared defaults.
+            assert_eq!(p.cost.cpu_ms.source, CostSource::Estimated, "{format}: {}", p.label);
+            assert!(p.cost.cpu_ms.mean >= 5.0 * 0.3 * 0.99, "{format}: {} {}", p.label, p.cost.cpu_ms.mean);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -14,8 +14,16 @@ use prewarm_shared::{ProfileId, UnixSeconds};
 
 use crate::run::step;
 
-pub const TARGETS: [&str; 7] =
-    ["artifact_decode", "state_cookie", "access_log_line", "event_ndjson", "signal_batch", "user_agent", "wire_fields"];
+pub const TARGETS: [&str; 8] = [
+    "artifact_decode",
+    "state_cookie",
+    "access_log_line",
+    "event_ndjson",
+    "signal_batch",
+    "user_agent",
+    "wire_fields",
+    "log_format",
+];
 
 pub fn fuzz(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
     let targets: Vec<&'static str> =

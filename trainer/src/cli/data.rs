@@ -14,10 +14,17 @@ use prewarm_trainer::store::Store;
 pub struct ImportArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// The logs' format, as an Apache `LogFormat` or nginx `log_format` string (default: the
+    /// configuration's `log_format`, else common or combined).
+    #[arg(long)]
+    pub log_format: Option<String>,
 }
 
-pub fn import(args: &ImportArgs, config: TrainerConfig, rules: ClassificationRules) -> Result<()> {
-    let ImportArgs { files } = args;
+pub fn import(args: &ImportArgs, mut config: TrainerConfig, rules: ClassificationRules) -> Result<()> {
+    let ImportArgs { files, log_format } = args;
+    if let Some(format) = log_format {
+        config.log_format = Some(format.clone());
+    }
     let mut store = Store::open(&config.store_path())?;
     let mut last = std::time::Instant::now();
     let summary = import::import_files(files, &mut store, &config, &rules, |lines| {

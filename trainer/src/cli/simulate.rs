@@ -9,6 +9,7 @@ use prewarm_shared::classify::ClassificationRules;
 use prewarm_trainer::config::TrainerConfig;
 use prewarm_trainer::forecast::series::Series;
 use prewarm_trainer::ingest::access_log;
+use prewarm_trainer::ingest::log_format::LogFormat;
 use prewarm_trainer::simulate::store_trace::{self, Resource};
 use prewarm_trainer::simulate::{self, PolicyKind, RegionReport, Report, SimulationConfig, Trace, pipeline, plot};
 use prewarm_trainer::store::Store;
@@ -111,7 +112,7 @@ pub fn run(args: &SimulateArgs, config: &TrainerConfig, rules: &ClassificationRu
     if args.store {
         return run_store(args, &sim, rules);
     }
-    let (source, points) = read_trace(args)?;
+    let (source, points) = read_trace(args, config)?;
     let mut trace = Trace::from_points(&points)?;
     if args.csv.is_none() {
         // Logs record every request: a minute without one had none.
@@ -299,7 +300,7 @@ fn write_frontier(args: &SimulateArgs, source: &str, delay: usize, swept: &Repor
     Ok(())
 }
 
-fn read_trace(args: &SimulateArgs) -> Result<(String, Vec<(u64, f64)>)> {
+fn read_trace(args: &SimulateArgs, config: &TrainerConfig) -> Result<(String, Vec<(u64, f64)>)> {
     if let Some(csv) = &args.csv {
         return Ok((csv.display().to_string(), Series::read_minute_csv(csv)?));
     }
@@ -308,6 +309,7 @@ fn read_trace(args: &SimulateArgs) -> Result<(String, Vec<(u64, f64)>)> {
     }
     let mut counts: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
     let (mut bad, mut first_bad) = (0usize, None);
+    let format = config.log_format.as_deref().map(LogFormat::compile).transpose()?;
     for path in &args.log {
         let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
@@ -317,7 +319,12 @@ fn read_trace(args: &SimulateArgs) -> Result<(String, Vec<(u64, f64)>)> {
         };
         for (i, line) in std::io::BufReader::new(reader).split(b'\n').enumerate() {
             let line = line.with_context(|| format!("reading {}", path.display()))?;
-            match access_log::parse(&String::from_utf8_lossy(&line)) {
+            let text = String::from_utf8_lossy(&line);
+            let parsed = match &format {
+                Some(format) => format.parse(&text),
+                None => access_log::parse(&text),
+            };
+            match parsed {
                 Ok(l) => *counts.entry(l.time / 60 * 60).or_default() += 1.0,
                 Err(e) => {
                     bad += 1;

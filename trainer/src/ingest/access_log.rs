@@ -23,6 +23,9 @@ pub struct AccessLine<'a> {
     /// The first field after the User-Agent, when it is a number: a response time in the
     /// unit the log's format says ([`ResponseTimeUnit::millis`]).
     pub response_time: Option<&'a str>,
+    /// The response time's unit when the log's format names it (`%D`, `$request_time`);
+    /// otherwise `response_time_unit` in the configuration says.
+    pub response_time_unit: Option<ResponseTimeUnit>,
 }
 
 /// How the response time appended to a log line is written (`response_time_unit` in the
@@ -70,6 +73,8 @@ pub enum LineError {
     BadStatus,
     #[error("byte count is neither a number nor '-'")]
     BadBytes,
+    #[error("the line does not match the configured log_format")]
+    Mismatch,
 }
 
 /// Splits off a double-quoted field (backslash escapes allowed inside).
@@ -155,7 +160,18 @@ pub fn parse(line: &str) -> Result<AccessLine<'_>, LineError> {
         .split_ascii_whitespace()
         .next()
         .filter(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
-    Ok(AccessLine { client, time, method, path, status, bytes, referrer, user_agent, response_time })
+    Ok(AccessLine {
+        client,
+        time,
+        method,
+        path,
+        status,
+        bytes,
+        referrer,
+        user_agent,
+        response_time,
+        response_time_unit: None,
+    })
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ pub enum ImportError {
     Store(#[from] StoreError),
     #[error("no salt configured (PREWARM_SALT): log users cannot be hashed")]
     NoSalt,
+    #[error(transparent)]
+    Format(#[from] super::log_format::FormatError),
 }
 
 /// What one import did.
@@ -102,7 +104,10 @@ pub fn event_from_log(
         device,
         status: line.status,
         bytes: line.bytes,
-        duration_ms: line.response_time.and_then(|t| config.response_time_unit.millis(t)).unwrap_or(0.0),
+        duration_ms: line
+            .response_time
+            .and_then(|t| line.response_time_unit.unwrap_or(config.response_time_unit).millis(t))
+            .unwrap_or(0.0),
         rtt_ms: None,
         utc_offset_minutes: Some(config.utc_offset_of(region)),
         cpu_ms: None,
@@ -175,6 +180,7 @@ fn parse_files(
 ) -> Result<ImportSummary, ImportError> {
     let mut summary = ImportSummary::default();
     let mut report = IngestReport::default();
+    let format = config.log_format.as_deref().map(super::log_format::LogFormat::compile).transpose()?;
     let mut batch = Vec::with_capacity(BATCH);
     let mut cache = VisitorCache::default();
     for path in paths {
@@ -205,9 +211,12 @@ fn parse_files(
                 super::event::parse_line(&text, rules, &mut super::event::DeviceCache::default())
                     .map_err(|e| e.to_string())
             } else {
-                access_log::parse(&text)
-                    .map(|line| event_from_log(&line, salt, config, rules, &mut cache))
-                    .map_err(|e| e.to_string())
+                match &format {
+                    Some(format) => format.parse(&text),
+                    None => access_log::parse(&text),
+                }
+                .map(|line| event_from_log(&line, salt, config, rules, &mut cache))
+                .map_err(|e| e.to_string())
             };
             match parsed {
                 Ok(event) => batch.push(event),

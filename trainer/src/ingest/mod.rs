@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod event;
 pub mod guard;
 pub mod import;
+pub mod log_format;
 
 use std::io::Read;
 
@@ -17,7 +18,7 @@ use self::event::{DeviceCache, Event, parse_line};
 pub const REPORTED_REJECTIONS: usize = 20;
 
 /// One rejected line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
     /// 1-based line number in the body or file.
     pub line: usize,
@@ -25,7 +26,7 @@ pub struct Rejection {
 }
 
 /// The outcome of one batch, as the reply reports it.
-#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct IngestReport {
     pub accepted: usize,
     pub rejected: usize,

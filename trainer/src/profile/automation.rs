@@ -3,12 +3,34 @@
 //! (`shared::assign::is_automated`) is the one the edge applies too; this one is the trainer's
 //! addition for software that sends a browser's User-Agent.
 
+use prewarm_shared::classify::ContentClass;
+
 use super::config::AutomationRules;
 use crate::ingest::event::Event;
 
-/// Whether one visitor's events (sorted by time) show automation.
-pub fn by_behaviour(events: &[&Event], rules: &AutomationRules) -> bool {
-    metronome(events, rules) || sustained(events, rules)
+/// Whether one visitor's events (sorted by time) show automation. `site_serves_assets`: see
+/// [`serves_assets`].
+pub fn by_behaviour(events: &[&Event], rules: &AutomationRules, site_serves_assets: bool) -> bool {
+    metronome(events, rules) || sustained(events, rules) || (site_serves_assets && assetless(events, rules))
+}
+
+/// Whether a region's log carries its site's assets at all (`assets_min_share` of requests):
+/// only then does a visitor who never fetched one stand out.
+pub fn serves_assets<'a>(events: impl IntoIterator<Item = &'a Event>, rules: &AutomationRules) -> bool {
+    let (mut assets, mut all) = (0usize, 0usize);
+    for e in events {
+        all += 1;
+        assets += usize::from(e.class.content == ContentClass::Static);
+    }
+    all > 0 && assets as f64 >= rules.assets_min_share * all as f64
+}
+
+/// Many pages, not one asset: what a crawler or a script does and a browser cannot.
+fn assetless(events: &[&Event], rules: &AutomationRules) -> bool {
+    if rules.assetless_min_pages == 0 || events.iter().any(|e| e.class.content == ContentClass::Static) {
+        return false;
+    }
+    events.iter().filter(|e| e.class.content == ContentClass::Text).count() >= rules.assetless_min_pages
 }
 
 /// Requests at intervals too regular for a person: a poller, a monitor, a scheduled script.
@@ -86,7 +108,33 @@ mod tests {
     fn judge(times: &[u64]) -> bool {
         let events = at(times);
         let refs: Vec<&Event> = events.iter().collect();
-        by_behaviour(&refs, &AutomationRules::default())
+        by_behaviour(&refs, &AutomationRules::default(), false)
+    }
+
+    #[test]
+    fn pages_without_a_single_asset_are_automated_only_where_the_site_serves_assets() {
+        // Pages a minute apart, irregularly: a reader's pace, not a metronome.
+        let rules = AutomationRules::default();
+        let n = rules.assetless_min_pages as u64;
+        let times: Vec<u64> = (0..n).map(|i| 1_000 + i * 60 + (i * i * 7) % 23).collect();
+        let pages = at(&times);
+        let refs: Vec<&Event> = pages.iter().collect();
+        assert!(by_behaviour(&refs, &rules, true), "pages and no asset, on a site with assets");
+        assert!(!by_behaviour(&refs, &rules, false), "a site whose assets are elsewhere");
+        // The same reader with one stylesheet is a browser.
+        let mut browser = pages.clone();
+        browser[3].class.content = ContentClass::Static;
+        let refs: Vec<&Event> = browser.iter().collect();
+        assert!(!by_behaviour(&refs, &rules, true));
+        // Fewer pages than the threshold prove nothing.
+        let refs: Vec<&Event> = pages.iter().take(rules.assetless_min_pages - 1).collect();
+        assert!(!by_behaviour(&refs, &rules, true));
+        // Whether a site serves assets: by the share of its requests that are assets.
+        assert!(!serves_assets(&pages, &rules));
+        let mut mixed = pages.clone();
+        let fifth = pages.len() / 5;
+        mixed.iter_mut().take(fifth).for_each(|e| e.class.content = ContentClass::Static);
+        assert!(serves_assets(&mixed, &rules), "one in five");
     }
 
     #[test]

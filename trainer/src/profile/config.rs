@@ -114,11 +114,26 @@ pub struct AutomationRules {
     /// run of `sustained_minutes` consecutive minutes.
     pub sustained_per_minute: usize,
     pub sustained_minutes: usize,
+    /// Pages without assets: a visitor who loaded at least this many pages (text) and not one
+    /// asset (script, style, image) — browsers fetch them, crawlers and scripts do not. High,
+    /// because a reader whose browser cached the assets loads pages alone too. 0: off.
+    pub assetless_min_pages: usize,
+    /// …judged only where the site serves its own assets: at least this share of the region's
+    /// requests in the window are assets. Below it (assets on a CDN, an API) the rule stays off,
+    /// so a log without assets never turns its readers into bots.
+    pub assets_min_share: f64,
 }
 
 impl Default for AutomationRules {
     fn default() -> Self {
-        Self { regular_min_requests: 10, regular_max_cv: 0.1, sustained_per_minute: 30, sustained_minutes: 10 }
+        Self {
+            regular_min_requests: 10,
+            regular_max_cv: 0.1,
+            sustained_per_minute: 30,
+            sustained_minutes: 10,
+            assetless_min_pages: 20,
+            assets_min_share: 0.2,
+        }
     }
 }
 

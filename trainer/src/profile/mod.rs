@@ -107,11 +107,13 @@ fn sort_visitors(users: &[UserFeatures], events: &[Event], owners: &[usize], con
     for (e, &owner) in events.iter().zip(owners) {
         of_user[owner].push(e);
     }
+    let rules = &config.profiles.automation;
+    let site_serves_assets = automation::serves_assets(events, rules);
     users
         .iter()
         .zip(&of_user)
         .map(|(u, own)| {
-            if is_automated(&u.features) || automation::by_behaviour(own, &config.profiles.automation) {
+            if is_automated(&u.features) || automation::by_behaviour(own, rules, site_serves_assets) {
                 Sorted::Automated
             } else if u.events < usize::from(config.profiles.min_requests) {
                 Sorted::New

@@ -10,7 +10,7 @@ use super::describe;
 
 /// One region's profile quality, reported by `train`, `inspect --json`, `/v1/status` and
 /// `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegionQuality {
     /// Why the clustering has its k.
     pub k_reason: String,
@@ -32,9 +32,11 @@ impl RegionQuality {
 }
 
 /// One profile's quality.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProfileQuality {
     pub id: u16,
+    /// `clustered`, `new_visitors` or `automated`.
+    #[schema(value_type = String)]
     pub role: ProfileRole,
     pub users: usize,
     /// Share of its visitors whose own dominant device class is the one its label names (when
