@@ -8,10 +8,8 @@ use clap::{Parser, Subcommand};
 use prewarm_shared::classify::ClassificationRules;
 use prewarm_trainer::config::TrainerConfig;
 
-mod bench;
 mod data;
 mod forecast;
-mod measure;
 mod model;
 mod serve;
 mod simulate;
@@ -38,10 +36,6 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Import access logs (common or combined format) or NDJSON events, plain or .gz, into the store.
     Import(data::ImportArgs),
-    /// Measure ingest, import and forecasting against their baselines and print the figures.
-    Bench(bench::BenchArgs),
-    /// Time k-means on a raw f64 matrix (the reference set from trainer/benches/blobs.py).
-    BenchKmeans(bench::BenchKmeansArgs),
     /// Rolling-origin forecast evaluation of a per-minute CSV (`time,requests`); the defaults
     /// are the reference protocol (hourly sums, 24 h horizon, daily origins after 14 days).
     Backtest(forecast::BacktestArgs),
@@ -76,8 +70,6 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Serve(ref args) => serve::serve(args, config, rules),
         Command::Import(ref args) => data::import(args, config, rules),
-        Command::Bench(ref args) => bench::bench(args),
-        Command::BenchKmeans(ref args) => bench::bench_kmeans(args),
         Command::Backtest(ref args) => forecast::backtest(args, config),
         Command::Simulate(ref args) => simulate::run(args, &config, &rules),
         Command::Synth(ref args) => data::synth(args),

@@ -1,4 +1,4 @@
-//! `prewarm bench`: the trainer's figures, each against a baseline measured in the same run.
+//! The measurements behind the ingest bench, each against a baseline measured in the same run.
 //!
 //! - ingest: events/s through `POST /v1/events` on loopback (durable: committed before the
 //!   reply) vs a raw rusqlite loop (same schema and pragmas, 10,000-row transactions, one
@@ -11,7 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
 use prewarm_shared::classify::ClassificationRules;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -229,23 +228,6 @@ pub fn goaccess_rate(log: &Path, lines: usize) -> anyhow::Result<Option<f64>> {
         Ok(s) => anyhow::bail!("goaccess failed: {s}"),
         Err(_) => Ok(None),
     }
-}
-
-/// Reads a raw little-endian f64 matrix with `columns` columns (the reference data set).
-pub fn read_f64_matrix(path: &Path, columns: usize) -> anyhow::Result<ndarray::Array2<f64>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    anyhow::ensure!(bytes.len() % (8 * columns) == 0, "{} is not a matrix of {columns} f64 columns", path.display());
-    let values: Vec<f64> =
-        bytes.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect();
-    Ok(ndarray::Array2::from_shape_vec((values.len() / columns, columns), values)?)
-}
-
-/// Time and inertia of the trainer's k-means (as configured for training) on a matrix.
-pub fn kmeans(data: &ndarray::Array2<f64>, k: usize, runs: usize) -> anyhow::Result<(f64, f64)> {
-    let config = prewarm_trainer::config::ProfileConfig { runs, ..Default::default() };
-    let started = Instant::now();
-    let clustering = prewarm_trainer::profile::cluster::kmeans(data, k, &config, config.seed)?;
-    Ok((started.elapsed().as_secs_f64(), clustering.inertia))
 }
 
 /// Seconds to fit MSTL + AutoETS and forecast a day for `count` hourly series of four weeks.

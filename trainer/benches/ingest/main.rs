@@ -1,57 +1,39 @@
-//! `prewarm bench` and `prewarm bench-kmeans`: the trainer's figures against baselines measured
-//! in the same run (the measurements are in [`measure`]).
+//! The trainer's figures, each against a baseline measured in the same run (`cargo xtask bench`
+//! runs it; `cargo bench -p prewarm-trainer --bench ingest -- [--log FILE] [--copies N]
+//! [--events N] [--batch N]`): ingest over HTTP against a raw rusqlite loop, ingest beside
+//! readers against ingest alone, import against GoAccess, and the forecasting rate. Figures are
+//! printed, never asserted.
+
+mod measure;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::measure;
-
-#[derive(clap::Args)]
-pub struct BenchArgs {
-    /// The access log to import (repeated `--copies` times); default: testdata's sample.
-    #[arg(long)]
-    pub log: Option<PathBuf>,
-    #[arg(long, default_value_t = 100)]
-    pub copies: usize,
-    /// Events sent through the HTTP endpoint.
-    #[arg(long, default_value_t = 200_000)]
-    pub events: usize,
-    /// Events per request (the baseline commits 10,000 rows per transaction).
-    #[arg(long, default_value_t = 1_000)]
-    pub batch: usize,
+/// `--name value` from the command line (cargo passes `--bench` too; it is ignored).
+fn option(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
-pub fn bench(args: &BenchArgs) -> Result<()> {
-    let &BenchArgs { ref log, copies, events, batch } = args;
-    ingest_and_import(log.clone(), copies, events, batch)
+fn number(args: &[String], name: &str, default: usize) -> Result<usize> {
+    option(args, name).map_or(Ok(default), |v| v.parse().with_context(|| format!("{name} {v:?} is not a number")))
 }
 
-#[derive(clap::Args)]
-pub struct BenchKmeansArgs {
-    pub data: PathBuf,
-    #[arg(long, default_value_t = 16)]
-    pub columns: usize,
-    #[arg(long, default_value_t = 16)]
-    pub k: usize,
-    #[arg(long, default_value = "1,3")]
-    pub runs: String,
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let log = option(&args, "--log").map(PathBuf::from);
+    // Run from the crate's directory by cargo: the default log is the repository's sample.
+    let log =
+        log.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/apache_logs/access.log.gz"));
+    ingest_and_import(
+        log,
+        number(&args, "--copies", 100)?,
+        number(&args, "--events", 200_000)?,
+        number(&args, "--batch", 1_000)?,
+    )
 }
 
-pub fn bench_kmeans(args: &BenchKmeansArgs) -> Result<()> {
-    let &BenchKmeansArgs { ref data, columns, k, ref runs } = args;
-    let matrix = measure::read_f64_matrix(data, columns)?;
-    println!("k-means, k = {k}, on {} x {columns} ({})", matrix.nrows(), data.display());
-    for runs in runs.split(',').filter_map(|r| r.trim().parse::<usize>().ok()) {
-        let (seconds, inertia) = measure::kmeans(&matrix, k, runs)?;
-        println!(
-            "  prewarm (greedy k-means++ on a 50k sample, {runs} run(s), linfa Lloyd): {seconds:>7.2} s  inertia {inertia:.0}"
-        );
-    }
-    Ok(())
-}
-
-fn ingest_and_import(log: Option<PathBuf>, copies: usize, events: usize, batch: usize) -> Result<()> {
+fn ingest_and_import(log: PathBuf, copies: usize, events: usize, batch: usize) -> Result<()> {
     anyhow::ensure!(batch > 0 && batch <= events, "--batch must be between 1 and --events");
     // Requests of `--batch` events, and of 10,000 (the baseline's transaction size: the same
     // unit of durability). Rounds alternate so that the machine's drift hits every contender.
@@ -104,7 +86,6 @@ fn ingest_and_import(log: Option<PathBuf>, copies: usize, events: usize, batch: 
         ratios[ratios.len() - 1]
     );
 
-    let log = log.unwrap_or_else(|| PathBuf::from("testdata/apache_logs/access.log.gz"));
     let file = std::env::temp_dir().join(format!("prewarm-bench-{}.log", std::process::id()));
     let bytes = measure::repeat_log(&log, copies, &file).with_context(|| format!("reading {}", log.display()))?;
     println!("\nimport: {} repeated {copies}x ({} MB)", log.display(), bytes / 1_000_000);
