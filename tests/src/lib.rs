@@ -202,6 +202,22 @@ pub fn prewarm(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     stdout
 }
 
+/// Synthetic users of 25 per kind in one region `eu`, drawn with `seed`, imported under
+/// `salt` and trained into the next model version of `data_dir` (events are written beside
+/// it). Called again with another seed, it adds a day's worth of new users and a new version.
+pub fn train_synthetic(data_dir: &Path, salt: &str, seed: u64) {
+    let events = data_dir.with_extension("events.ndjson");
+    let events = events.to_str().expect("utf-8 path");
+    let seed = seed.to_string();
+    prewarm(
+        data_dir,
+        &["synth", "--out", events, "--users-per-kind", "25", "--regions", "eu:60", "--seed", &seed],
+        &[],
+    );
+    prewarm(data_dir, &["import", events], &[("PREWARM_SALT", salt)]);
+    prewarm(data_dir, &["train"], &[]);
+}
+
 /// A tiny origin on loopback: answers every request 200 and records the request heads.
 #[derive(Debug)]
 pub struct Origin {

@@ -6,7 +6,7 @@ use std::process::Command;
 use prewarm_shared::UnixSeconds;
 use prewarm_shared::signals::{DemandCount, SignalBatch};
 use prewarm_shared::{ProfileId, artifact::ModelVersion};
-use prewarm_tests::{TempDir, Trainer, post_signals, prewarm, request, request_with_head};
+use prewarm_tests::{TempDir, Trainer, post_signals, request, request_with_head, train_synthetic};
 
 const ADMIN: &str = "dashboard-admin-token-0123";
 const SIGNAL: &str = "dashboard-signal-token-0123";
@@ -37,17 +37,8 @@ fn chromium(args: &[&str], profile: &std::path::Path) -> (String, String) {
 fn the_dashboard_draws_its_charts_in_chromium_and_rolls_back_with_the_admin_token() {
     let dir = TempDir::new("dashboard");
     let data = dir.0.join("data");
-    let events = dir.0.join("events.ndjson");
-    let events = events.to_str().expect("utf-8 path");
-    let salt = [("PREWARM_SALT", "dashboard-salt-0123456789")];
-    for seed in ["1", "2"] {
-        prewarm(
-            &data,
-            &["synth", "--out", events, "--users-per-kind", "25", "--regions", "eu:60", "--seed", seed],
-            &[],
-        );
-        prewarm(&data, &["import", events], &salt);
-        prewarm(&data, &["train"], &[]);
+    for seed in [1, 2] {
+        train_synthetic(&data, "dashboard-salt-0123456789", seed);
     }
     let env = [("PREWARM_ADMIN_TOKEN", ADMIN), ("PREWARM_SIGNAL_KEY", SIGNAL)];
     let trainer = Trainer::start(&data, &env);

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use prewarm_shared::signals::{DemandCount, PrewarmReason, PrewarmRequest, SignalBatch};
 use prewarm_shared::{ProfileId, UnixSeconds, artifact::ModelVersion};
-use prewarm_tests::{TempDir, Trainer, post_signals, prewarm, repo_root, request};
+use prewarm_tests::{TempDir, Trainer, post_signals, repo_root, request, train_synthetic};
 
 const SIGNAL: &str = "deploy-signal-token-012345";
 
@@ -40,11 +40,7 @@ fn now() -> UnixSeconds {
 fn live_metrics_pass_promtool_and_every_dashboard_and_rule_query_names_an_exported_metric() {
     let dir = TempDir::new("deploy-metrics");
     let data = dir.0.join("data");
-    let events = dir.0.join("events.ndjson");
-    let events = events.to_str().expect("utf-8 path");
-    prewarm(&data, &["synth", "--out", events, "--users-per-kind", "25", "--regions", "eu:60"], &[]);
-    prewarm(&data, &["import", events], &[("PREWARM_SALT", "deploy-salt-0123456789")]);
-    prewarm(&data, &["train"], &[]);
+    train_synthetic(&data, "deploy-salt-0123456789", 42);
     let trainer = Trainer::start(&data, &[("PREWARM_SIGNAL_KEY", SIGNAL)]);
 
     // Demand counts and a prewarm signal, so every labelled metric has samples.

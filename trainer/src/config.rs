@@ -52,6 +52,10 @@ pub struct TrainerConfig {
     /// `POST /v1/signals` per source address: sustained requests per second, and the burst.
     pub signal_rate_per_sec: f64,
     pub signal_burst: u32,
+    /// Admin actions (rollback, resume) per source address, limited before the token is
+    /// checked so it cannot be guessed at speed: sustained attempts per minute, and the burst.
+    pub admin_attempts_per_min: f64,
+    pub admin_burst: u32,
     /// Cap on the store's size: writes beyond it get 503 "store full" and nothing stored is
     /// touched (unset: the disk is the limit).
     pub store_max_mb: Option<u64>,
@@ -70,6 +74,9 @@ pub struct TrainerConfig {
     /// How imported access logs write the response time appended after the User-Agent
     /// (`auto`: an integer is `%D` microseconds, a decimal `$request_time` seconds).
     pub response_time_unit: crate::ingest::access_log::ResponseTimeUnit,
+    /// Imported access logs in the operator's own format: an Apache `LogFormat` or an nginx
+    /// `log_format` string ([`crate::ingest::log_format`]). Unset: common or combined.
+    pub log_format: Option<String>,
     /// Capacity planning: instance shape, lead time, min/max, budget, stabilisation.
     pub plan: crate::plan::PlanConfig,
     /// Cloudflare Workers KV (REST API) target for `prewarm publish --kv`.
@@ -125,6 +132,8 @@ impl Default for TrainerConfig {
             trusted_proxies: Vec::new(),
             signal_rate_per_sec: 50.0,
             signal_burst: 200,
+            admin_attempts_per_min: 6.0,
+            admin_burst: 5,
             store_max_mb: None,
             store_read_only: false,
             retention_days: 35,
@@ -134,6 +143,7 @@ impl Default for TrainerConfig {
             profiles: ProfileConfig::default(),
             costs: CostConfig::default(),
             response_time_unit: Default::default(),
+            log_format: None,
             plan: crate::plan::PlanConfig::default(),
             kv: None,
             calendar: None,
@@ -262,6 +272,9 @@ impl TrainerConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(format) = &self.log_format {
+            crate::ingest::log_format::LogFormat::compile(format).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         self.priority.validate().map_err(ConfigError::Invalid)?;
         self.plan.validate().map_err(ConfigError::Invalid)?;
         self.forecast.validate().map_err(ConfigError::Invalid)?;
@@ -327,6 +340,9 @@ impl TrainerConfig {
         }
         if !(self.signal_rate_per_sec.is_finite() && self.signal_rate_per_sec > 0.0) || self.signal_burst == 0 {
             return Err(ConfigError::Invalid("signal_rate_per_sec and signal_burst must be > 0".into()));
+        }
+        if !(self.admin_attempts_per_min.is_finite() && self.admin_attempts_per_min > 0.0) || self.admin_burst == 0 {
+            return Err(ConfigError::Invalid("admin_attempts_per_min and admin_burst must be > 0".into()));
         }
         if self.actuate.webhook_url.is_some() && self.actuate.webhook_secret.as_ref().is_none_or(|s| s.len() < 16) {
             return Err(ConfigError::Invalid(

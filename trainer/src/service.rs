@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use prewarm_shared::UnixSeconds;
 use prewarm_shared::classify::ClassificationRules;
-use serde_json::json;
 
 use crate::config::TrainerConfig;
 use crate::ingest::guard;
@@ -54,7 +53,10 @@ impl AppState {
         let readers = crate::store::Readers::new(store.clone(), config.max_concurrent_reads);
         Self {
             signal_rate: Arc::new(signal_rate),
-            admin_rate: Arc::new(guard::RateLimiter::new(ADMIN_RATE_PER_SEC, ADMIN_BURST)),
+            admin_rate: Arc::new(guard::RateLimiter::new(
+                config.admin_attempts_per_min / 60.0,
+                f64::from(config.admin_burst),
+            )),
             trusted_proxies: Arc::new(trusted_proxies),
             readers: Arc::new(readers),
             config: Arc::new(config),
@@ -66,11 +68,6 @@ impl AppState {
         }
     }
 }
-
-/// Admin actions (rollback, resume) per source: a burst of 5, then one every 10 s — plenty
-/// for an operator, too few to guess a 16-character token.
-const ADMIN_RATE_PER_SEC: f64 = 0.1;
-const ADMIN_BURST: f64 = 5.0;
 
 pub fn system_clock() -> UnixSeconds {
     UnixSeconds(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
@@ -168,29 +165,44 @@ impl PlanView {
         crate::plan::node_headroom(steps, now, self.lead_secs, node_lead_secs, step)
     }
 
-    /// The JSON of `GET /v1/plan` and of the webhook's plan deliveries: per region its steps
+    /// The regions of `GET /v1/plan` and of the webhook's plan deliveries: per region its steps
     /// and, with pools configured, each pool's steps and profiles.
-    pub fn regions_json(&self) -> Vec<serde_json::Value> {
+    pub fn regions(&self) -> Vec<RegionPlan> {
         self.plans
             .iter()
             .map(|(region, steps)| {
-                let mut entry = json!({ "region": region, "steps": steps });
-                let pools: Vec<_> = self
+                let pools: Vec<PoolSteps> = self
                     .pools
                     .iter()
                     .filter(|p| &p.region == region)
-                    .map(|p| {
-                        let profiles: Vec<u16> = p.profiles.iter().map(|id| id.0).collect();
-                        json!({ "pool": p.pool, "profiles": profiles, "steps": p.steps })
+                    .map(|p| PoolSteps {
+                        pool: p.pool.clone(),
+                        profiles: p.profiles.iter().map(|id| id.0).collect(),
+                        steps: p.steps.clone(),
                     })
                     .collect();
-                if !pools.is_empty() {
-                    entry["pools"] = pools.into();
-                }
-                entry
+                RegionPlan { region: region.clone(), steps: steps.clone(), pools }
             })
             .collect()
     }
+}
+
+/// One region's plan as the API and the webhook send it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct RegionPlan {
+    pub region: String,
+    pub steps: Vec<crate::plan::PlanStep>,
+    /// With pools configured: each pool's steps and the profiles it serves.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolSteps>,
+}
+
+/// One pool's share of a region's plan.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct PoolSteps {
+    pub pool: String,
+    pub profiles: Vec<u16>,
+    pub steps: Vec<crate::plan::PlanStep>,
 }
 
 /// Blocking: reads the store and the models directory.

@@ -128,6 +128,43 @@ async fn a_rollback_pauses_publishing_until_resumed() {
 }
 
 #[tokio::test]
+async fn a_rollback_names_what_is_wrong_by_its_status() {
+    let s = state("rollback-statuses");
+    let form = |body: &'static str| {
+        Request::post("/v1/rollback")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .expect("request")
+    };
+    // Nothing published yet: nothing to roll back (409).
+    assert_eq!(status_of(&s, rollback(ADMIN, None)).await, StatusCode::CONFLICT);
+    let publisher = DirPublisher::new(s.config.models_dir());
+    publish(&publisher, 1);
+    publish(&publisher, 2);
+    // A version that was never kept (404), a body that is not a form, a version that is not a
+    // number (400) — found by schemathesis, which took 400 for "valid but rejected".
+    assert_eq!(status_of(&s, rollback(ADMIN, Some(77))).await, StatusCode::NOT_FOUND);
+    assert_eq!(status_of(&s, form("AAA")).await, StatusCode::BAD_REQUEST);
+    assert_eq!(status_of(&s, form("version=x")).await, StatusCode::BAD_REQUEST);
+    assert_eq!(status_of(&s, form("version=1")).await, StatusCode::SEE_OTHER); // the form goes back to the dashboard
+    let _ = std::fs::remove_dir_all(&s.config.data_dir);
+}
+
+#[tokio::test]
+async fn an_empty_event_batch_is_refused() {
+    let config = TrainerConfig { ingest_token: Some(ADMIN.into()), ..TrainerConfig::default() };
+    let s = AppState::new(config, Store::in_memory().expect("store"), ClassificationRules::default(), fixed_clock);
+    for body in ["", "\n \n"] {
+        let request = Request::post("/v1/events")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::from(body))
+            .expect("request");
+        assert_eq!(status_of(&s, request).await, StatusCode::BAD_REQUEST, "{body:?}");
+    }
+}
+
+#[tokio::test]
 async fn admin_attempts_are_rate_limited_before_the_token_is_checked() {
     let s = state("admin-rate");
     let mut statuses = Vec::new();

@@ -192,7 +192,7 @@ async fn with_pools_each_deployment_scales_to_its_own_pool() {
         pools,
         vec![("eu", "video"), ("eu", "api"), ("eu", "default"), ("us", "video"), ("us", "api"), ("us", "default")]
     );
-    let regions = view.regions_json();
+    let regions = serde_json::to_value(view.regions()).expect("serialises");
     let eu_pools = regions[0]["pools"].as_array().expect("pools in the plan's JSON");
     let members: Vec<_> = eu_pools.iter().map(|p| (p["pool"].clone(), p["profiles"].clone())).collect();
     assert_eq!(

@@ -132,6 +132,12 @@ pub fn test(root: &Path) -> Result<()> {
         "import yaml, kubernetes_validate, check_jsonschema",
         &["pyyaml", "kubernetes-validate", "check-jsonschema"],
     )?;
+    // The API fuzzing run against the live trainer (tests/tests/trainer_openapi.rs), pinned so
+    // a run is repeatable.
+    tools::ensure_python_packages(
+        "import sys, schemathesis; sys.exit(schemathesis.__version__ != '4.32.5')",
+        &["schemathesis==4.32.5"],
+    )?;
     let env = tools::worker_env(root)?;
 
     step("cargo fmt --check");
@@ -302,12 +308,16 @@ pub fn bench(root: &Path) -> Result<()> {
     step("benchmarks: shared (assignment, state, decode)");
     cmd(Command::new("cargo").args(["bench", "-p", "prewarm-shared", "--bench", "shared"]).current_dir(root))?;
 
-    step("benchmarks: trainer ingest and import (release build)");
-    cmd(Command::new("cargo").args(["build", "--release", "--locked", "-p", "prewarm-trainer"]).current_dir(root))?;
+    step("benchmarks: trainer ingest and import against their baselines (trainer/benches/ingest)");
     tools::ensure_apt("goaccess")?;
-    let prewarm = target_dir(root)?.join("release/prewarm");
+    let bench = |name: &str, args: &[&std::ffi::OsStr]| {
+        cmd(Command::new("cargo")
+            .args(["bench", "--locked", "-p", "prewarm-trainer", "--bench", name, "--"])
+            .args(args)
+            .current_dir(root))
+    };
     let log = root.join("testdata/apache_logs/access.log.gz");
-    cmd(Command::new(&prewarm).arg("bench").arg("--log").arg(&log).current_dir(root))?;
+    bench("ingest", &["--log".as_ref(), log.as_os_str()])?;
 
     step("benchmark: k-means on the reference data set (trainer/benches/blobs.py) vs scikit-learn");
     tools::ensure_python_packages("import numpy, sklearn", &["numpy", "scikit-learn"])?;
@@ -316,7 +326,7 @@ pub fn bench(root: &Path) -> Result<()> {
     if !data.exists() {
         cmd(Command::new("python3").arg(root.join("trainer/benches/blobs.py")).arg(&blobs))?;
     }
-    cmd(Command::new(&prewarm).arg("bench-kmeans").arg(&data).current_dir(root))?;
+    bench("kmeans", &[data.as_os_str()])?;
     cmd(Command::new("python3").arg(root.join("trainer/benches/sklearn_kmeans.py")).arg(&data))?;
 
     tools::ensure_all(root)?;

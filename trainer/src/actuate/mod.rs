@@ -162,7 +162,7 @@ pub fn cycle(
         && !view.plans.is_empty()
         && !state.config.actuate.forecast_only
     {
-        let regions = view.regions_json();
+        let regions = view.regions();
         let body = serde_json::json!({
             "kind": "plan",
             "at": now.0,

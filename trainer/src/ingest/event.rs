@@ -8,10 +8,13 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-/// Longest accepted path, region name and User-Agent: longer values are rejected, not cut.
+/// Longest accepted path, region name and User-Agent, in characters (a region name is ASCII):
+/// longer values are rejected, not cut.
 pub const MAX_PATH_LEN: usize = 2048;
 pub use prewarm_shared::signals::MAX_REGION_LEN;
 pub const MAX_USER_AGENT_LEN: usize = 1024;
+/// The accepted range of `time`: 2000-01-01 ..= 2100-01-01.
+pub const TIME_RANGE: std::ops::RangeInclusive<u64> = 946_684_800..=4_102_444_800;
 
 /// One line of `POST /v1/events`, as sent. Documented field by field in the README.
 #[derive(Debug, Deserialize)]
@@ -35,13 +38,15 @@ pub struct EventLine<'a> {
     /// Instead of a User-Agent: `desktop`, `mobile`, `tablet` or `bot`.
     #[serde(default, borrow)]
     pub device: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "integer")]
     pub status: u16,
+    #[serde(deserialize_with = "integer")]
     pub bytes: u64,
     pub duration_ms: f64,
     #[serde(default)]
     pub rtt_ms: Option<f64>,
     /// The user's UTC offset; when absent, the region's configured offset is used.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_integer")]
     pub utc_offset_minutes: Option<i32>,
     /// Origin-measured costs, when the origin reports them.
     #[serde(default)]
@@ -51,6 +56,30 @@ pub struct EventLine<'a> {
     /// Business value of the request (revenue, weight), used for priorities.
     #[serde(default)]
     pub value: Option<f64>,
+}
+
+/// An integer written as JSON allows it (`200` or `200.0`, as JavaScript may print it); a
+/// fraction or a value out of the type's range is an error.
+fn integer<'de, D: serde::Deserializer<'de>, T: TryFrom<i128>>(deserializer: D) -> Result<T, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = match (number.as_i64(), number.as_u64(), number.as_f64()) {
+        (Some(i), _, _) => Some(i128::from(i)),
+        (_, Some(u), _) => Some(i128::from(u)),
+        // Below 2^64 an f64 with no fraction is exact.
+        (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 18_446_744_073_709_551_616.0 => Some(f as i128),
+        _ => None,
+    };
+    whole
+        .and_then(|w| T::try_from(w).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number in range, found {number}")))
+}
+
+fn optional_integer<'de, D: serde::Deserializer<'de>, T: TryFrom<i128>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    #[derive(Deserialize)]
+    struct Whole<T: TryFrom<i128>>(#[serde(deserialize_with = "integer")] T);
+    Ok(Option::<Whole<T>>::deserialize(deserializer)?.map(|Whole(v)| v))
 }
 
 /// A validated event, classified with the same rules as the edge.
@@ -87,13 +116,14 @@ fn field(field: &'static str, reason: impl Into<String>) -> EventError {
 /// Seconds since the epoch from a number or an RFC 3339 UTC timestamp.
 pub fn parse_time(value: &serde_json::Value) -> Result<u64, EventError> {
     match value {
-        serde_json::Value::Number(n) => {
-            n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
-        }
+        // A fraction is cut after the range check, so 4102444800.5 is out of range, not 2100.
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64().filter(|f| (*TIME_RANGE.start() as f64..=*TIME_RANGE.end() as f64).contains(f)).map(|f| f as u64)
+        }),
         serde_json::Value::String(s) => parse_rfc3339_utc(s),
         _ => None,
     }
-    .filter(|t| (946_684_800..=4_102_444_800).contains(t)) // 2000-01-01 ..= 2100-01-01
+    .filter(|t| TIME_RANGE.contains(t))
     .ok_or_else(|| field("time", "expected Unix seconds or RFC 3339 UTC between 2000 and 2100"))
 }
 
@@ -109,7 +139,11 @@ pub fn parse_rfc3339_utc(s: &str) -> Option<u64> {
     {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    // Digits only: `parse` alone would take "+1" for a month.
+    let num = |r: std::ops::Range<usize>| {
+        let digits = s.get(r)?;
+        if digits.bytes().all(|b| b.is_ascii_digit()) { digits.parse::<i64>().ok() } else { None }
+    };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
@@ -182,16 +216,18 @@ impl<'a> EventLine<'a> {
         if !prewarm_shared::signals::is_region_name(&self.region) {
             return Err(field("region", format!("1 to {MAX_REGION_LEN} characters of [A-Za-z0-9_-]")));
         }
-        if !self.path.starts_with('/') || self.path.len() > MAX_PATH_LEN {
-            return Err(field("path", format!("must start with '/' and be at most {MAX_PATH_LEN} bytes")));
+        if !self.path.starts_with('/') || self.path.chars().count() > MAX_PATH_LEN {
+            return Err(field("path", format!("must start with '/' and be at most {MAX_PATH_LEN} characters")));
         }
         if !(100..=599).contains(&self.status) {
             return Err(field("status", "must be an HTTP status between 100 and 599"));
         }
+        if self.user_agent.as_ref().is_some_and(|ua| ua.chars().count() > MAX_USER_AGENT_LEN) {
+            return Err(field("user_agent", format!("at most {MAX_USER_AGENT_LEN} characters")));
+        }
         let device = match (&self.device, self.user_agent) {
             (Some(d), _) => Device::parse(d).ok_or_else(|| field("device", "one of desktop, mobile, tablet, bot"))?,
-            (None, Some(ua)) if ua.len() <= MAX_USER_AGENT_LEN => devices.device(ua),
-            (None, Some(_)) => return Err(field("user_agent", format!("at most {MAX_USER_AGENT_LEN} bytes"))),
+            (None, Some(ua)) => devices.device(ua),
             (None, None) => return Err(field("user_agent", "either `user_agent` or `device` is required")),
         };
         if let Some(offset) = self.utc_offset_minutes
@@ -287,6 +323,48 @@ mod tests {
         assert_eq!(parse_rfc3339_utc("2023-11-14T23:13:20.123+01:00"), Some(1_700_000_000));
         assert_eq!(parse_rfc3339_utc("2023-13-14T22:13:20Z"), None);
         assert_eq!(parse_rfc3339_utc("yesterday"), None);
+        // Signs are not digits (found by schemathesis' negative examples, #18).
+        assert_eq!(parse_rfc3339_utc("2023-+1-14T22:13:20Z"), None);
+        assert_eq!(parse_rfc3339_utc("+023-11-14T22:13:20Z"), None);
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats_but_fractions_and_overflows_are_errors() {
+        let rules = ClassificationRules::default();
+        let with = |from: &str, to: &str| parse_line(&line("").replace(from, to), &rules, &mut DeviceCache::default());
+        assert_eq!(with(r#""bytes":1000"#, r#""bytes":1000.0"#).map(|e| e.bytes), Ok(1000));
+        assert_eq!(with(r#""status":200"#, r#""status":2e2"#).map(|e| e.status), Ok(200));
+        assert!(matches!(with(r#""bytes":1000"#, r#""bytes":1000.5"#), Err(EventError::Json(_))));
+        assert!(matches!(with(r#""status":200"#, r#""status":70000"#), Err(EventError::Json(_))));
+        assert!(matches!(with(r#""bytes":1000"#, r#""bytes":-1"#), Err(EventError::Json(_))));
+        let offset = parse_line(&line(r#","utc_offset_minutes":-60.0"#), &rules, &mut DeviceCache::default());
+        assert_eq!(offset.map(|e| e.utc_offset_minutes), Ok(Some(-60)));
+        let null = parse_line(&line(r#","utc_offset_minutes":null"#), &rules, &mut DeviceCache::default());
+        assert_eq!(null.map(|e| e.utc_offset_minutes), Ok(None));
+    }
+
+    #[test]
+    fn a_fractional_time_past_the_range_is_out_of_it() {
+        let rules = ClassificationRules::default();
+        let at = |t: &str| parse_line(&line("").replace("1700000000", t), &rules, &mut DeviceCache::default());
+        assert!(matches!(at("4102444800.5"), Err(EventError::Field { field: "time", .. })));
+        assert!(matches!(at("946684799.9"), Err(EventError::Field { field: "time", .. })));
+        assert_eq!(at("1700000000.7").map(|e| e.time), Ok(1_700_000_000));
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters_and_a_user_agent_is_checked_beside_a_device() {
+        let rules = ClassificationRules::default();
+        let wide = format!(r#","path":"/{}""#, "é".repeat(MAX_PATH_LEN - 1));
+        let base = line("").replace(r#""path":"/watch/1","#, "");
+        let with = |extra: &str| format!("{}{extra}}}", base.trim_end_matches('}'));
+        assert!(parse_line(&with(&wide), &rules, &mut DeviceCache::default()).is_ok(), "2048 characters, 4095 bytes");
+        let long_ua = line("").replace("Mozilla/5.0 (iPhone) Mobile", &"a".repeat(MAX_USER_AGENT_LEN + 1));
+        let long_ua = format!("{}{}}}", long_ua.trim_end_matches('}'), r#","device":"mobile""#);
+        assert!(matches!(
+            parse_line(&long_ua, &rules, &mut DeviceCache::default()),
+            Err(EventError::Field { field: "user_agent", .. })
+        ));
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub fn live_skill(
     })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Alert {
     pub name: &'static str,
     pub region: Option<String>,
@@ -261,7 +261,7 @@ pub struct Gauges {
 
 /// One region × profile's forecast: the model its recent skill chose, every candidate's
 /// out-of-sample MASE, and what its band was calibrated on, from the training report.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct SkillRow {
     pub region: String,
     pub profile: u16,
@@ -269,6 +269,7 @@ pub struct SkillRow {
     pub method: String,
     pub reason: String,
     /// Each candidate's MASE over the recent origins (lower is better; below 1 beats yesterday).
+    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub candidates: Vec<(String, f64)>,
     /// Out-of-sample minutes the band was calibrated on (0: in-sample fallback).
     pub band_scores: usize,

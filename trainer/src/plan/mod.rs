@@ -181,7 +181,7 @@ impl Default for PlanConfig {
 }
 
 /// One planned step.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PlanStep {
     /// When the units must be ready.
     pub at: u64,

@@ -16,11 +16,12 @@ pub struct SignalReceipt {
 }
 
 /// Totals of what the edge has signalled.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct EdgeSummary {
     pub signal_batches: u64,
     pub demand_requests: u64,
     /// (reason, count)
+    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub prewarm_signals: Vec<(String, u64)>,
     pub sampled_states: u64,
     pub edge_model_version: Option<u32>,

@@ -3,6 +3,7 @@
 //! the result. One error type turns failures into precise statuses; a panicking handler is
 //! answered 500, never a dropped connection.
 
+pub mod api;
 pub mod auth;
 pub mod dashboard;
 mod read;
@@ -18,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
 use prewarm_shared::signals;
-use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -52,6 +52,10 @@ pub enum AppError {
     BadRequest(String),
     #[error("no such endpoint: {0}")]
     NotFound(String),
+    #[error("{0}")]
+    NoSuchVersion(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
     #[error(transparent)]
@@ -83,7 +87,8 @@ impl IntoResponse for AppError {
             AppError::Unauthorized | AppError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             AppError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::UnsupportedEncoding(_) | AppError::UnsupportedType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::NotFound(_) | AppError::NoSuchVersion(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Body(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,7 +98,7 @@ impl IntoResponse for AppError {
             AppError::Store(StoreError::Full | StoreError::ReadOnly) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let mut response = (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        let mut response = (status, axum::Json(api::ErrorBody { error: self.to_string() })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -174,6 +179,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/plan", get(read::get_plan))
         .route("/metrics", get(read::metrics))
         .route("/", get(read::dashboard))
+        .route("/openapi.json", get(api::openapi_json))
         .fallback(|uri: axum::http::Uri| async move { AppError::NotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed });
     guarded(routes, timeout).with_state(state)

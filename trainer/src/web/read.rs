@@ -6,20 +6,27 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use prewarm_shared::UnixSeconds;
-use serde_json::json;
 
+use super::api::{AnyRoute, Health, Plan, ReadRefusals, Status};
 use super::{AppError, AppState, auth, blocking, plan_now};
 use crate::config::TrainerConfig;
 use crate::store::StoreError;
 
 /// `GET /healthz`: up, and the store answers (a total, no scan). Open to probes.
+#[utoipa::path(get, path = "/healthz", tag = "read", responses(
+        (status = 200, description = "Up; the store answers", body = Health),
+        AnyRoute))]
 pub(super) async fn healthz(State(state): State<AppState>) -> Result<Response, AppError> {
     let events = blocking(move || Ok(state.readers.read(|store| store.count_events())?)).await?;
-    Ok(axum::Json(json!({ "ok": true, "events": events })).into_response())
+    Ok(axum::Json(Health { ok: true, events }).into_response())
 }
 
 /// `GET /v1/status`: what is stored, what the edge has signalled, firing alerts, and the
 /// published forecasts' skill and profile quality.
+#[utoipa::path(get, path = "/v1/status", tag = "read", security(("read_token" = [])), responses(
+        (status = 200, description = "What is stored and signalled, alerts, skill and quality", body = Status),
+        ReadRefusals,
+        AnyRoute))]
 pub(super) async fn status(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     auth::require_read(request.headers(), &state.config)?;
     let config = state.config.clone();
@@ -32,16 +39,8 @@ pub(super) async fn status(State(state): State<AppState>, request: Request) -> R
     })
     .await?;
     let alerts = state.monitor.firing();
-    let quality: serde_json::Map<String, serde_json::Value> =
-        quality.into_iter().map(|(r, q)| (r, serde_json::to_value(q).unwrap_or_default())).collect();
-    Ok(axum::Json(json!({
-        "events": events,
-        "edge": edge,
-        "alerts": alerts,
-        "forecast_skill": skill,
-        "profile_quality": quality,
-    }))
-    .into_response())
+    let profile_quality = quality.into_iter().collect();
+    Ok(axum::Json(Status { events, edge, alerts, forecast_skill: skill, profile_quality }).into_response())
 }
 
 /// Blocking: the published version's profile quality per region.
@@ -60,15 +59,22 @@ fn skill_of(config: &TrainerConfig, pointer: Option<&prewarm_shared::ModelPointe
 }
 
 /// `GET /v1/plan`: the plan per region for the published model and recent prewarm signals.
+#[utoipa::path(get, path = "/v1/plan", tag = "read", security(("read_token" = [])), responses(
+        (status = 200, description = "The plan per region (empty before a model is published)", body = Plan),
+        ReadRefusals,
+        AnyRoute))]
 pub(super) async fn get_plan(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     auth::require_read(request.headers(), &state.config)?;
     let now = (state.clock)();
     let view = blocking(move || Ok(plan_now(&state, now)?)).await?;
-    let regions = view.regions_json();
-    Ok(axum::Json(json!({ "regions": regions, "prewarm_signals_in_effect": view.signals_in_effect })).into_response())
+    Ok(axum::Json(Plan { regions: view.regions(), prewarm_signals_in_effect: view.signals_in_effect }).into_response())
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "read", security(("read_token" = [])), responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+        ReadRefusals,
+        AnyRoute))]
 pub(super) async fn metrics(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     auth::require_read(request.headers(), &state.config)?;
     let now = (state.clock)();
@@ -119,6 +125,10 @@ pub(super) async fn metrics(State(state): State<AppState>, request: Request) -> 
 }
 
 /// `GET /`: the dashboard.
+#[utoipa::path(get, path = "/", tag = "read", security(("read_token" = [])), responses(
+        (status = 200, description = "The dashboard page", body = String, content_type = "text/html"),
+        ReadRefusals,
+        AnyRoute))]
 pub(super) async fn dashboard(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     auth::require_read(request.headers(), &state.config)?;
     let now = (state.clock)();
