@@ -13,7 +13,7 @@
 // only the global "error" event tells. So such a request races its handler against that event.
 // The Rust class's `fetch` is wrapped in place (a subclass of its Proxy measured slower).
 import RustWorker from "./build/index.js";
-import { forwardToOrigin, originCall, originTarget, withCookies } from "./js/hot_path.js";
+import { decodePlan, forwardToOrigin, originCall, originTarget, withCookies } from "./js/hot_path.js";
 
 // The asynchronous requests in flight, each with the function that abandons its Rust future.
 const pending = new Set();
@@ -101,14 +101,14 @@ function asyncPath(worker, request) {
 }
 
 async function forwardPrepared(request, env, ctx, plan) {
-  const [token, target, profile, region, model] = plan.split("\n");
+  const { token, target, profile, region, model } = decodePlan(plan);
   const started = Date.now();
   let response;
   try {
     response = await forwardToOrigin(request, target, profile, region, model);
   } catch (error) {
     try {
-      abandon(Number(token));
+      abandon(token);
     } catch (failure) {
       countFailure(failure);
     }
@@ -116,7 +116,7 @@ async function forwardPrepared(request, env, ctx, plan) {
   }
   let cookies;
   try {
-    cookies = complete(Number(token), response, Math.max(0, Date.now() - started), ctx);
+    cookies = complete(token, response, Math.max(0, Date.now() - started), ctx);
   } catch (error) {
     // The origin has answered: its response goes back as it came, without prewarm's cookies.
     countFailure(error);

@@ -31,11 +31,16 @@ const DROPPED_HEADERS = [
 
 const text = (value) => (typeof value === "string" ? value : typeof value === "number" ? String(value) : "");
 
-/**
- * What Rust needs from the request, in one string of "\n"-separated fields (no field can hold
- * a newline: header values and URLs cannot): url, cookie, accept, user-agent, fault trigger.
- * Absent fields are empty.
- */
+// The records crossing the Wasm boundary: one string of "\n"-separated fields each (no field
+// can hold a newline: header values, URLs and tags cannot), in the order these lists give.
+// Each list has a twin `FIELDS` in src/host.rs; Rust's tests pin the two lists to each other
+// and tests/edge/records.test.mjs pins each function here to its list. Absent fields are empty.
+export const REQUEST_FACTS = ["url", "cookie", "accept", "user_agent", "fault"];
+export const CF_FACTS = ["colo", "country", "continent", "timezone", "rtt_ms"];
+export const RESPONSE_FACTS = ["content_type", "length"];
+export const PLAN = ["token", "target", "profile", "region", "model"];
+
+/** What Rust needs from the request (`REQUEST_FACTS`), fetched in one crossing. */
 export function requestFacts(request) {
   const headers = request.headers;
   return [
@@ -48,8 +53,7 @@ export function requestFacts(request) {
 }
 
 /**
- * The request's `cf` facts, "\n"-separated: colo, country, continent, timezone, clientTcpRtt.
- * Separate from `requestFacts` because the runtime parses the whole `cf` object from JSON on
+ * The request's `cf` facts (`CF_FACTS`; `rtt_ms` is `clientTcpRtt`). Separate from `requestFacts` because the runtime parses the whole `cf` object from JSON on
  * first access: the edge reads it only when the visitor's state has no recent copy.
  */
 export function requestCf(request) {
@@ -127,14 +131,23 @@ export function randomId() {
   return hex;
 }
 
-/** The origin response's content type and length, "\n"-separated (empty when absent). */
+/** The origin response's content type and length (`RESPONSE_FACTS`). */
 export function responseFacts(response) {
   const headers = response.headers;
   return `${headers.get("content-type") ?? ""}\n${headers.get("content-length") ?? ""}`;
 }
 
 /**
- * The origin's response with `cookies` ("\n"-separated) appended as Set-Cookie headers. Fetched
+ * What `prewarm_prepare` returned (`PLAN`), for edge/worker.mjs: the token that completes or
+ * abandons the request, where to forward it and its tags.
+ */
+export function decodePlan(plan) {
+  const [token, target, profile, region, model] = plan.split("\n");
+  return { token: Number(token), target, profile, region, model };
+}
+
+/**
+ * The origin's response with `cookies` (one Set-Cookie value per field) appended as Set-Cookie headers. Fetched
  * responses have immutable headers, so they are copied; the body keeps streaming.
  */
 export function withCookies(response, cookies) {

@@ -10,7 +10,7 @@ use prewarm_shared::{BehaviourState, GeoMemo, UnixSeconds};
 use worker::js_sys::{self, Array, Object, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 
-use crate::forward::CfFacts;
+use crate::host::CfFacts;
 
 /// How long a timezone's UTC offset is reused before it is computed again (DST changes).
 const OFFSET_CACHE_SECS: u64 = 15 * 60;

@@ -40,7 +40,7 @@ pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, now: UnixSeconds
     let existing = cookie_header.and_then(|h| cookie(h, ID_COOKIE)).filter(|id| is_valid_id(id));
     let (raw_id, id_is_new) = match existing {
         Some(id) => (id.to_owned(), false),
-        None => (crate::forward::random_id(), true),
+        None => (crate::host::random_id(), true),
     };
     let (state, rejected_state) = match cookie_header.and_then(|h| cookie(h, STATE_COOKIE)) {
         // A state cookie only belongs with the id it came with: a new id starts fresh.
@@ -76,5 +76,17 @@ impl Visitor {
             self.state.to_cookie(&keys.current, &self.raw_id)
         ));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_javascript_strips_exactly_prewarms_cookies() {
+        let js = include_str!("../js/hot_path.js");
+        let own = format!(r#"export const OWN_COOKIES = ["{ID_COOKIE}", "{STATE_COOKIE}"];"#);
+        assert!(js.contains(&own), "js/hot_path.js must strip {own}");
     }
 }

@@ -9,6 +9,7 @@
 mod config;
 mod forward;
 mod geo;
+mod host;
 mod identify;
 mod model_cache;
 mod signals;
@@ -74,7 +75,7 @@ fn config(env: &Env) -> std::result::Result<Rc<EdgeConfig>, config::ConfigError>
 
 /// A request identified and located, before its model is known.
 struct Begun {
-    facts: forward::RequestFacts,
+    facts: host::RequestFacts,
     config: Rc<EdgeConfig>,
     visitor: identify::Visitor,
     origin: geo::RequestOrigin,
@@ -86,13 +87,13 @@ enum Start {
     /// `/__prewarm/...`: answered by the status module.
     Status,
     /// No usable configuration: forwarded untouched.
-    PassThrough(Box<forward::RequestFacts>),
+    PassThrough(Box<host::RequestFacts>),
     Profile(Box<Begun>),
 }
 
 /// Reads the request, the configuration and the visitor (identity, state, location).
 fn begin(req: &web_sys::Request, env: &Env) -> Result<Start> {
-    let facts = forward::RequestFacts::read(req);
+    let facts = host::RequestFacts::read(req);
     if !facts.is_absolute() {
         return Err("the request URL is not absolute".into());
     }
@@ -222,8 +223,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         }
     };
     let response_ms = (worker::js_sys::Date::now() - started).max(0.0) as u32;
-    let (content_type, bytes) = forward::response_head(&response);
-    let cookies = finish(prepared, content_type.as_deref(), bytes, response_ms, &ctx);
+    let head = host::ResponseFacts::read(&response);
+    let cookies = finish(prepared, head.content_type.as_deref(), head.length, response_ms, &ctx);
     forward::with_cookies(&response, &cookies)
 }
 
@@ -238,7 +239,7 @@ thread_local! {
 
 /// The synchronous path, for `edge/worker.mjs`: everything before forwarding, without a Rust
 /// future (futures cost more than the work here). Returns what JavaScript needs to forward
-/// ("\n"-separated: token, target URL, profile, region, model), or `None` when the
+/// (a [`host::Plan`]), or `None` when the
 /// asynchronous `fetch` must serve the request.
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn prewarm_prepare(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> Option<String> {
@@ -250,8 +251,6 @@ pub fn prewarm_prepare(req: web_sys::Request, env: Env, ctx: worker::worker_sys:
     let prepared = assign(*begun, model);
     let begun = &prepared.begun;
     let target = forward::target(&begun.config.origin, begun.facts.path_and_query());
-    let tags = &prepared.tags;
-    let plan = format!("{target}\n{}\n{}\n{}", tags.profile, tags.region, tags.model);
     PENDING.with(|p| {
         let (next, pending) = &mut *p.borrow_mut();
         *next = next.wrapping_add(1);
@@ -259,8 +258,12 @@ pub fn prewarm_prepare(req: web_sys::Request, env: Env, ctx: worker::worker_sys:
             pending.clear();
         }
         let token = *next;
+        let tags = &prepared.tags;
+        let plan =
+            host::Plan { token, target: &target, profile: &tags.profile, region: &tags.region, model: &tags.model };
+        let encoded = plan.encode();
         pending.insert(token, prepared);
-        Some(format!("{token}\n{plan}"))
+        Some(encoded)
     })
 }
 
@@ -274,8 +277,8 @@ pub fn prewarm_complete(
     ctx: worker::worker_sys::Context,
 ) -> String {
     let Some(prepared) = PENDING.with(|p| p.borrow_mut().1.remove(&token)) else { return String::new() };
-    let (content_type, bytes) = forward::response_head(&response);
-    finish(prepared, content_type.as_deref(), bytes, response_ms, &Context::new(ctx)).join("\n")
+    let head = host::ResponseFacts::read(&response);
+    host::encode_cookies(&finish(prepared, head.content_type.as_deref(), head.length, response_ms, &Context::new(ctx)))
 }
 
 /// The origin could not be reached for a prepared request.
@@ -286,7 +289,7 @@ pub fn prewarm_abandon(token: u32) {
 }
 
 /// Forwards untouched when prewarm itself cannot run (no or bad configuration).
-async fn pass_through(req: &web_sys::Request, facts: &forward::RequestFacts, env: &Env) -> Result<web_sys::Response> {
+async fn pass_through(req: &web_sys::Request, facts: &host::RequestFacts, env: &Env) -> Result<web_sys::Response> {
     let origin = env.var("ORIGIN_URL").map(|v| v.to_string()).ok().and_then(|o| Url::parse(&o).ok());
     match origin {
         Some(origin) => forward::forward(req, &forward::target(&origin, facts.path_and_query()), None).await,
