@@ -49,30 +49,85 @@ const plain = new Miniflare({ ...common, script: PLAIN_PASS_THROUGH });
 await publish(prewarm, fixtureModel("model-v1"));
 const urls = { prewarm: String(await prewarm.ready), plain: String(await plain.ready) };
 
-// A returning visitor's cookies, so the steady state (verify + update + re-sign) is measured.
-const first = await fetch(new URL("/articles/1", urls.prewarm), { headers: { "user-agent": "Mozilla/5.0 (X11; Linux x86_64)" } });
-await first.arrayBuffer();
-const cookie = first.headers.getSetCookie().map((c) => c.split(";")[0]).filter((c) => c.startsWith("pw_")).join("; ");
+// Visitors as a site sees them: varied User-Agents (desktop, mobile, tablet, bots), and a pool
+// of returning visitors whose cookies come from real requests through the worker (several each,
+// so their states have history), so the user hash, the UA cache and the state's refresh of
+// `request.cf` run at their real rates rather than on one visitor's warm path. A visitor's
+// cookies stay as prepared during a run (wrk cannot tell which connection an answer was for),
+// which costs the worker the same verify, update and re-sign as an advancing cookie.
+const USER_AGENTS = [
+  "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36",
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36 Edg/131.0",
+  "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+  "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+  "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36",
+  "Mozilla/5.0 (Linux; Android 13; SM-S911B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0 Mobile Safari/537.36",
+  "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
+  "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+  "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+  "curl/8.5.0",
+  "python-requests/2.32.3",
+];
+const POOL_SIZE = Number(process.env.BENCH_VISITORS ?? "1000");
+const VISITS_EACH = 3;
+const pool = [];
+for (let i = 0; i < POOL_SIZE; i++) {
+  const userAgent = USER_AGENTS[i % USER_AGENTS.length];
+  let cookie = "";
+  for (let visit = 0; visit < VISITS_EACH; visit++) {
+    const headers = { "user-agent": userAgent, ...(cookie ? { cookie } : {}) };
+    const answer = await fetch(new URL(`/articles/${i}`, urls.prewarm), { headers });
+    await answer.arrayBuffer();
+    const jar = new Map(cookie ? cookie.split("; ").map((c) => c.split(/=(.*)/s).slice(0, 2)) : []);
+    for (const set of answer.headers.getSetCookie()) {
+      const [name, value] = set.split(";")[0].split(/=(.*)/s);
+      if (name.startsWith("pw_")) jar.set(name, value);
+    }
+    cookie = [...jar].map(([name, value]) => `${name}=${value}`).join("; ");
+  }
+  pool.push({ path: `/articles/${i}`, userAgent, cookie });
+}
+const cookie = pool[0].cookie;
 
 // Asynchronous on purpose: the origin and the trainer stand-in live in this process.
 const run = promisify(execFile);
 
 // wrk's own histogram, read exactly (its --latency table stops at p99); with `think`, each
-// connection waits that long after an answer before its next request, as visitors do.
-function wrkScript(thinkMs) {
-  const path = join(tmpdir(), `prewarm-bench-${thinkMs}ms.lua`);
-  writeFileSync(
-    path,
-    `${thinkMs > 0 ? `delay = function() return ${thinkMs} end\n` : ""}done = function(summary, latency, requests)
-  io.write(string.format("PCT %d %d %d\\n", latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
-end
-`,
+// connection waits that long after an answer before its next request, as visitors do; with
+// `visitors`, each request is the next visitor's (path, User-Agent, cookies if any).
+function wrkScript(thinkMs, visitors) {
+  const path = join(tmpdir(), `prewarm-bench-${process.pid}-${thinkMs}ms-${visitors ? visitors.name : "fixed"}.lua`);
+  const lua = [];
+  if (thinkMs > 0) lua.push(`delay = function() return ${thinkMs} end`);
+  if (visitors) {
+    const quoted = (text) => `[==[${text}]==]`;
+    lua.push("local visitors = {");
+    for (const v of visitors.list) {
+      const cookie = visitors.cookies ? `, ["Cookie"] = ${quoted(v.cookie)}` : "";
+      lua.push(`  { ${quoted(v.path)}, { ["User-Agent"] = ${quoted(v.userAgent)}${cookie} } },`);
+    }
+    lua.push("}", "local next = 0");
+    lua.push(
+      "request = function()",
+      "  next = next % #visitors + 1",
+      "  local v = visitors[next]",
+      '  return wrk.format("GET", v[1], v[2])',
+      "end",
+    );
+  }
+  lua.push(
+    "done = function(summary, latency, requests)",
+    '  io.write(string.format("PCT %d %d %d\\n", latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))',
+    "end",
+    "",
   );
+  writeFileSync(path, lua.join("\n"));
   return path;
 }
 
-async function wrk(url, headers, thinkMs) {
-  const args = ["-t2", `-c${CONNECTIONS}`, `-d${DURATION}s`, "-s", wrkScript(thinkMs)];
+async function wrk(url, headers, thinkMs, visitors) {
+  const args = ["-t2", `-c${CONNECTIONS}`, `-d${DURATION}s`, "-s", wrkScript(thinkMs, visitors)];
   for (const h of headers) args.push("-H", h);
   const { stdout: out } = await run("wrk", [...args, new URL("/articles/1", url).toString()], { encoding: "utf8" });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
@@ -86,10 +141,14 @@ const spread = (xs, digits = 1) => {
   const sorted = [...xs].sort((a, b) => a - b);
   return `${median(xs).toFixed(digits)} (${sorted[0].toFixed(digits)}-${sorted.at(-1).toFixed(digits)})`;
 };
+// BENCH_SCENARIOS: a comma-separated subset of the keys below (default: all).
+const chosen = process.env.BENCH_SCENARIOS?.split(",");
 const scenarios = [
-  ["returning visitor (valid cookies)", ["User-Agent: Mozilla/5.0 (X11; Linux x86_64)", `Cookie: ${cookie}`]],
-  ["new visitor (no cookies)", ["User-Agent: Mozilla/5.0 (X11; Linux x86_64)"]],
-];
+  ["one-returning", "one returning visitor (valid cookies)", [`User-Agent: ${pool[0].userAgent}`, `Cookie: ${cookie}`]],
+  ["one-new", "one new visitor (no cookies)", [`User-Agent: ${pool[0].userAgent}`]],
+  ["returning", `${POOL_SIZE} returning visitors, ${USER_AGENTS.length} User-Agents`, [], { name: "returning", list: pool, cookies: true }],
+  ["new", `new visitors, ${USER_AGENTS.length} User-Agents`, [], { name: "new", list: pool, cookies: false }],
+].filter(([key]) => !chosen || chosen.includes(key));
 // Saturation (no think time) measures throughput; there every latency is mostly queueing for
 // the two cores wrk, workerd and this process share. The steady load (20 ms of think time per
 // connection, about a third of the plain worker's capacity here) is where a tail is the
@@ -99,19 +158,19 @@ const loads = [
   ["steady load", Number(process.env.BENCH_THINK_MS ?? "20")],
 ];
 console.log(
-  `wrk -t2 -c${CONNECTIONS} -d${DURATION}s, ${ROUNDS} paired rounds (order alternating); ` +
+  `wrk -t2 -c${CONNECTIONS} -d${DURATION}s, ${ROUNDS} paired rounds (order alternating), BENCH_SCENARIOS=${process.env.BENCH_SCENARIOS ?? "all"}; ` +
     "each figure: median of rounds (min-max); ratios: prewarm / plain per pair",
 );
-await wrk(urls.plain, scenarios[0][1], 0); // warm both
-await wrk(urls.prewarm, scenarios[0][1], 0);
+await wrk(urls.plain, [`Cookie: ${cookie}`], 0); // warm both
+await wrk(urls.prewarm, [`Cookie: ${cookie}`], 0);
 for (const [load, thinkMs] of loads) {
-  for (const [name, headers] of scenarios) {
+  for (const [, name, headers, visitors] of scenarios) {
     const runs = { prewarm: [], plain: [] };
     for (let round = 0; round < ROUNDS; round++) {
       // Alternate which goes first, so neither always follows the other.
       const order = round % 2 === 0 ? ["plain", "prewarm"] : ["prewarm", "plain"];
       for (const kind of order) {
-        runs[kind].push(await wrk(urls[kind], headers, thinkMs));
+        runs[kind].push(await wrk(urls[kind], headers, thinkMs, visitors));
         if (process.env.BENCH_VERBOSE) console.log(`    round ${round} ${kind}: ${JSON.stringify(runs[kind].at(-1))}`);
       }
     }
