@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::classify::{ClassificationRules, RulesError};
 use crate::features::{FEATURE_DIM, FeatureSchema, UnixSeconds};
-pub use crate::profile_meta::{CostFigure, CostSource, PriorityClass, ProfileMeta, ProfileRole, ResourceCost};
+pub use crate::profile_meta::{
+    CostFigure, CostSource, PriorityClass, ProfileId, ProfileMeta, ProfileRole, ResourceCost,
+};
 
 /// Identifies a prewarm artifact.
 pub const MAGIC: [u8; 4] = *b"PWRM";
@@ -27,11 +29,6 @@ pub const HEADER_LEN: usize = 56;
 pub const MAX_PROFILES: usize = 256;
 /// Workers KV's limit for one value.
 pub const KV_VALUE_LIMIT: usize = 25 * 1024 * 1024;
-
-/// A profile's identity, stable across retrains (the trainer matches new centroids to old ids).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ProfileId(pub u16);
 
 /// A published model's version; increases with every publish.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::ProfileId;
+/// A profile's identity, stable across retrains (the trainer matches new centroids to old ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProfileId(pub u16);
 
 /// How important a profile's users are when a budget binds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -85,7 +85,7 @@ pub struct TrainerConfig {
     /// and applied to forecasts (`PREWARM_CALENDAR`).
     pub calendar: Option<PathBuf>,
     /// The webhook that receives plans and alerts, and how often.
-    pub actuate: crate::actuate::ActuateConfig,
+    pub actuate: ActuateConfig,
     pub alerts: crate::monitor::AlertRules,
     /// Where profiles' priority classes come from.
     pub priority: crate::profile::priority::PriorityConfig,
@@ -147,7 +147,7 @@ impl Default for TrainerConfig {
             plan: crate::plan::PlanConfig::default(),
             kv: None,
             calendar: None,
-            actuate: crate::actuate::ActuateConfig::default(),
+            actuate: ActuateConfig::default(),
             alerts: crate::monitor::AlertRules::default(),
             priority: crate::profile::priority::PriorityConfig::default(),
             feeds: Vec::new(),
@@ -379,6 +379,18 @@ impl TrainerConfig {
     }
 
     /// The configured UTC offset of a region's users (0 when unknown).
+    /// The sections the profile stage reads.
+    pub fn profile_settings(&self) -> crate::profile::ProfileSettings<'_> {
+        crate::profile::ProfileSettings {
+            profiles: &self.profiles,
+            costs: &self.costs,
+            priority: &self.priority,
+            forecast_step_secs: self.forecast_step_secs,
+            band_quantile: self.forecast.band_quantile,
+            utc_offset: Box::new(|region| self.utc_offset_of(region)),
+        }
+    }
+
     pub fn utc_offset_of(&self, region: &str) -> i32 {
         self.regions.iter().find(|r| r.name == region).map_or(0, |r| r.utc_offset_minutes)
     }
@@ -442,5 +454,47 @@ mod tests {
         );
         let bad = config.apply_env(|n| (n == "PREWARM_LISTEN").then(|| "nowhere".to_string()));
         assert!(matches!(bad, Err(ConfigError::Env { name: "PREWARM_LISTEN", .. })));
+    }
+}
+
+/// `[actuate]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActuateConfig {
+    /// Where plans and alerts are POSTed; unset: no webhook.
+    pub webhook_url: Option<String>,
+    /// The HMAC key of deliveries (`PREWARM_WEBHOOK_SECRET`; never in the file).
+    #[serde(skip)]
+    pub webhook_secret: Option<Secret>,
+    /// The plan is sent, and alerts evaluated, this often.
+    pub interval_secs: u64,
+    /// Attempts after the first, with backoff doubling from `backoff_ms`.
+    pub retries: u32,
+    pub backoff_ms: u64,
+    pub timeout_secs: u64,
+    /// Plan and report only: no webhook deliveries, and the KEDA scaler answers
+    /// FAILED_PRECONDITION (KEDA then keeps its replicas, or its fallback).
+    pub forecast_only: bool,
+    /// Where the KEDA external scaler (gRPC) listens (`PREWARM_KEDA_LISTEN`); unset: off.
+    pub keda_listen: Option<std::net::SocketAddr>,
+    /// The scaler serves the plan of the last cycle while it is at most this old; an older
+    /// plan (actuation stuck or failing) is answered with an error, so KEDA's fallback applies
+    /// instead of a stale number.
+    pub max_plan_age_secs: u64,
+}
+
+impl Default for ActuateConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_secret: None,
+            interval_secs: 60,
+            retries: 4,
+            backoff_ms: 500,
+            timeout_secs: 10,
+            forecast_only: false,
+            keda_listen: None,
+            max_plan_age_secs: 180,
+        }
     }
 }

@@ -13,10 +13,9 @@ use prewarm_shared::classify::{ClassificationRules, Device};
 use prewarm_shared::signals::UserHash;
 use serde::Serialize;
 
-use super::IngestReport;
-use super::access_log;
-use super::event::Event;
 use crate::config::TrainerConfig;
+use crate::ingest::event::Event;
+use crate::ingest::{IngestReport, access_log};
 use crate::store::{Store, StoreError};
 
 /// Events per store transaction.
@@ -31,7 +30,7 @@ pub enum ImportError {
     #[error("no salt configured (PREWARM_SALT): log users cannot be hashed")]
     NoSalt,
     #[error(transparent)]
-    Format(#[from] super::log_format::FormatError),
+    Format(#[from] crate::ingest::log_format::FormatError),
 }
 
 /// What one import did.
@@ -113,6 +112,7 @@ pub fn event_from_log(
         cpu_ms: None,
         memory_mb_s: None,
         value: None,
+        robots_txt: crate::ingest::event::is_robots_txt(line.path),
     }
 }
 
@@ -180,7 +180,7 @@ fn parse_files(
 ) -> Result<ImportSummary, ImportError> {
     let mut summary = ImportSummary::default();
     let mut report = IngestReport::default();
-    let format = config.log_format.as_deref().map(super::log_format::LogFormat::compile).transpose()?;
+    let format = config.log_format.as_deref().map(crate::ingest::log_format::LogFormat::compile).transpose()?;
     let mut batch = Vec::with_capacity(BATCH);
     let mut cache = VisitorCache::default();
     for path in paths {
@@ -208,7 +208,7 @@ fn parse_files(
             }
             // NDJSON events (the /v1/events schema) or an access log, told apart by the line.
             let parsed = if text.trim_start().starts_with('{') {
-                super::event::parse_line(&text, rules, &mut super::event::DeviceCache::default())
+                crate::ingest::event::parse_line(&text, rules, &mut crate::ingest::event::DeviceCache::default())
                     .map_err(|e| e.to_string())
             } else {
                 match &format {

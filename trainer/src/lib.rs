@@ -4,6 +4,7 @@
 pub mod actuate;
 pub mod config;
 pub mod forecast;
+pub mod import;
 pub mod ingest;
 pub mod model;
 pub mod monitor;

@@ -101,7 +101,7 @@ pub fn train_events(
     now: UnixSeconds,
     ledger: &mut Ledger,
 ) -> Result<Vec<TrainedRegion>, TrainError> {
-    let fitted = profile::fit(events, config, rules, previous, version, now)?;
+    let fitted = profile::fit(events, &config.profile_settings(), rules, previous, version, now)?;
     let mut trained: Vec<TrainedRegion> = Vec::with_capacity(fitted.len());
     let mut histories = Vec::with_capacity(fitted.len());
     for region in fitted {

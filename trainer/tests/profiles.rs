@@ -1,10 +1,10 @@
 //! Training on data with known kinds of users, retraining with drift, and real access logs.
 
 use prewarm_shared::UnixSeconds;
-use prewarm_shared::artifact::{CostSource, ModelVersion};
+use prewarm_shared::artifact::{CostSource, ModelVersion, ProfileRole};
 use prewarm_shared::classify::ClassificationRules;
 use prewarm_trainer::config::TrainerConfig;
-use prewarm_trainer::ingest::import::import_files;
+use prewarm_trainer::import::import_files;
 use prewarm_trainer::profile::evaluate::adjusted_rand_index;
 use prewarm_trainer::store::Store;
 use prewarm_trainer::synth::{self, SynthUser};
@@ -151,6 +151,20 @@ fn real_access_logs_import_and_train_into_labelled_costed_profiles() {
     assert_eq!(labels.len(), region.model.k(), "labels are unique");
     let shares: f32 = region.model.profiles.iter().map(|p| p.share_of_users).sum();
     assert!((shares - 1.0).abs() < 1e-3, "every user is in a profile");
+    // Every visitor who read /robots.txt (180 requests in this log) is in the automated profile,
+    // whatever User-Agent it sent.
+    let readers: std::collections::HashSet<_> =
+        store.events_by_user(None).expect("events").iter().filter(|e| e.robots_txt).map(|e| e.user).collect();
+    assert!(readers.len() >= 10, "{} robots.txt readers", readers.len());
+    let automated = region.model.profiles.iter().find(|p| p.role == ProfileRole::Automated).expect("automated").id;
+    let misplaced: Vec<_> =
+        region.user_profiles.iter().filter(|(u, p)| readers.contains(u) && *p != automated).collect();
+    assert!(
+        misplaced.is_empty(),
+        "{} of {} robots.txt readers outside the automated profile",
+        misplaced.len(),
+        readers.len()
+    );
 }
 
 #[test]

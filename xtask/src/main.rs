@@ -5,6 +5,7 @@ mod demo;
 mod fixtures;
 mod fuzz;
 mod gen_keda;
+mod modules;
 mod run;
 mod tools;
 
@@ -20,6 +21,7 @@ commands:
   build-worker   build the edge worker (wasm32, release) into edge/build
   bench          run the benchmarks and print their figures
   edge-fixtures  write the published models the worker tests load (tests/edge/.fixtures)
+  modules        the import graph between each crate's top-level modules; fails on a cycle
   gen-keda       regenerate the KEDA scaler's gRPC code from trainer/proto (protoc, tonic)
   fuzz [SECONDS [TARGET...]]
                  every (or the named) cargo-fuzz target for SECONDS each (default 60; nightly)
@@ -39,6 +41,7 @@ fn main() -> Result<()> {
         }
         Some("bench") => run::bench(&root),
         Some("edge-fixtures") => fixtures::write(&root.join(run::EDGE_FIXTURES)),
+        Some("modules") => modules::check(&root),
         Some("gen-keda") => gen_keda::gen_keda(&root),
         Some("fuzz") => {
             let seconds = args.get(1).map(|s| s.parse()).transpose().context("fuzz takes seconds")?.unwrap_or(60);

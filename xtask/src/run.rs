@@ -140,6 +140,8 @@ pub fn test(root: &Path) -> Result<()> {
     )?;
     let env = tools::worker_env(root)?;
 
+    step("module imports: no cycle in shared, trainer or edge");
+    crate::modules::check(root)?;
     step("cargo fmt --check");
     cmd(Command::new("cargo").args(["fmt", "--all", "--", "--check"]).current_dir(root))?;
     step("cargo clippy (native crates)");

@@ -15,7 +15,7 @@ use prewarm_shared::classify::ClassificationRules;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use prewarm_trainer::config::TrainerConfig;
-use prewarm_trainer::ingest::import::import_files;
+use prewarm_trainer::import::import_files;
 use prewarm_trainer::store::Store;
 use prewarm_trainer::web::{AppState, system_clock};
 

@@ -9,49 +9,8 @@ use std::time::Duration;
 
 use prewarm_shared::signals::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use prewarm_shared::{Secret, UnixSeconds};
-use serde::Deserialize;
 
-/// `[actuate]` in the configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ActuateConfig {
-    /// Where plans and alerts are POSTed; unset: no webhook.
-    pub webhook_url: Option<String>,
-    /// The HMAC key of deliveries (`PREWARM_WEBHOOK_SECRET`; never in the file).
-    #[serde(skip)]
-    pub webhook_secret: Option<Secret>,
-    /// The plan is sent, and alerts evaluated, this often.
-    pub interval_secs: u64,
-    /// Attempts after the first, with backoff doubling from `backoff_ms`.
-    pub retries: u32,
-    pub backoff_ms: u64,
-    pub timeout_secs: u64,
-    /// Plan and report only: no webhook deliveries, and the KEDA scaler answers
-    /// FAILED_PRECONDITION (KEDA then keeps its replicas, or its fallback).
-    pub forecast_only: bool,
-    /// Where the KEDA external scaler (gRPC) listens (`PREWARM_KEDA_LISTEN`); unset: off.
-    pub keda_listen: Option<std::net::SocketAddr>,
-    /// The scaler serves the plan of the last cycle while it is at most this old; an older
-    /// plan (actuation stuck or failing) is answered with an error, so KEDA's fallback applies
-    /// instead of a stale number.
-    pub max_plan_age_secs: u64,
-}
-
-impl Default for ActuateConfig {
-    fn default() -> Self {
-        Self {
-            webhook_url: None,
-            webhook_secret: None,
-            interval_secs: 60,
-            retries: 4,
-            backoff_ms: 500,
-            timeout_secs: 10,
-            forecast_only: false,
-            keda_listen: None,
-            max_plan_age_secs: 180,
-        }
-    }
-}
+pub use crate::config::ActuateConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActuateError {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use prewarm_shared::classify::ClassificationRules;
 use prewarm_trainer::config::TrainerConfig;
-use prewarm_trainer::ingest::import;
+use prewarm_trainer::import;
 use prewarm_trainer::service::system_clock;
 use prewarm_trainer::store::Store;
 

@@ -98,6 +98,14 @@ pub struct Event {
     pub cpu_ms: Option<f32>,
     pub memory_mb_s: Option<f32>,
     pub value: Option<f32>,
+    /// The request was for `/robots.txt` (see [`is_robots_txt`]); the path itself is not kept.
+    pub robots_txt: bool,
+}
+
+/// Whether a request path (query aside) is the site's `/robots.txt`, which crawlers read and
+/// browsers never ask for.
+pub fn is_robots_txt(path: &str) -> bool {
+    path.split(['?', '#']).next().is_some_and(|p| p.eq_ignore_ascii_case("/robots.txt"))
 }
 
 /// Why one line was rejected; the message names the field.
@@ -250,6 +258,7 @@ impl<'a> EventLine<'a> {
             cpu_ms: optional("cpu_ms", self.cpu_ms)?,
             memory_mb_s: optional("memory_mb_s", self.memory_mb_s)?,
             value: optional("value", self.value)?,
+            robots_txt: is_robots_txt(&self.path),
         })
     }
 }
@@ -284,6 +293,25 @@ mod tests {
         assert_eq!(e.device, Device::Mobile);
         assert_eq!(e.class.content, ContentClass::Video);
         assert_eq!(e.time, 1_700_000_000);
+    }
+
+    #[test]
+    fn a_request_for_robots_txt_is_flagged_and_no_other_is() {
+        for (path, robots) in [
+            ("/robots.txt", true),
+            ("/ROBOTS.TXT?x=1", true),
+            ("/robots.txt#a", true),
+            ("/robots.txt.bak", false),
+            ("/a/robots.txt", false),
+        ] {
+            assert_eq!(is_robots_txt(path), robots, "{path}");
+        }
+        let rules = ClassificationRules::default();
+        let with_path = |path: &str| line("").replace(r#""path":"/watch/1""#, &format!(r#""path":"{path}""#));
+        let e = parse_line(&with_path("/robots.txt"), &rules, &mut DeviceCache::default()).expect("valid");
+        assert!(e.robots_txt);
+        let e = parse_line(&line(""), &rules, &mut DeviceCache::default()).expect("valid");
+        assert!(!e.robots_txt);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 pub mod access_log;
 pub mod event;
 pub mod guard;
-pub mod import;
 pub mod log_format;
 
 use std::io::Read;

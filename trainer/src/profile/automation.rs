@@ -11,7 +11,10 @@ use crate::ingest::event::Event;
 /// Whether one visitor's events (sorted by time) show automation. `site_serves_assets`: see
 /// [`serves_assets`].
 pub fn by_behaviour(events: &[&Event], rules: &AutomationRules, site_serves_assets: bool) -> bool {
-    metronome(events, rules) || sustained(events, rules) || (site_serves_assets && assetless(events, rules))
+    (rules.robots_txt && events.iter().any(|e| e.robots_txt))
+        || metronome(events, rules)
+        || sustained(events, rules)
+        || (site_serves_assets && assetless(events, rules))
 }
 
 /// Whether a region's log carries its site's assets at all (`assets_min_share` of requests):
@@ -101,6 +104,7 @@ mod tests {
                 cpu_ms: None,
                 memory_mb_s: None,
                 value: None,
+                robots_txt: false,
             })
             .collect()
     }
@@ -135,6 +139,18 @@ mod tests {
         let fifth = pages.len() / 5;
         mixed.iter_mut().take(fifth).for_each(|e| e.class.content = ContentClass::Static);
         assert!(serves_assets(&mixed, &rules), "one in five");
+    }
+
+    #[test]
+    fn a_visitor_who_read_robots_txt_is_automated_unless_the_rule_is_off() {
+        let mut pages = at(&[1_000, 1_300, 1_950]);
+        let refs: Vec<&Event> = pages.iter().collect();
+        assert!(!by_behaviour(&refs, &AutomationRules::default(), false), "three irregular pages");
+        pages[1].robots_txt = true;
+        let refs: Vec<&Event> = pages.iter().collect();
+        assert!(by_behaviour(&refs, &AutomationRules::default(), false));
+        let off = AutomationRules { robots_txt: false, ..AutomationRules::default() };
+        assert!(!by_behaviour(&refs, &off, false));
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub struct AutomationRules {
     /// requests in the window are assets. Below it (assets on a CDN, an API) the rule stays off,
     /// so a log without assets never turns its readers into bots.
     pub assets_min_share: f64,
+    /// A visitor who fetched `/robots.txt` is software: crawlers read it first, browsers never
+    /// ask for it.
+    pub robots_txt: bool,
 }
 
 impl Default for AutomationRules {
@@ -133,6 +136,7 @@ impl Default for AutomationRules {
             sustained_minutes: 10,
             assetless_min_pages: 20,
             assets_min_share: 0.2,
+            robots_txt: true,
         }
     }
 }

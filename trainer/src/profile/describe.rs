@@ -3,7 +3,7 @@
 use prewarm_shared::artifact::{CostFigure, CostSource, ResourceCost};
 use prewarm_shared::features::{FeatureVector, index};
 
-use crate::config::CostConfig;
+use super::config::CostConfig;
 use crate::ingest::event::Event;
 
 /// A class is named only when it holds at least this share; below, the label says "mixed".

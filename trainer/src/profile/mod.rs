@@ -32,7 +32,6 @@ use self::cluster::{ClusterError, Clustering};
 use self::features::{UserFeatures, event_owner, user_features};
 use self::quality::RegionQuality;
 use self::scale::Scaler;
-use crate::config::TrainerConfig;
 use crate::ingest::event::Event;
 use crate::store::StoreError;
 
@@ -46,6 +45,32 @@ pub enum ProfileError {
     NoData,
     #[error("priority rules name route classes the classification rules do not define: {0:?} (defined: {1:?})")]
     UnknownRoute(Vec<String>, Vec<String>),
+}
+
+/// What the profile stage reads from the configuration (built by
+/// `TrainerConfig::profile_settings`): its own sections, not the whole file, so that this
+/// stage depends on nothing above it.
+pub struct ProfileSettings<'a> {
+    pub profiles: &'a config::ProfileConfig,
+    pub costs: &'a config::CostConfig,
+    pub priority: &'a priority::PriorityConfig,
+    /// The forecast table a fitted model starts with (filled by the forecast stage).
+    pub forecast_step_secs: u64,
+    pub band_quantile: f64,
+    /// A region's UTC offset in minutes, for events that carry none.
+    pub utc_offset: Box<dyn Fn(&str) -> i32 + 'a>,
+}
+
+impl std::fmt::Debug for ProfileSettings<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileSettings")
+            .field("profiles", self.profiles)
+            .field("costs", self.costs)
+            .field("priority", self.priority)
+            .field("forecast_step_secs", &self.forecast_step_secs)
+            .field("band_quantile", &self.band_quantile)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One region's profiles, before forecasting.
@@ -88,7 +113,7 @@ struct FitInputs<'a> {
     sorted: &'a [Sorted],
     events: &'a [Event],
     owners: &'a [usize],
-    config: &'a TrainerConfig,
+    config: &'a ProfileSettings<'a>,
     rules: &'a ClassificationRules,
     version: ModelVersion,
     now: UnixSeconds,
@@ -102,7 +127,12 @@ struct Fit {
 
 /// Sorts each visitor by rule: automated (the shared User-Agent rule, then behaviour), new
 /// (fewer than `min_requests` requests), or to be clustered.
-fn sort_visitors(users: &[UserFeatures], events: &[Event], owners: &[usize], config: &TrainerConfig) -> Vec<Sorted> {
+fn sort_visitors(
+    users: &[UserFeatures],
+    events: &[Event],
+    owners: &[usize],
+    config: &ProfileSettings<'_>,
+) -> Vec<Sorted> {
     let mut of_user: Vec<Vec<&Event>> = vec![Vec::new(); users.len()];
     for (e, &owner) in events.iter().zip(owners) {
         of_user[owner].push(e);
@@ -126,14 +156,14 @@ fn sort_visitors(users: &[UserFeatures], events: &[Event], owners: &[usize], con
 
 /// Scales and clusters `indices` (users to cluster). Rows are put in the order of their
 /// features, not of their hashes, so a different salt cannot change the result.
-fn fit_space(users: &[UserFeatures], indices: &[usize], config: &TrainerConfig) -> Result<Fit, ProfileError> {
+fn fit_space(users: &[UserFeatures], indices: &[usize], config: &ProfileSettings<'_>) -> Result<Fit, ProfileError> {
     let mut rows: Vec<&FeatureVector> = indices.iter().map(|&i| &users[i].features).collect();
     rows.sort_by(|a, b| {
         a.iter().zip(b.iter()).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
     });
     let scaler = Scaler::fit(&rows, &config.profiles.weights);
     let clustering =
-        if rows.is_empty() { None } else { Some(cluster::choose_k(&scaler.matrix(&rows), &config.profiles)?) };
+        if rows.is_empty() { None } else { Some(cluster::choose_k(&scaler.matrix(&rows), config.profiles)?) };
     Ok(Fit { scaler, clustering })
 }
 
@@ -142,7 +172,7 @@ fn fit_space(users: &[UserFeatures], indices: &[usize], config: &TrainerConfig) 
 /// published model (for stable ids).
 pub fn fit(
     events: &[Event],
-    config: &TrainerConfig,
+    config: &ProfileSettings<'_>,
     rules: &ClassificationRules,
     previous: &[RegionModel],
     version: ModelVersion,
@@ -158,7 +188,7 @@ pub fn fit(
     if events.is_empty() {
         return Err(ProfileError::NoData);
     }
-    let users = user_features(events, |region| config.utc_offset_of(region));
+    let users = user_features(events, |region| (config.utc_offset)(region));
     let owners = event_owner(events, &users);
     let sorted = sort_visitors(&users, events, &owners, config);
     let inputs = FitInputs { users: &users, sorted: &sorted, events, owners: &owners, config, rules, version, now };
@@ -296,7 +326,7 @@ fn build_region(
             // Decided below, once labels are final.
             priority: PriorityClass::Standard,
             share_of_users: counts[r] as f32 / members.len().max(1) as f32,
-            cost: describe::costs(of_profile[r].iter().copied(), &config.costs),
+            cost: describe::costs(of_profile[r].iter().copied(), config.costs),
             role: roles[r],
         })
         .collect();
@@ -332,7 +362,7 @@ fn build_region(
         forecast: ForecastTable {
             start: now,
             step_secs: config.forecast_step_secs as u32,
-            upper_quantile: config.forecast.band_quantile as f32,
+            upper_quantile: config.band_quantile as f32,
             series: Vec::new(),
         },
     };

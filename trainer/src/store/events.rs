@@ -8,8 +8,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{Store, StoreError, Total};
 use crate::ingest::event::Event;
 
-const EVENT_COLUMNS: usize = 14;
-/// Rows per INSERT statement (14 values each, well under SQLite's 32,766 parameters).
+const EVENT_COLUMNS: usize = 15;
+/// Rows per INSERT statement (15 values each, well under SQLite's 32,766 parameters).
 const ROWS_PER_INSERT: usize = 64;
 
 /// The statement for a full chunk, built once: it is also the statement cache's key, looked up
@@ -21,7 +21,7 @@ fn insert_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; EVENT_COLUMNS].join(","));
     format!(
         "INSERT INTO events (time, user, region, route, content, device, status, bytes, duration_ms, rtt_ms, \
-         utc_offset, cpu_ms, memory_mb_s, value) VALUES {}",
+         utc_offset, cpu_ms, memory_mb_s, value, robots_txt) VALUES {}",
         vec![row; rows].join(",")
     )
 }
@@ -63,6 +63,7 @@ impl Store {
                     &e.cpu_ms.map(f64::from),
                     &e.memory_mb_s.map(f64::from),
                     &e.value.map(f64::from),
+                    &i64::from(e.robots_txt),
                 ];
                 for value in values {
                     stmt.raw_bind_parameter(column, value)?;
@@ -88,7 +89,7 @@ impl Store {
     /// which behaviour states are rebuilt.
     pub fn events_by_user(&self, region: Option<&str>) -> Result<Vec<Event>, StoreError> {
         let sql = "SELECT time, user, region, route, content, device, status, bytes, duration_ms, rtt_ms, \
-                   utc_offset, cpu_ms, memory_mb_s, value FROM events WHERE (?1 IS NULL OR region = ?1) ORDER BY user, time";
+                   utc_offset, cpu_ms, memory_mb_s, value, robots_txt FROM events WHERE (?1 IS NULL OR region = ?1) ORDER BY user, time";
         let mut stmt = self.conn.prepare(sql)?;
         let rows = stmt.query_map(params![region], |r| {
             let user: Vec<u8> = r.get(1)?;
@@ -115,6 +116,7 @@ impl Store {
                 cpu_ms: r.get::<_, Option<f64>>(11)?.map(|v| v as f32),
                 memory_mb_s: r.get::<_, Option<f64>>(12)?.map(|v| v as f32),
                 value: r.get::<_, Option<f64>>(13)?.map(|v| v as f32),
+                robots_txt: r.get::<_, i64>(14)? != 0,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

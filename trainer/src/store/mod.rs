@@ -127,6 +127,8 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX signal_receipts_signed_at ON signal_receipts(signed_at);
 "#,
+    // Whether an event fetched /robots.txt (the automation rule's clue; paths are not kept).
+    "ALTER TABLE events ADD COLUMN robots_txt INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A count kept in the `totals` table.

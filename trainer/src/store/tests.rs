@@ -20,6 +20,7 @@ fn event(user: u8, time: u64) -> Event {
         cpu_ms: None,
         memory_mb_s: None,
         value: None,
+        robots_txt: false,
     }
 }
 
@@ -104,10 +105,31 @@ fn a_store_of_the_previous_schema_gets_its_totals_from_its_rows() {
     let mut store = Store::in_memory().expect("store");
     store.insert_events(&[event(1, 100), event(2, 200)]).expect("events");
     // As a store migrated before totals existed: rerun the migration on the rows.
-    store.conn.execute_batch("DROP TABLE totals; DROP TABLE signal_receipts; PRAGMA user_version = 2;").expect("reset");
+    store
+        .conn
+        .execute_batch(
+            "DROP TABLE totals; DROP TABLE signal_receipts; ALTER TABLE events DROP COLUMN robots_txt; \
+             PRAGMA user_version = 2;",
+        )
+        .expect("reset");
     for index in ["demand_minute", "prewarm_signals_received_at", "sampled_states_at", "edge_reports_received_at"] {
         store.conn.execute_batch(&format!("DROP INDEX {index};")).expect("drop index");
     }
     store.migrate().expect("migrates");
+    assert_eq!(store.count_events().expect("count"), 2);
+}
+
+#[test]
+fn the_robots_txt_flag_is_kept_and_older_stores_read_it_as_false() {
+    let mut store = Store::in_memory().expect("store");
+    let robots = Event { robots_txt: true, ..event(1, 100) };
+    store.insert_events(&[robots, event(2, 200)]).expect("events");
+    let read: Vec<(u64, bool)> =
+        store.events_by_user(None).expect("read").iter().map(|e| (e.time, e.robots_txt)).collect();
+    assert_eq!(read, [(100, true), (200, false)]);
+    // A store from before the column: its events are kept and read as not robots.txt.
+    store.conn.execute_batch("ALTER TABLE events DROP COLUMN robots_txt; PRAGMA user_version = 3;").expect("reset");
+    store.migrate().expect("migrates");
+    assert!(store.events_by_user(None).expect("read").iter().all(|e| !e.robots_txt));
     assert_eq!(store.count_events().expect("count"), 2);
 }

@@ -342,6 +342,7 @@ fn session(
             cpu_ms: Some(kind.cpu_ms * jitter as f32),
             memory_mb_s: None,
             value: None,
+            robots_txt: crate::ingest::event::is_robots_txt(&path),
         };
         events.push(SynthRequest { event, path, content_type });
         t += u64::from(kind.seconds_between_requests) / 2 + rng.below(u64::from(kind.seconds_between_requests));
