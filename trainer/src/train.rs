@@ -16,12 +16,11 @@ use crate::forecast::engine::{Context, MinuteSeries};
 use crate::forecast::feeds::{self, Feed, FeedPoint, HttpJsonFeed};
 use crate::forecast::ledger::Ledger;
 use crate::forecast::tables::{self, ProfileSeries};
-use crate::ingest::event::Event;
 use crate::model::{self, TrainedRegion};
 use crate::profile::{self, FittedRegion, ProfileError};
 use crate::publish::{DirPublisher, PublishError};
 use crate::report::TrainingReport;
-use crate::store::{Store, StoreError};
+use crate::store::{EventsBefore, Store, StoreError, UserEvents};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -54,9 +53,8 @@ const MAX_FORECAST_GAP_SECS: u64 = 7 * 86_400;
 /// counts for the minutes after the region's last event (minutes the edge reported nothing
 /// for stay unknown).
 pub fn demand_series(fitted: &FittedRegion, edge_counts: &[(u16, u64, u64)], until: u64) -> Vec<ProfileSeries> {
-    let times = || fitted.profiles.values().flat_map(|p| p.request_times.iter().copied());
-    let first = times().min().unwrap_or(until);
-    let last_event = times().max().unwrap_or(first);
+    let first = fitted.profiles.values().filter_map(|p| p.first).min().unwrap_or(until);
+    let last_event = fitted.profiles.values().filter_map(|p| p.last).max().unwrap_or(first);
     let edge_minutes: std::collections::BTreeSet<u64> =
         edge_counts.iter().filter(|(_, m, _)| m * 60 > last_event).map(|(_, m, _)| *m).collect();
     fitted
@@ -64,8 +62,9 @@ pub fn demand_series(fitted: &FittedRegion, edge_counts: &[(u16, u64, u64)], unt
         .profiles
         .iter()
         .map(|meta| {
-            let own = fitted.profiles.get(&meta.id).map_or(&[][..], |p| p.request_times.as_slice());
-            let mut minutes = tables::minutes_from_times(own.iter().copied(), first, until);
+            let own = fitted.profiles.get(&meta.id).map(|p| &p.per_minute);
+            let mut minutes =
+                tables::minutes_from_counts(own.into_iter().flatten().map(|(m, n)| (*m, *n)), first, until);
             let boundary = (last_event / 60 + 1) * 60;
             for (i, v) in minutes.values.iter_mut().enumerate() {
                 let minute = minutes.start / 60 + i as u64;
@@ -87,12 +86,13 @@ pub fn demand_series(fitted: &FittedRegion, edge_counts: &[(u16, u64, u64)], unt
         .collect()
 }
 
-/// The pipeline on `events` (every event before `now`): profiles, forecasts, models.
+/// The pipeline on `events` (every event before `now`, read one user at a time): profiles,
+/// forecasts, models.
 /// `ledger` carries the past forecasts that skill and bands are measured on (a fresh one is
 /// seeded from the history).
 #[allow(clippy::too_many_arguments)]
 pub fn train_events(
-    events: &[Event],
+    events: &dyn UserEvents,
     observed: &Observed,
     config: &TrainerConfig,
     rules: &ClassificationRules,
@@ -106,8 +106,8 @@ pub fn train_events(
     let mut histories = Vec::with_capacity(fitted.len());
     for region in fitted {
         let name = region.model.region.clone();
-        let last = region.profiles.values().filter_map(|p| p.request_times.last().copied()).max().unwrap_or(now.0);
-        let first = region.profiles.values().filter_map(|p| p.request_times.first().copied()).min().unwrap_or(last);
+        let last = region.profiles.values().filter_map(|p| p.last).max().unwrap_or(now.0);
+        let first = region.profiles.values().filter_map(|p| p.first).min().unwrap_or(last);
         let counts = observed.edge_counts.get(&name).map_or(&[][..], Vec::as_slice);
         let edge_last = counts.iter().map(|(_, m, _)| m * 60 + 60).max().unwrap_or(0);
         let data_end = last.max(edge_last);
@@ -159,7 +159,7 @@ fn mean_per_step(minutes: &MinuteSeries, step_secs: u64) -> f64 {
 pub fn observed(
     store: &Store,
     config: &TrainerConfig,
-    events: &[Event],
+    events: &dyn UserEvents,
     now: UnixSeconds,
 ) -> Result<Observed, TrainError> {
     let calendar = match &config.calendar {
@@ -170,13 +170,13 @@ pub fn observed(
     for (region, _) in store.regions()? {
         edge_counts.insert(region.clone(), store.demand_for_region(&region)?);
     }
-    Ok(Observed { edge_counts, calendar, feeds: fetch_feeds(config, events, now) })
+    let from = events.first_time()?.unwrap_or(now.0);
+    Ok(Observed { edge_counts, calendar, feeds: fetch_feeds(config, from, now) })
 }
 
-/// Every configured feed's points from the first event to two days after `now`. A feed that
-/// fails is logged and left out: forecasts without it beat no training at all.
-fn fetch_feeds(config: &TrainerConfig, events: &[Event], now: UnixSeconds) -> Vec<(String, Vec<FeedPoint>)> {
-    let from = events.iter().map(|e| e.time).min().unwrap_or(now.0);
+/// Every configured feed's points from the first event (`from`) to two days after `now`. A
+/// feed that fails is logged and left out: forecasts without it beat no training at all.
+fn fetch_feeds(config: &TrainerConfig, from: u64, now: UnixSeconds) -> Vec<(String, Vec<FeedPoint>)> {
     config
         .feeds
         .iter()
@@ -215,7 +215,8 @@ pub fn train_with(
     now: UnixSeconds,
     ledger: &mut Ledger,
 ) -> Result<Vec<TrainedRegion>, TrainError> {
-    let events: Vec<Event> = store.events_by_user(None)?.into_iter().filter(|e| e.time < now.0.max(1)).collect();
+    // Read from the store one user at a time, never all at once.
+    let events = EventsBefore { store, before: now.0.max(1) };
     let observed = observed(store, config, &events, now)?;
     train_events(&events, &observed, config, rules, previous, version, now, ledger)
 }

@@ -384,3 +384,73 @@ fn a_log_in_the_operators_own_format_gives_costs_from_its_response_times() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A source that counts how the profile stage reads it.
+struct Counting<'a> {
+    inner: prewarm_trainer::store::InMemory<'a>,
+    passes: std::cell::Cell<usize>,
+    largest_read: std::cell::Cell<usize>,
+}
+
+impl prewarm_trainer::store::UserEvents for Counting<'_> {
+    fn for_each_user(
+        &self,
+        visit: &mut dyn FnMut(&[prewarm_trainer::ingest::event::Event]),
+    ) -> Result<(), prewarm_trainer::store::StoreError> {
+        self.passes.set(self.passes.get() + 1);
+        self.inner.for_each_user(&mut |user| {
+            self.largest_read.set(self.largest_read.get().max(user.len()));
+            visit(user)
+        })
+    }
+    fn users_per_region(&self) -> Result<std::collections::BTreeMap<String, u64>, prewarm_trainer::store::StoreError> {
+        self.inner.users_per_region()
+    }
+    fn first_time(&self) -> Result<Option<u64>, prewarm_trainer::store::StoreError> {
+        self.inner.first_time()
+    }
+}
+
+#[test]
+fn a_region_larger_than_the_fit_is_sampled_for_the_fit_and_every_user_is_still_profiled() {
+    let kinds = synth::standard_kinds();
+    let (mut events, users) = synth::generate(&kinds, "eu", 60, 40, 4, START, 14, 7);
+    events.sort_by(|a, b| a.user.0.cmp(&b.user.0).then(a.time.cmp(&b.time)));
+    let mut config = TrainerConfig::default();
+    config.profiles.max_users_per_fit = 75;
+    let source = Counting {
+        inner: prewarm_trainer::store::InMemory(&events),
+        passes: std::cell::Cell::new(0),
+        largest_read: std::cell::Cell::new(0),
+    };
+    let fitted = prewarm_trainer::profile::fit(
+        &source,
+        &config.profile_settings(),
+        &ClassificationRules::default(),
+        &[],
+        ModelVersion(1),
+        AFTER_ALL,
+    )
+    .expect("fits");
+    // Two passes, each handed one user's events at a time, never the window's.
+    let most_of_one_user = users.iter().map(|u| events.iter().filter(|e| e.user == u.user).count()).max();
+    assert_eq!(source.passes.get(), 2);
+    assert_eq!(Some(source.largest_read.get()), most_of_one_user);
+    assert!(source.largest_read.get() < events.len() / 10);
+    // Every user is assigned and every request counted, though the fit saw a sample.
+    let region = &fitted[0];
+    assert!(users.len() > 2 * config.profiles.max_users_per_fit, "{} users", users.len());
+    assert_eq!(region.users, users.len());
+    assert_eq!(region.user_profiles.len(), users.len());
+    assert!(region.quality.k_reason.contains("fitted on a uniform sample of"), "{}", region.quality.k_reason);
+    let counted: u64 = region.profiles.values().flat_map(|p| p.per_minute.values()).map(|n| u64::from(*n)).sum();
+    assert_eq!(counted, events.len() as u64);
+    let shares: f32 = region.model.profiles.iter().map(|p| p.share_of_users).sum();
+    assert!((shares - 1.0).abs() < 1e-3);
+    // A sample of the well-separated kinds still finds them.
+    let found: std::collections::HashMap<_, _> = region.user_profiles.iter().map(|(u, p)| (*u, p.0 as usize)).collect();
+    let (truth, found): (Vec<usize>, Vec<usize>) =
+        users.iter().filter_map(|u| Some((u.kind, *found.get(&u.user)?))).unzip();
+    let ari = adjusted_rand_index(&truth, &found);
+    assert!(ari > 0.8, "adjusted Rand index {ari} from a sample of {}", config.profiles.max_users_per_fit);
+}

@@ -133,6 +133,19 @@ fn share_since(own: &MinuteSeries, aggregate: &MinuteSeries, from: u64, to: u64)
 
 /// Minute series from request times: a minute without requests is zero from `from` (the
 /// store records every request) to `to`.
+/// Requests per minute from `(Unix minute, requests)` counts, from `from` to `to` (seconds).
+pub fn minutes_from_counts(counts: impl IntoIterator<Item = (u64, u32)>, from: u64, to: u64) -> MinuteSeries {
+    let start = from / 60 * 60;
+    let len = (to.saturating_sub(start) / 60) as usize;
+    let mut values = vec![Some(0.0); len];
+    for (minute, n) in counts {
+        if let Some(Some(v)) = minute.checked_sub(start / 60).and_then(|o| values.get_mut(o as usize)) {
+            *v += f64::from(n);
+        }
+    }
+    MinuteSeries { start, values }
+}
+
 pub fn minutes_from_times(times: impl IntoIterator<Item = u64>, from: u64, to: u64) -> MinuteSeries {
     let start = from / 60 * 60;
     let len = (to.saturating_sub(start) / 60) as usize;

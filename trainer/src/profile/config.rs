@@ -23,6 +23,10 @@ pub struct ProfileConfig {
     pub method: ClusterMethod,
     /// A region with fewer users borrows the global profiles.
     pub min_users_per_region: usize,
+    /// A region with more users is fitted on a uniform sample of this many (by user hash), so
+    /// that training memory is bounded by the sample, not by the traffic; every user is still
+    /// assigned, counted and costed.
+    pub max_users_per_fit: usize,
     /// Points used to compute the silhouette of each candidate k.
     pub silhouette_sample: usize,
     /// k-means runs per k (the best inertia wins).
@@ -149,6 +153,7 @@ impl Default for ProfileConfig {
             k_tolerance: 0.02,
             method: ClusterMethod::Kmeans,
             min_users_per_region: 50,
+            max_users_per_fit: 100_000,
             silhouette_sample: 2_000,
             runs: 3,
             max_iterations: 100,

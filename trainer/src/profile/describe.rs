@@ -1,10 +1,6 @@
-//! Human labels from a profile's dominant features, and per-profile resource costs.
+//! Human labels from a profile's dominant features (its costs are tallied in [`super::tally`]).
 
-use prewarm_shared::artifact::{CostFigure, CostSource, ResourceCost};
 use prewarm_shared::features::{FeatureVector, index};
-
-use super::config::CostConfig;
-use crate::ingest::event::Event;
 
 /// A class is named only when it holds at least this share; below, the label says "mixed".
 pub const DOMINANT_SHARE: f32 = 0.5;
@@ -82,45 +78,6 @@ pub fn disambiguate(profiles: &mut [prewarm_shared::artifact::ProfileMeta], raw:
             let minutes = raw[i][index::SESSION_MINUTES].exp_m1();
             p.label = format!("{} · {requests:.0} req/session, {minutes:.0} min", p.label);
         }
-    }
-}
-
-fn quantile(sorted: &[f32], q: f32) -> f32 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let pos = (q * (sorted.len() - 1) as f32).round() as usize;
-    sorted[pos.min(sorted.len() - 1)]
-}
-
-fn figure(mut values: Vec<f32>, source: CostSource) -> CostFigure {
-    values.sort_by(f32::total_cmp);
-    let mean = values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len().max(1) as f64;
-    CostFigure { mean: mean as f32, median: quantile(&values, 0.5), p90: quantile(&values, 0.9), source }
-}
-
-/// The source most of the figures came from (ties go to the weaker one).
-fn majority(sources: &[CostSource]) -> CostSource {
-    let count = |s: CostSource| sources.iter().filter(|x| **x == s).count();
-    [CostSource::Declared, CostSource::Estimated, CostSource::Measured]
-        .into_iter()
-        .max_by_key(|s| count(*s))
-        .unwrap_or(CostSource::Declared)
-}
-
-/// Cost per request of one profile's events, never zero: measured where events carry it,
-/// else estimated from response times and sizes with the configured proxies, else the declared
-/// per-content defaults. Each figure says which source most of its requests came from.
-pub fn costs<'a>(events: impl Iterator<Item = &'a Event> + Clone, proxy: &CostConfig) -> ResourceCost {
-    let (cpu, cpu_sources): (Vec<f32>, Vec<CostSource>) = events.clone().map(|e| proxy.cpu_ms(e)).unzip();
-    let (memory, memory_sources): (Vec<f32>, Vec<CostSource>) = events.clone().map(|e| proxy.memory_mb_s(e)).unzip();
-    // A log that records no sizes (`-` everywhere) says nothing about bytes: declare them.
-    let sized = events.clone().any(|e| e.bytes > 0);
-    let bytes = events.map(|e| if sized { e.bytes as f32 } else { proxy.default.of(e.class.content).bytes }).collect();
-    ResourceCost {
-        cpu_ms: figure(cpu, majority(&cpu_sources)),
-        memory_mb_s: figure(memory, majority(&memory_sources)),
-        bytes: figure(bytes, if sized { CostSource::Measured } else { CostSource::Declared }),
     }
 }
 

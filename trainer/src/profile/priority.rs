@@ -155,44 +155,6 @@ impl PriorityRule {
     }
 }
 
-/// The facts of a profile from its requests. `centroid_bot_share` is the share of bot devices
-/// in the profile's centroid (used when it has no requests).
-pub fn facts<'a>(
-    label: &str,
-    requests: impl Iterator<Item = &'a crate::ingest::event::Event>,
-    rules: &prewarm_shared::classify::ClassificationRules,
-    centroid_bot_share: f32,
-) -> ProfileFacts {
-    let mut routes: Vec<(String, f64)> = rules.route_classes.iter().map(|r| (r.clone(), 0.0)).collect();
-    let mut contents: Vec<(ContentClass, f64)> = ContentClass::ALL.into_iter().map(|c| (c, 0.0)).collect();
-    let (mut n, mut bots, mut value, mut valued) = (0usize, 0usize, 0.0f64, 0usize);
-    for e in requests {
-        n += 1;
-        if let Some(slot) = routes.get_mut(usize::from(e.class.route.0)) {
-            slot.1 += 1.0;
-        }
-        if let Some(slot) = contents.iter_mut().find(|(c, _)| *c == e.class.content) {
-            slot.1 += 1.0;
-        }
-        bots += usize::from(e.device == prewarm_shared::classify::Device::Bot);
-        if let Some(v) = e.value {
-            value += f64::from(v);
-            valued += 1;
-        }
-    }
-    let total = n.max(1) as f64;
-    routes.iter_mut().for_each(|(_, s)| *s /= total);
-    contents.iter_mut().for_each(|(_, s)| *s /= total);
-    ProfileFacts {
-        label: label.to_owned(),
-        route_shares: routes,
-        content_shares: contents,
-        bot_share: if n == 0 { f64::from(centroid_bot_share) } else { bots as f64 / total },
-        automated: false,
-        value_per_request: (valued > 0).then(|| value / total),
-    }
-}
-
 fn content_class(name: &str) -> Option<ContentClass> {
     ContentClass::ALL.into_iter().find(|c| c.name() == name)
 }

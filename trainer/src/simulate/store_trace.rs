@@ -111,7 +111,7 @@ impl Stages for StoreStages<'_> {
         self.version += 1;
         let observed = Observed { edge_counts: BTreeMap::new(), calendar: self.calendar.clone(), feeds: Vec::new() };
         let trained = train::train_events(
-            &before,
+            &crate::store::InMemory(&before),
             &observed,
             self.config,
             self.rules,

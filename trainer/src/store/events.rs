@@ -3,6 +3,8 @@
 
 use prewarm_shared::classify::{ContentClass, Device, RequestClass, RouteClass};
 use prewarm_shared::signals::UserHash;
+use std::collections::BTreeMap;
+
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, Total};
@@ -86,40 +88,53 @@ impl Store {
     }
 
     /// Every event of a region (or of all regions), ordered by user then time: the order in
-    /// which behaviour states are rebuilt.
+    /// which behaviour states are rebuilt. Loads them all: for tests and small inspections;
+    /// training reads [`EventsBefore`] one user at a time.
     pub fn events_by_user(&self, region: Option<&str>) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        self.each_event_by_user(region, None, &mut |e| out.push(e))?;
+        Ok(out)
+    }
+
+    /// Streams events (of `region`, before `before`) in user then time order to `each`, row by
+    /// row: SQLite sorts on disk past its cache, so memory does not grow with the table.
+    fn each_event_by_user(
+        &self,
+        region: Option<&str>,
+        before: Option<u64>,
+        each: &mut dyn FnMut(Event),
+    ) -> Result<(), StoreError> {
         let sql = "SELECT time, user, region, route, content, device, status, bytes, duration_ms, rtt_ms, \
-                   utc_offset, cpu_ms, memory_mb_s, value, robots_txt FROM events WHERE (?1 IS NULL OR region = ?1) ORDER BY user, time";
+                   utc_offset, cpu_ms, memory_mb_s, value, robots_txt FROM events \
+                   WHERE (?1 IS NULL OR region = ?1) AND (?2 IS NULL OR time < ?2) ORDER BY user, time";
         let mut stmt = self.conn.prepare(sql)?;
-        let rows = stmt.query_map(params![region], |r| {
-            let user: Vec<u8> = r.get(1)?;
-            let mut hash = [0u8; 32];
-            if user.len() == 32 {
-                hash.copy_from_slice(&user);
-            }
-            let content: i64 = r.get(4)?;
-            let device: i64 = r.get(5)?;
-            Ok(Event {
-                time: r.get::<_, i64>(0)? as u64,
-                user: UserHash(hash),
-                region: r.get(2)?,
-                class: RequestClass {
-                    route: RouteClass(r.get::<_, i64>(3)? as u8),
-                    content: ContentClass::ALL.get(content as usize).copied().unwrap_or(ContentClass::Text),
-                },
-                device: Device::ALL.get(device as usize).copied().unwrap_or(Device::Desktop),
-                status: r.get::<_, i64>(6)? as u16,
-                bytes: r.get::<_, i64>(7)? as u64,
-                duration_ms: r.get::<_, f64>(8)? as f32,
-                rtt_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u32),
-                utc_offset_minutes: r.get::<_, Option<i64>>(10)?.map(|v| v as i32),
-                cpu_ms: r.get::<_, Option<f64>>(11)?.map(|v| v as f32),
-                memory_mb_s: r.get::<_, Option<f64>>(12)?.map(|v| v as f32),
-                value: r.get::<_, Option<f64>>(13)?.map(|v| v as f32),
-                robots_txt: r.get::<_, i64>(14)? != 0,
-            })
-        })?;
+        let mut rows = stmt.query(params![region, before.map(|b| b as i64)])?;
+        while let Some(r) = rows.next()? {
+            each(event_of_row(r)?);
+        }
+        Ok(())
+    }
+
+    /// Users per region among the events before `before`, counted by the store.
+    pub fn users_per_region_before(&self, before: u64) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT region, COUNT(DISTINCT user) FROM events WHERE time < ?1 GROUP BY region ORDER BY region",
+        )?;
+        let rows =
+            stmt.query_map(params![before as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The oldest event time before `before`, if any.
+    pub fn first_event_time_before(&self, before: u64) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT MIN(time) FROM events WHERE time < ?1", params![before as i64], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .optional()?
+            .flatten()
+            .map(|t| t as u64))
     }
 
     /// Events per minute over all regions, `(minute start, requests)`: the aggregate a replay
@@ -138,5 +153,106 @@ impl Store {
             .optional()?
             .flatten()
             .map(|t| t as u64))
+    }
+}
+
+fn event_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    let user: Vec<u8> = r.get(1)?;
+    let mut hash = [0u8; 32];
+    if user.len() == 32 {
+        hash.copy_from_slice(&user);
+    }
+    let content: i64 = r.get(4)?;
+    let device: i64 = r.get(5)?;
+    Ok(Event {
+        time: r.get::<_, i64>(0)? as u64,
+        user: UserHash(hash),
+        region: r.get(2)?,
+        class: RequestClass {
+            route: RouteClass(r.get::<_, i64>(3)? as u8),
+            content: ContentClass::ALL.get(content as usize).copied().unwrap_or(ContentClass::Text),
+        },
+        device: Device::ALL.get(device as usize).copied().unwrap_or(Device::Desktop),
+        status: r.get::<_, i64>(6)? as u16,
+        bytes: r.get::<_, i64>(7)? as u64,
+        duration_ms: r.get::<_, f64>(8)? as f32,
+        rtt_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u32),
+        utc_offset_minutes: r.get::<_, Option<i64>>(10)?.map(|v| v as i32),
+        cpu_ms: r.get::<_, Option<f64>>(11)?.map(|v| v as f32),
+        memory_mb_s: r.get::<_, Option<f64>>(12)?.map(|v| v as f32),
+        value: r.get::<_, Option<f64>>(13)?.map(|v| v as f32),
+        robots_txt: r.get::<_, i64>(14)? != 0,
+    })
+}
+
+/// Events grouped by user, read as many times as a stage needs, one user at a time: what the
+/// profile stage trains on, so that its memory is bounded by one user's events and the users
+/// it samples, never by the window's events.
+pub trait UserEvents {
+    /// Calls `visit` with each user's events (in time order), users in a stable order.
+    fn for_each_user(&self, visit: &mut dyn FnMut(&[Event])) -> Result<(), StoreError>;
+    /// Users per region.
+    fn users_per_region(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+    /// The oldest event's time.
+    fn first_time(&self) -> Result<Option<u64>, StoreError>;
+}
+
+/// Events already in memory, ordered by user then time (the replay's windows, tests).
+#[derive(Debug, Clone, Copy)]
+pub struct InMemory<'a>(pub &'a [Event]);
+
+impl UserEvents for InMemory<'_> {
+    fn for_each_user(&self, visit: &mut dyn FnMut(&[Event])) -> Result<(), StoreError> {
+        let events = self.0;
+        let mut start = 0;
+        while start < events.len() {
+            let user = events[start].user;
+            let end = start + events[start..].iter().take_while(|e| e.user == user).count();
+            visit(&events[start..end]);
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn users_per_region(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        self.for_each_user(&mut |events| *out.entry(events[0].region.clone()).or_insert(0) += 1)?;
+        Ok(out)
+    }
+
+    fn first_time(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.0.iter().map(|e| e.time).min())
+    }
+}
+
+/// The store's events before a time, streamed from SQLite one user at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct EventsBefore<'a> {
+    pub store: &'a Store,
+    pub before: u64,
+}
+
+impl UserEvents for EventsBefore<'_> {
+    fn for_each_user(&self, visit: &mut dyn FnMut(&[Event])) -> Result<(), StoreError> {
+        let mut user: Vec<Event> = Vec::new();
+        self.store.each_event_by_user(None, Some(self.before), &mut |e| {
+            if user.first().is_some_and(|first| first.user != e.user) {
+                visit(&user);
+                user.clear();
+            }
+            user.push(e);
+        })?;
+        if !user.is_empty() {
+            visit(&user);
+        }
+        Ok(())
+    }
+
+    fn users_per_region(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.store.users_per_region_before(self.before)
+    }
+
+    fn first_time(&self) -> Result<Option<u64>, StoreError> {
+        self.store.first_event_time_before(self.before)
     }
 }

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, params};
 
 pub use edge::{EdgeSummary, SignalReceipt};
+pub use events::{EventsBefore, InMemory, UserEvents};
 pub use readers::Readers;
 
 /// Why the store failed. `Full` and `ReadOnly` are the operator's to fix; the server answers 503.
