@@ -321,6 +321,9 @@ pub fn bench(root: &Path) -> Result<()> {
     let log = root.join("testdata/apache_logs/access.log.gz");
     bench("ingest", &["--log".as_ref(), log.as_os_str()])?;
 
+    step("benchmark: training's peak memory on 10M events vs loading them (trainer/benches/train_memory.rs)");
+    bench("train_memory", &[])?;
+
     step("benchmark: k-means on the reference data set (trainer/benches/blobs.py) vs scikit-learn");
     tools::ensure_python_packages("import numpy, sklearn", &["numpy", "scikit-learn"])?;
     let blobs = std::env::temp_dir().join("prewarm-blobs");
