@@ -4,37 +4,21 @@
 //! counted and dropped, never retried inline.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_util::future::{Either, select};
-use prewarm_shared::artifact::{ModelVersion, RegionModel};
-use prewarm_shared::signal_rule::{self, MinuteWindow};
-use prewarm_shared::signals::{
-    self, DemandCount, KEY_ID_HEADER, PrewarmReason, PrewarmRequest, SIGNATURE_HEADER, SampledState, SignalBatch,
-    TIMESTAMP_HEADER, UserHash,
-};
-use prewarm_shared::{FeatureVector, ProfileId, UnixSeconds};
+pub use prewarm_shared::aggregate::Served;
+use prewarm_shared::aggregate::{AggregateSettings, Aggregator};
+use prewarm_shared::signals::{self, KEY_ID_HEADER, SIGNATURE_HEADER, SignalBatch, TIMESTAMP_HEADER};
 use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::config::EdgeConfig;
 
-/// Sampled users contribute one state every this many requests.
-const SAMPLE_EVERY_REQUESTS: u16 = 4;
-
-type SliceKey = (String, ProfileId);
-
+/// The isolate's counts (`shared::aggregate`, the code the trainer's scale simulation runs)
+/// and what sending adds: batches in flight and totals.
 #[derive(Default)]
-struct Aggregator {
-    demand: HashMap<(String, ProfileId, u64), (u32, u64)>,
-    prewarm: Vec<PrewarmRequest>,
-    states: Vec<SampledState>,
-    oldest: Option<u64>,
-    last_prewarm: HashMap<(String, ProfileId, PrewarmReason), u64>,
-    /// The last 60 seconds' requests per region × profile, kept across flushes: the alarm
-    /// test needs a whole minute, not what arrived since the last batch went out.
-    this_minute: HashMap<SliceKey, MinuteWindow>,
-    model_version: Option<ModelVersion>,
+struct Isolate {
+    counts: Aggregator,
     in_flight: u32,
     counters: SignalCounters,
 }
@@ -49,61 +33,20 @@ pub struct SignalCounters {
 }
 
 thread_local! {
-    static AGGREGATOR: RefCell<Aggregator> = RefCell::new(Aggregator::default());
+    static AGGREGATOR: RefCell<Isolate> = RefCell::new(Isolate::default());
 }
 
 pub fn counters() -> SignalCounters {
     AGGREGATOR.with(|a| a.borrow().counters)
 }
 
-/// One forwarded request, as the aggregator needs it.
-pub struct Served<'a> {
-    pub model: &'a RegionModel,
-    pub profile: ProfileId,
-    /// The user's hash, computed only for a sampled state.
-    pub user: &'a dyn Fn() -> UserHash,
-    pub requests_by_user: u16,
-    pub features: &'a FeatureVector,
-    pub bytes: u64,
-    pub now: UnixSeconds,
-}
-
-impl Aggregator {
-    fn debounced(&mut self, key: (String, ProfileId, PrewarmReason), now: UnixSeconds, window: u64) -> bool {
-        let due = signal_rule::due(self.last_prewarm.get(&key).copied(), now, window);
-        if due {
-            self.last_prewarm.insert(key, now.0);
-        }
-        due
-    }
-
-    /// Queues a prewarm request unless one with the same reason went out within the window.
-    #[allow(clippy::too_many_arguments)]
-    fn raise(
-        &mut self,
-        reason: PrewarmReason,
-        region: &str,
-        profile: ProfileId,
-        now: UnixSeconds,
-        observed: f32,
-        forecast_upper: f32,
-        config: &EdgeConfig,
-    ) {
-        if self.debounced((region.to_owned(), profile, reason), now, config.prewarm_debounce_secs) {
-            let minute = now.minute();
-            self.prewarm.push(PrewarmRequest {
-                region: region.to_owned(),
-                profile,
-                minute,
-                observed,
-                forecast_upper,
-                reason,
-            });
-        }
-    }
-
-    fn pending(&self) -> usize {
-        self.demand.len() + self.prewarm.len() + self.states.len()
+fn settings(config: &EdgeConfig) -> AggregateSettings {
+    AggregateSettings {
+        flush_secs: config.signal_flush_secs,
+        batch_max: config.signal_batch_max,
+        debounce_secs: config.prewarm_debounce_secs,
+        edge_traffic_share: config.edge_traffic_share,
+        state_sample_rate: config.state_sample_rate,
     }
 }
 
@@ -111,54 +54,15 @@ impl Aggregator {
 pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
     AGGREGATOR.with(|a| {
         let mut a = a.borrow_mut();
-        let model = served.model;
-        let now = served.now;
-        let minute = now.minute();
-        let region = model.region.clone();
-        let entry = a.demand.entry((region.clone(), served.profile, minute)).or_default();
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = entry.1.saturating_add(served.bytes);
-        // The worker's rule, shared with the replay: the last 60 seconds against the alarm.
-        let last_minute = a.this_minute.entry((region.clone(), served.profile)).or_default().record(now, 1);
-        a.oldest.get_or_insert(now.0);
-        a.model_version = Some(model.model_version);
-        if let Some(c) =
-            signal_rule::crossing(&model.forecast, served.profile, now, last_minute, config.edge_traffic_share)
-        {
-            a.raise(PrewarmReason::AboveBand, &region, served.profile, now, c.observed_per_step, c.alarm, config);
+        if !a.counts.record(&settings(config), served) {
+            return None;
         }
-        let user = served.requests_by_user.is_multiple_of(SAMPLE_EVERY_REQUESTS).then(served.user);
-        if let Some(user) = user.filter(|u| f32::from(u.0[0]) / 256.0 < config.state_sample_rate) {
-            a.states.push(SampledState { user, region, profile: served.profile, at: now, features: *served.features });
-        }
-        let due = !a.prewarm.is_empty()
-            || a.pending() >= config.signal_batch_max
-            || a.oldest.is_some_and(|t| now.0.saturating_sub(t) >= config.signal_flush_secs);
-        due.then(|| take(&mut a, now))
+        // A nonce, not a secret: Math.random is enough to tell batches apart.
+        let batch_id = (worker::js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
+        let batch = a.counts.take(served.now, batch_id);
+        a.counters.prewarm_raised += batch.prewarm.len() as u64;
+        Some(batch)
     })
-}
-
-fn take(a: &mut Aggregator, now: UnixSeconds) -> SignalBatch {
-    let mut batch = SignalBatch::new(now, a.model_version);
-    // A nonce, not a secret: Math.random is enough to tell batches apart.
-    batch.batch_id = (worker::js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
-    batch.demand = a
-        .demand
-        .drain()
-        .map(|((region, profile, minute), (requests, bytes))| DemandCount { region, profile, minute, requests, bytes })
-        .collect();
-    batch.prewarm = std::mem::take(&mut a.prewarm);
-    batch.states = std::mem::take(&mut a.states);
-    batch.prewarm.iter().for_each(|_| a.counters.prewarm_raised += 1);
-    a.oldest = None;
-    // Old debounce and window entries are useless after a while; keep the maps small.
-    if a.last_prewarm.len() > 4096 {
-        a.last_prewarm.clear();
-    }
-    if a.this_minute.len() > 4096 {
-        a.this_minute.clear();
-    }
-    batch
 }
 
 /// Sends a batch (run inside `ctx.wait_until`). Gives up after the configured timeout.

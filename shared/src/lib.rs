@@ -34,6 +34,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod aggregate;
 pub mod artifact;
 pub mod assign;
 pub mod classify;

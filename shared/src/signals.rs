@@ -169,7 +169,7 @@ pub struct DemandCount {
 }
 
 /// Why the edge asks for capacity now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrewarmReason {
     /// The last minute's demand is above the forecast's alarm level for the current slot
