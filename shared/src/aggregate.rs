@@ -38,13 +38,19 @@ impl Default for AggregateSettings {
 
 /// One forwarded request, as the aggregation needs it.
 pub struct Served<'a> {
+    /// The model the request was assigned with.
     pub model: &'a RegionModel,
+    /// The profile it was assigned.
     pub profile: ProfileId,
     /// The user's hash, computed only for a sampled state.
     pub user: &'a dyn Fn() -> UserHash,
+    /// Requests the visitor has made, this one included (every 4th may be sampled).
     pub requests_by_user: u16,
+    /// The visitor's features after this request.
     pub features: &'a FeatureVector,
+    /// Response bytes.
     pub bytes: u64,
+    /// When it was served.
     pub now: UnixSeconds,
 }
 

@@ -40,14 +40,17 @@ pub struct ModelVersion(pub u32);
 pub struct ContentHash(pub [u8; 32]);
 
 impl ContentHash {
+    /// The SHA-256 of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
     }
 
+    /// Lower-case hex, as in KV keys and JSON.
     pub fn to_hex(&self) -> String {
         crate::hex::encode(&self.0)
     }
 
+    /// Parses 64 hex digits.
     pub fn from_hex(text: &str) -> Option<Self> {
         crate::hex::decode(text).map(Self)
     }
@@ -95,7 +98,9 @@ impl<'de> Deserialize<'de> for ContentHash {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ArtifactKind {
+    /// The small record the edge polls ([`ModelPointer`]).
     Pointer = 1,
+    /// One region's model ([`RegionModel`]).
     Region = 2,
 }
 
@@ -111,38 +116,55 @@ impl ArtifactKind {
 
 /// Why an artifact was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum ArtifactError {
     #[error("artifact is {found} bytes, shorter than its {needed}-byte header")]
+    /// Fewer bytes than the header.
     Truncated { found: usize, needed: usize },
     #[error("not a prewarm artifact (magic bytes {found:02x?})")]
+    /// Not a prewarm artifact.
     BadMagic { found: [u8; 4] },
     #[error("artifact schema {found} is not supported (this build reads {ARTIFACT_SCHEMA_VERSION})")]
+    /// A schema this build does not read.
     UnknownSchema { found: u16 },
     #[error("artifact kind byte {found} is unknown")]
+    /// An unknown payload kind.
     UnknownKind { found: u8 },
     #[error("expected a {expected:?} artifact, found a {found:?}")]
+    /// A payload of the other kind.
     WrongKind { expected: ArtifactKind, found: ArtifactKind },
     #[error("payload is {found} bytes but the header declares {declared}")]
+    /// The header's length disagrees with the payload.
     LengthMismatch { declared: usize, found: usize },
     #[error("payload hash {found} does not match the header's {expected}")]
+    /// The payload does not hash to the header's hash.
     HashMismatch { expected: ContentHash, found: ContentHash },
     #[error("payload does not decode: {0}")]
+    /// The payload does not decode.
     Payload(String),
     #[error("payload decodes but is invalid: {0}")]
+    /// The payload decodes but breaks an invariant.
     Invalid(String),
     #[error("classification rules are invalid: {0}")]
+    /// The classification rules inside are unusable.
     Rules(#[from] RulesError),
     #[error("artifact is {size} bytes, over the {limit}-byte limit of a KV value")]
+    /// Larger than a KV value may be.
     TooLarge { size: usize, limit: usize },
 }
 
 /// The fixed header in front of every payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// What the payload is.
     pub kind: ArtifactKind,
+    /// [`ARTIFACT_SCHEMA_VERSION`] when written.
     pub schema: u16,
+    /// The model version it belongs to.
     pub model_version: ModelVersion,
+    /// When it was published.
     pub created_at: UnixSeconds,
+    /// SHA-256 of the payload.
     pub payload_hash: ContentHash,
 }
 
@@ -217,7 +239,9 @@ impl Envelope {
 /// Per-feature standardisation: normalised = (raw - mean) / scale.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Normalisation {
+    /// Per-feature mean of the training users.
     pub mean: Vec<f32>,
+    /// Per-feature scale (robust spread, never zero).
     pub scale: Vec<f32>,
 }
 
@@ -236,19 +260,26 @@ pub struct AssignmentParams {
 /// for), and the higher alarm level the edge's prewarm signal tests the last minute against.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProfileForecast {
+    /// Whose demand this is.
     pub profile: ProfileId,
+    /// Expected requests per step.
     pub expected: Vec<f32>,
+    /// The calibrated band the plan provisions for.
     pub upper: Vec<f32>,
+    /// The level above which the edge raises a prewarm signal.
     pub alarm: Vec<f32>,
 }
 
 /// Forecasts for every profile of a region over the horizon.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ForecastTable {
+    /// The first step's start.
     pub start: UnixSeconds,
+    /// Step length.
     pub step_secs: u32,
     /// Which quantile `upper` is, e.g. 0.9.
     pub upper_quantile: f32,
+    /// One forecast per profile.
     pub series: Vec<ProfileForecast>,
 }
 
@@ -276,16 +307,25 @@ impl ForecastTable {
 /// Everything the edge needs for one region.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegionModel {
+    /// The region's name (`[A-Za-z0-9_-]{1,64}`).
     pub region: String,
+    /// The version this model was published as.
     pub model_version: ModelVersion,
+    /// The features its centroids are in.
     pub schema: FeatureSchema,
+    /// How raw features are standardised before distances.
     pub normalisation: Normalisation,
     /// k × FEATURE_DIM, row-major, in normalised units; row i belongs to `profiles[i]`.
     pub centroids: Vec<f32>,
+    /// One entry per centroid, in centroid order.
     pub profiles: Vec<ProfileMeta>,
+    /// Where newcomers go.
     pub default_profile: ProfileId,
+    /// How the edge assigns.
     pub assignment: AssignmentParams,
+    /// How requests are classified in this region.
     pub rules: ClassificationRules,
+    /// Demand forecasts per profile.
     pub forecast: ForecastTable,
 }
 
@@ -409,26 +449,37 @@ impl RegionModel {
 /// continent, else the pointer's default region.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionMap {
+    /// Colo code → region.
     pub by_colo: Vec<(String, String)>,
+    /// Country code → region.
     pub by_country: Vec<(String, String)>,
+    /// Continent code → region.
     pub by_continent: Vec<(String, String)>,
 }
 
 /// One region's current blob.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionEntry {
+    /// The region's name.
     pub region: String,
+    /// The blob's SHA-256 (its KV key).
     pub hash: ContentHash,
+    /// The blob's size.
     pub bytes: u32,
 }
 
 /// The small "current model" record the edge polls.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelPointer {
+    /// The model version.
     pub version: ModelVersion,
+    /// When it was published.
     pub created_at: UnixSeconds,
+    /// Where requests go that the map does not place.
     pub default_region: String,
+    /// Where requests enter → region.
     pub region_map: RegionMap,
+    /// One entry per region.
     pub regions: Vec<RegionEntry>,
 }
 
@@ -446,16 +497,19 @@ impl ModelPointer {
             .unwrap_or(&self.default_region)
     }
 
+    /// The entry of a region, if the pointer has one.
     pub fn entry(&self, region: &str) -> Option<&RegionEntry> {
         self.regions.iter().find(|e| e.region == region)
     }
 
+    /// Validates and seals the pointer into an artifact.
     pub fn to_artifact(&self) -> Result<Vec<u8>, ArtifactError> {
         self.validate()?;
         let payload = postcard::to_allocvec(self).map_err(|e| ArtifactError::Payload(e.to_string()))?;
         check_size(Envelope::seal(ArtifactKind::Pointer, self.version, self.created_at, &payload))
     }
 
+    /// Opens and validates a pointer artifact.
     pub fn from_artifact(bytes: &[u8]) -> Result<Self, ArtifactError> {
         let (envelope, payload) = Envelope::open_kind(bytes, ArtifactKind::Pointer)?;
         let pointer: Self = postcard::from_bytes(payload).map_err(|e| ArtifactError::Payload(e.to_string()))?;
@@ -466,6 +520,7 @@ impl ModelPointer {
         Ok(pointer)
     }
 
+    /// A pointer lists at least one region and a blob for its default region.
     pub fn validate(&self) -> Result<(), ArtifactError> {
         if self.regions.is_empty() {
             return Err(ArtifactError::Invalid("pointer lists no regions".into()));
@@ -476,6 +531,7 @@ impl ModelPointer {
         Ok(())
     }
 
+    /// The pointer as JSON, for inspection.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
@@ -491,14 +547,18 @@ fn check_size(bytes: Vec<u8>) -> Result<Vec<u8>, ArtifactError> {
 /// A whole model: the pointer plus every region blob, as published.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelBundle {
+    /// The pointer that names every blob.
     pub pointer: ModelPointer,
+    /// Every region's model.
     pub regions: Vec<RegionModel>,
 }
 
 /// One KV write of a publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvEntry {
+    /// The KV key.
     pub key: String,
+    /// The artifact bytes.
     pub value: Vec<u8>,
 }
 

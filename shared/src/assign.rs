@@ -43,6 +43,7 @@ pub enum Maturity {
 }
 
 impl Maturity {
+    /// The assignment inputs of a state.
     pub fn of(state: &BehaviourState) -> Self {
         if state.sessions > 1 { Maturity::Complete } else { Maturity::FirstSession }
     }

@@ -15,17 +15,24 @@ pub const MAX_PATTERN_LEN: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContentClass {
+    /// Video and audio streams and segments.
     Video,
+    /// Pages and documents.
     Text,
+    /// Forms, search, anything the user acts on.
     Interactive,
+    /// Machine-readable API calls.
     Api,
+    /// Scripts, styles, images, fonts.
     Static,
 }
 
 impl ContentClass {
+    /// Every class, in feature order.
     pub const ALL: [ContentClass; 5] =
         [ContentClass::Video, ContentClass::Text, ContentClass::Interactive, ContentClass::Api, ContentClass::Static];
 
+    /// The class's name in configs and labels.
     pub fn name(self) -> &'static str {
         match self {
             ContentClass::Video => "video",
@@ -50,7 +57,9 @@ pub struct RouteClass(pub u8);
 /// The classes of one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RequestClass {
+    /// The operator's route class (an index into the rules' route classes).
     pub route: RouteClass,
+    /// The content class.
     pub content: ContentClass,
 }
 
@@ -58,15 +67,21 @@ pub struct RequestClass {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Device {
+    /// A desktop browser.
     Desktop,
+    /// A phone.
     Mobile,
+    /// A tablet.
     Tablet,
+    /// Automation: crawlers, scripts, monitors.
     Bot,
 }
 
 impl Device {
+    /// Every device, in feature order.
     pub const ALL: [Device; 4] = [Device::Desktop, Device::Mobile, Device::Tablet, Device::Bot];
 
+    /// The device's name in configs, events and labels.
     pub fn name(self) -> &'static str {
         match self {
             Device::Desktop => "desktop",
@@ -76,6 +91,7 @@ impl Device {
         }
     }
 
+    /// A device from its name.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(name))
     }
@@ -167,33 +183,44 @@ const MOBILE_MARKERS: &[&str] = &[
 /// rest of the path, including nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathRule {
+    /// A path glob (`*` and `**`).
     pub pattern: String,
+    /// The route class it gives.
     pub route: RouteClass,
+    /// The content class it gives, if any.
     pub content: Option<ContentClass>,
 }
 
 /// A media-type prefix (`video/`, `application/json`) and the content class it means.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MimeRule {
+    /// A MIME type prefix.
     pub prefix: String,
+    /// The content class it gives.
     pub content: ContentClass,
 }
 
 /// A file extension (without the dot) and the content class it means.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtensionRule {
+    /// A file extension, without the dot.
     pub extension: String,
+    /// The content class it gives.
     pub content: ContentClass,
 }
 
 /// Why a rule set cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum RulesError {
     #[error("{count} route classes, at most {MAX_ROUTE_CLASSES} are supported")]
+    /// More route classes than the state's bit mask holds.
     TooManyRouteClasses { count: usize },
     #[error("rule {rule} names route class {route}, but only {count} are defined")]
+    /// A rule names a route class that is not defined.
     UnknownRouteClass { rule: usize, route: u8, count: usize },
     #[error("rule {rule}: pattern {reason}")]
+    /// A path pattern is malformed.
     BadPattern { rule: usize, reason: &'static str },
 }
 
@@ -204,10 +231,15 @@ pub enum RulesError {
 pub struct ClassificationRules {
     /// Names of the route classes, indexed by [`RouteClass`].
     pub route_classes: Vec<String>,
+    /// Path rules, first match wins.
     pub path_rules: Vec<PathRule>,
+    /// MIME rules, first match wins.
     pub mime_rules: Vec<MimeRule>,
+    /// Extension rules, first match wins.
     pub extension_rules: Vec<ExtensionRule>,
+    /// The route class of an unmatched path.
     pub default_route: RouteClass,
+    /// The content class of an unmatched request.
     pub default_content: ContentClass,
 }
 

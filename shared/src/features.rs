@@ -33,38 +33,62 @@ impl UnixSeconds {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FeatureKind {
+    /// How much and how broadly the site is used.
     AppUsage,
+    /// What is fetched.
     Content,
+    /// When.
     TimeOfWeek,
+    /// On what.
     Device,
+    /// Over what connection.
     Network,
 }
 
 /// Name, kind and unit of one dimension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FeatureSpec {
+    /// The feature's name in the schema.
     pub name: &'static str,
+    /// Its kind (each kind weighs the same in distances).
     pub kind: FeatureKind,
+    /// Its unit, for people.
     pub unit: &'static str,
 }
 
 /// Indices into a [`FeatureVector`].
 pub mod index {
+    /// ln(1 + requests per session).
     pub const REQUESTS_PER_SESSION: usize = 0;
+    /// ln(1 + minutes per session).
     pub const SESSION_MINUTES: usize = 1;
+    /// Distinct route classes used.
     pub const ROUTE_CLASSES_USED: usize = 2;
+    /// Share of video requests.
     pub const CONTENT_VIDEO: usize = 3;
+    /// Share of text requests.
     pub const CONTENT_TEXT: usize = 4;
+    /// Share of interactive requests.
     pub const CONTENT_INTERACTIVE: usize = 5;
+    /// Share of API requests.
     pub const CONTENT_API: usize = 6;
+    /// Mean sin(2π local hour / 24) of the requests.
     pub const HOUR_SIN: usize = 7;
+    /// Mean cos(2π local hour / 24) of the requests.
     pub const HOUR_COS: usize = 8;
+    /// Mean sin(2π weekday / 7) of the requests.
     pub const WEEKDAY_SIN: usize = 9;
+    /// Mean cos(2π weekday / 7) of the requests.
     pub const WEEKDAY_COS: usize = 10;
+    /// Share of requests from a phone.
     pub const DEVICE_MOBILE: usize = 11;
+    /// Share of requests from a tablet.
     pub const DEVICE_TABLET: usize = 12;
+    /// Share of requests from automation.
     pub const DEVICE_BOT: usize = 13;
+    /// Round-trip time bucket, 0..=5 ([`RTT_BUCKET_LIMITS_MS`]).
     pub const RTT_BUCKET: usize = 14;
+    /// ln(1 + response bytes per second).
     pub const BYTES_PER_SECOND: usize = 15;
 }
 
@@ -106,7 +130,9 @@ pub fn rtt_bucket(rtt_ms: u32) -> u8 {
 /// The schema as data, for artifacts and their JSON views.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeatureSchema {
+    /// Bumped when a feature changes meaning.
     pub version: u16,
+    /// The features' names, in order.
     pub names: Vec<String>,
 }
 
@@ -144,15 +170,19 @@ pub fn local_time(at: UnixSeconds, utc_offset_minutes: i32) -> (f32, u8) {
 /// What the edge (or an importer) knows about one request once its response is back.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Observation {
+    /// When the response came back.
     pub at: UnixSeconds,
     /// Local hour of day in `[0, 24)`.
     pub local_hour: f32,
     /// Local weekday, 0 = Monday .. 6 = Sunday.
     pub local_weekday: u8,
+    /// The client's device class.
     pub device: Device,
+    /// The request's classes.
     pub class: RequestClass,
     /// The client's TCP round-trip time, when the platform reports it.
     pub rtt_ms: Option<u32>,
+    /// Response body bytes (0 when unknown).
     pub response_bytes: u64,
     /// Time from forwarding to the origin's response headers.
     pub response_ms: u32,

@@ -14,6 +14,7 @@ use crate::features::{FEATURE_DIM, FeatureSchema, FeatureVector, UnixSeconds, cy
 pub const FORECAST_START: UnixSeconds = UnixSeconds(1_704_067_200);
 /// Fixture forecast step (5 minutes) and horizon (one day).
 pub const FORECAST_STEP_SECS: u32 = 300;
+/// Slots in the fixture forecasts (a day of 5-minute steps).
 pub const FORECAST_SLOTS: usize = 288;
 
 /// A profile's behaviour in readable units.

@@ -33,6 +33,7 @@
 //! ```
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+#![warn(missing_docs)]
 
 pub mod aggregate;
 pub mod artifact;

@@ -12,8 +12,11 @@ pub struct ProfileId(pub u16);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PriorityClass {
+    /// Provisioned first; never cut by a budget.
     Critical,
+    /// Provisioned after critical profiles.
     Standard,
+    /// Provisioned last; the first cut when a budget binds.
     BestEffort,
 }
 
@@ -23,8 +26,11 @@ pub enum PriorityClass {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CostSource {
+    /// Carried by the events (the origin measured it).
     Measured,
+    /// Derived from response times and sizes with configured proxies.
     Estimated,
+    /// The configured per-content default.
     Declared,
 }
 
@@ -48,28 +54,38 @@ pub enum ProfileRole {
 pub struct CostFigure {
     /// What capacity for many requests is sized by: their total is their count times the mean.
     pub mean: f32,
+    /// Median per request.
     pub median: f32,
+    /// 90th percentile per request.
     pub p90: f32,
+    /// Where the figures came from.
     pub source: CostSource,
 }
 
 /// What one request of a profile costs to serve.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResourceCost {
+    /// CPU milliseconds per request.
     pub cpu_ms: CostFigure,
+    /// Memory MB·s per request.
     pub memory_mb_s: CostFigure,
+    /// Response bytes per request.
     pub bytes: CostFigure,
 }
 
 /// Everything about a profile except its centroid.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProfileMeta {
+    /// The profile's stable id.
     pub id: ProfileId,
     /// Human label from the dominant features, e.g. "mobile · video · evening".
     pub label: String,
+    /// How it is provisioned when a budget binds.
     pub priority: PriorityClass,
     /// Share of the region's users in this profile when it was trained.
     pub share_of_users: f32,
+    /// What one of its requests costs.
     pub cost: ResourceCost,
+    /// How its users were put in it (rule or clustering).
     pub role: ProfileRole,
 }

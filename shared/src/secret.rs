@@ -9,6 +9,7 @@ use serde::Deserialize;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
@@ -18,6 +19,7 @@ impl Secret {
         &self.0
     }
 
+    /// The secret's bytes, for keys.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
@@ -27,6 +29,7 @@ impl Secret {
         self.0.len()
     }
 
+    /// Whether the secret is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -43,7 +43,9 @@ impl MinuteWindow {
 /// A signal the rule raised: the observed rate and the level it crossed, per forecast step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Crossing {
+    /// Requests per forecast step the last minute amounts to (for the whole region).
     pub observed_per_step: f32,
+    /// The alarm level it exceeded.
     pub alarm: f32,
 }
 

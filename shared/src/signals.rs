@@ -42,16 +42,19 @@ pub fn is_region_name(name: &str) -> bool {
 pub struct UserHash(pub [u8; 32]);
 
 impl UserHash {
+    /// HMAC-SHA256(salt, raw id): what leaves the edge instead of the id.
     pub fn derive(salt: &[u8], raw_id: &[u8]) -> Self {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(salt).unwrap_or_else(|_| unreachable!());
         mac.update(raw_id);
         Self(mac.finalize().into_bytes().into())
     }
 
+    /// Lower-case hex.
     pub fn to_hex(&self) -> String {
         crate::hex::encode(&self.0)
     }
 
+    /// Parses 64 hex digits.
     pub fn from_hex(text: &str) -> Option<Self> {
         crate::hex::decode(text).map(Self)
     }
@@ -103,12 +106,16 @@ fn signature_mac(key: &[u8], timestamp: UnixSeconds, body: &[u8]) -> Hmac<Sha256
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     #[error("missing or malformed {TIMESTAMP_HEADER} header")]
+    /// The timestamp header is missing or malformed.
     BadTimestamp,
     #[error("signature timestamp is more than {MAX_SIGNATURE_SKEW_SECS} s from the trainer's clock")]
+    /// The timestamp is too far from the trainer's clock.
     Stale,
     #[error("missing or malformed {SIGNATURE_HEADER} header")]
+    /// The signature header is missing or malformed.
     BadSignatureHeader,
     #[error("signature does not verify")]
+    /// The signature does not verify.
     Mismatch,
 }
 
@@ -160,11 +167,15 @@ pub fn tokens_match(presented: &[u8], expected: &[u8]) -> bool {
 /// Requests seen for one region × profile in one minute.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DemandCount {
+    /// The region counted.
     pub region: String,
+    /// The profile counted.
     pub profile: ProfileId,
     /// Minutes since the Unix epoch.
     pub minute: u64,
+    /// Requests in the minute.
     pub requests: u32,
+    /// Response bytes in the minute.
     pub bytes: u64,
 }
 
@@ -183,30 +194,41 @@ pub enum PrewarmReason {
 /// An urgent request to raise a region × profile's capacity.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrewarmRequest {
+    /// The region whose demand ran high.
     pub region: String,
+    /// The profile whose demand ran high.
     pub profile: ProfileId,
+    /// The Unix minute it was seen in.
     pub minute: u64,
     /// Requests per forecast step, extrapolated from what the isolate saw.
     pub observed: f32,
     /// The level it crossed for the same step (the forecast's alarm level).
     pub forecast_upper: f32,
+    /// Why capacity is asked for.
     pub reason: PrewarmReason,
 }
 
 /// One user's anonymised state, sampled so the trainer sees live behaviour.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SampledState {
+    /// The user's salted hash.
     pub user: UserHash,
+    /// The user's region.
     pub region: String,
+    /// The profile the user is in.
     pub profile: ProfileId,
+    /// When the state was sampled.
     pub at: UnixSeconds,
+    /// The user's feature vector.
     pub features: [f32; FEATURE_DIM],
 }
 
 /// A batch of signals from one isolate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SignalBatch {
+    /// [`SIGNAL_VERSION`] when written.
     pub version: u16,
+    /// When the batch was signed and sent.
     pub sent_at: UnixSeconds,
     /// The model the edge was using, so the trainer can see stale edges.
     pub model_version: Option<ModelVersion>,
@@ -215,29 +237,39 @@ pub struct SignalBatch {
     #[serde(default)]
     pub batch_id: u64,
     #[serde(default)]
+    /// Demand counts per region × profile × minute.
     pub demand: Vec<DemandCount>,
     #[serde(default)]
+    /// Prewarm requests.
     pub prewarm: Vec<PrewarmRequest>,
     #[serde(default)]
+    /// Sampled user states.
     pub states: Vec<SampledState>,
 }
 
 /// Why a batch was rejected.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum SignalError {
     #[error("signal batch is not valid JSON for this schema: {0}")]
+    /// Not JSON of this schema.
     Json(#[from] serde_json::Error),
     #[error("signal version {found} is not supported (this build reads {SIGNAL_VERSION})")]
+    /// A batch version this build does not read.
     UnknownVersion { found: u16 },
     #[error("signal batch has {count} items, at most {MAX_ITEMS_PER_BATCH} are allowed")]
+    /// More items than a batch may hold.
     TooLarge { count: usize },
     #[error("signal batch holds a non-finite number")]
+    /// A NaN or infinite number.
     NonFinite,
     #[error("signal batch names region {0:?}: 1 to {MAX_REGION_LEN} characters of [A-Za-z0-9_-]")]
+    /// A region name outside `[A-Za-z0-9_-]{1,64}`.
     BadRegion(String),
 }
 
 impl SignalBatch {
+    /// An empty batch.
     pub fn new(sent_at: UnixSeconds, model_version: Option<ModelVersion>) -> Self {
         Self {
             version: SIGNAL_VERSION,
@@ -250,10 +282,12 @@ impl SignalBatch {
         }
     }
 
+    /// Whether the batch holds nothing.
     pub fn is_empty(&self) -> bool {
         self.demand.is_empty() && self.prewarm.is_empty() && self.states.is_empty()
     }
 
+    /// The batch as JSON, as it is signed and sent.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

@@ -79,22 +79,31 @@ const FLAG_RATE_SEEN: u8 = 2;
 
 /// Why a cookie was not accepted. Every case means "treat the user as new".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum StateError {
     #[error("state cookie is not base64url")]
+    /// Not base64url.
     NotBase64,
     #[error("state cookie is {found} bytes, expected {COOKIE_BYTES}")]
+    /// The wrong length.
     WrongLength { found: usize },
     #[error("state cookie schema {found} is not {STATE_SCHEMA_VERSION}")]
+    /// Another schema.
     UnknownSchema { found: u8 },
     #[error("state cookie was signed with key id {key_id}, which is not configured")]
+    /// Signed with a key that is not configured.
     UnknownKey { key_id: u8 },
     #[error("state cookie signature does not verify")]
+    /// The signature does not verify.
     BadSignature,
     #[error("state cookie holds inconsistent counters")]
+    /// The counters contradict each other.
     Inconsistent,
     #[error("state cookie was last seen in the future")]
+    /// Last seen in the future.
     FromTheFuture,
     #[error("state cookie is older than its maximum age")]
+    /// Older than the maximum age.
     Expired,
 }
 
@@ -102,14 +111,18 @@ pub enum StateError {
 /// the verifier's clock and the longest a state may go unseen.
 #[derive(Clone, Copy, Debug)]
 pub struct CookieCheck<'a> {
+    /// The id cookie's value, which the signature covers.
     pub id: &'a str,
+    /// The time the cookie is judged at.
     pub now: UnixSeconds,
+    /// How old `last_seen` may be, in seconds.
     pub max_age_secs: u64,
 }
 
 /// A secret that signs state cookies, with the id that lets it be rotated.
 #[derive(Clone)]
 pub struct CookieKey {
+    /// The key's id, carried in the cookie.
     pub id: u8,
     secret: Vec<u8>,
 }
@@ -121,6 +134,7 @@ impl core::fmt::Debug for CookieKey {
 }
 
 impl CookieKey {
+    /// A key with its id and secret.
     pub fn new(id: u8, secret: impl Into<Vec<u8>>) -> Self {
         Self { id, secret: secret.into() }
     }
@@ -134,11 +148,14 @@ impl CookieKey {
 /// The signing key plus keys still accepted during a rotation's grace period.
 #[derive(Clone, Debug)]
 pub struct CookieKeys {
+    /// The key new cookies are signed with.
     pub current: CookieKey,
+    /// Keys still accepted (during a rotation).
     pub previous: Vec<CookieKey>,
 }
 
 impl CookieKeys {
+    /// One key, nothing previous.
     pub fn single(key: CookieKey) -> Self {
         Self { current: key, previous: Vec::new() }
     }
@@ -155,12 +172,15 @@ pub struct BehaviourState {
     pub requests: u16,
     /// Sessions started, including the current one (saturating).
     pub sessions: u16,
+    /// When the current session started.
     pub session_start: UnixSeconds,
+    /// When the user was last seen.
     pub last_seen: UnixSeconds,
     /// Bit i set when route class i was used.
     pub route_mask: u16,
     /// The profile the user was last assigned, and by which model.
     pub profile: Option<ProfileId>,
+    /// The model that assignment came from.
     pub model_version: ModelVersion,
     flags: u8,
     means: [f32; MEANS],
@@ -177,7 +197,9 @@ pub struct GeoMemo {
     colo: [u8; 3],
     country: [u8; 2],
     continent: [u8; 2],
+    /// The user's UTC offset there, in minutes.
     pub utc_offset_minutes: i16,
+    /// When `request.cf` was read.
     pub read_at: UnixSeconds,
 }
 
@@ -198,6 +220,7 @@ fn text<const N: usize>(code: &[u8; N]) -> Option<&str> {
 }
 
 impl GeoMemo {
+    /// A memo of what `request.cf` said.
     pub fn new(
         colo: Option<&str>,
         country: Option<&str>,
@@ -214,14 +237,17 @@ impl GeoMemo {
         }
     }
 
+    /// The colo code, if kept.
     pub fn colo(&self) -> Option<&str> {
         text(&self.colo)
     }
 
+    /// The country code, if kept.
     pub fn country(&self) -> Option<&str> {
         text(&self.country)
     }
 
+    /// The continent code, if kept.
     pub fn continent(&self) -> Option<&str> {
         text(&self.continent)
     }
