@@ -86,7 +86,7 @@ pub mod index {
     pub const DEVICE_TABLET: usize = 12;
     /// Share of requests from automation.
     pub const DEVICE_BOT: usize = 13;
-    /// Round-trip time bucket, 0..=5 ([`RTT_BUCKET_LIMITS_MS`]).
+    /// Round-trip time bucket, 0..=5 ([`super::RTT_BUCKET_LIMITS_MS`]).
     pub const RTT_BUCKET: usize = 14;
     /// ln(1 + response bytes per second).
     pub const BYTES_PER_SECOND: usize = 15;
