@@ -6,7 +6,7 @@ use worker::{Env, Url};
 
 /// Everything the per-request path needs, parsed and validated.
 #[derive(Debug, Clone)]
-pub struct EdgeConfig {
+pub(crate) struct EdgeConfig {
     /// Where requests are forwarded (`ORIGIN_URL`).
     pub origin: Url,
     /// Where signals go (`TRAINER_URL`); signals are off when unset.
@@ -58,10 +58,10 @@ pub struct EdgeConfig {
 
 /// A configuration problem; the worker then passes requests through untouched.
 #[derive(Debug, Clone)]
-pub struct ConfigError(pub String);
+pub(crate) struct ConfigError(pub String);
 
 /// A var or secret, if set and not blank.
-pub fn text(env: &Env, name: &str) -> Option<String> {
+pub(crate) fn text(env: &Env, name: &str) -> Option<String> {
     env.secret(name)
         .map(|s| s.to_string())
         .or_else(|_| env.var(name).map(|v| v.to_string()))
@@ -82,7 +82,7 @@ fn required(env: &Env, name: &str) -> Result<String, ConfigError> {
 
 /// Shortest accepted secret: a salt, cookie key or signal key shorter than this could be
 /// guessed offline from what leaves the worker (hashes, signatures, cookies).
-pub const MIN_SECRET_BYTES: usize = 16;
+pub(crate) const MIN_SECRET_BYTES: usize = 16;
 
 fn secret(env: &Env, name: &str) -> Result<Secret, ConfigError> {
     let value = required(env, name)?;
@@ -115,7 +115,7 @@ fn check_trainer_url(trainer: &Url) -> Result<(), ConfigError> {
 }
 
 impl EdgeConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    pub(crate) fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = |name: &str, raw: String| Url::parse(&raw).map_err(|e| ConfigError(format!("{name}: {e}")));
         let origin = url("ORIGIN_URL", required(env, "ORIGIN_URL")?)?;
         let trainer = text(env, "TRAINER_URL").map(|raw| url("TRAINER_URL", raw)).transpose()?;

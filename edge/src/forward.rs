@@ -14,7 +14,7 @@ use crate::host;
 /// The profile tags added to the forwarded request (header names in `js/hot_path.js`:
 /// `x-prewarm-profile`, `x-prewarm-region`, `x-prewarm-model`).
 #[derive(Debug, Clone)]
-pub struct Tags {
+pub(crate) struct Tags {
     pub profile: String,
     pub region: String,
     pub model: String,
@@ -22,7 +22,7 @@ pub struct Tags {
 
 /// The origin URL for an incoming request: the origin's scheme and authority, the request's path
 /// and query.
-pub fn target(origin: &Url, path_and_query: &str) -> String {
+pub(crate) fn target(origin: &Url, path_and_query: &str) -> String {
     format!("{}{path_and_query}", &origin[..worker::url::Position::BeforePath])
 }
 
@@ -31,7 +31,7 @@ fn js_error(e: JsValue) -> worker::Error {
 }
 
 /// Sends the request on to the origin and returns its response (body still streaming).
-pub async fn forward(req: &web_sys::Request, target: &str, tags: Option<&Tags>) -> Result<web_sys::Response> {
+pub(crate) async fn forward(req: &web_sys::Request, target: &str, tags: Option<&Tags>) -> Result<web_sys::Response> {
     let promise = host::forward_to_origin(
         req,
         target,
@@ -45,7 +45,7 @@ pub async fn forward(req: &web_sys::Request, target: &str, tags: Option<&Tags>) 
 }
 
 /// The origin's response with extra `Set-Cookie` headers.
-pub fn with_cookies(response: &web_sys::Response, cookies: &[String]) -> Result<web_sys::Response> {
+pub(crate) fn with_cookies(response: &web_sys::Response, cookies: &[String]) -> Result<web_sys::Response> {
     host::with_cookies(response, &host::encode_cookies(cookies)).map_err(js_error)
 }
 

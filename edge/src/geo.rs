@@ -25,7 +25,7 @@ const GEO_REFRESH_SECS: u64 = 15 * 60;
 const GEO_REFRESH_REQUESTS: u16 = 16;
 
 #[derive(Debug, Default, Clone)]
-pub struct RequestOrigin {
+pub(crate) struct RequestOrigin {
     pub colo: Option<String>,
     pub country: Option<String>,
     pub continent: Option<String>,
@@ -38,7 +38,11 @@ pub struct RequestOrigin {
 impl RequestOrigin {
     /// Where the visitor is: from the state's memo while it is recent, otherwise from
     /// `request.cf` (a JSON parse inside the runtime), remembered in the state for next time.
-    pub fn for_visitor(request: &worker::web_sys::Request, state: &mut BehaviourState, now: UnixSeconds) -> Self {
+    pub(crate) fn for_visitor(
+        request: &worker::web_sys::Request,
+        state: &mut BehaviourState,
+        now: UnixSeconds,
+    ) -> Self {
         let recent = state.geo.filter(|g| {
             now.0.saturating_sub(g.read_at.0) < GEO_REFRESH_SECS && !state.requests.is_multiple_of(GEO_REFRESH_REQUESTS)
         });
@@ -64,7 +68,7 @@ impl RequestOrigin {
     }
 
     /// Local hour and weekday of `now` where the visitor is.
-    pub fn local_time(&self, now: UnixSeconds) -> (f32, u8) {
+    pub(crate) fn local_time(&self, now: UnixSeconds) -> (f32, u8) {
         local_time(now, self.utc_offset_minutes)
     }
 }

@@ -43,7 +43,7 @@ fn fields(joined: &str) -> impl FnMut() -> Option<String> + '_ {
 
 /// What prewarm reads from a request's headers, fetched in one crossing (`requestFacts`).
 #[derive(Debug, Default, Clone)]
-pub struct RequestFacts {
+pub(crate) struct RequestFacts {
     pub url: String,
     /// Where the path starts in `url` (`url.len()` for a bare origin); `None` when the URL is
     /// not absolute. Found once: the path is needed at several steps.
@@ -57,9 +57,9 @@ pub struct RequestFacts {
 impl RequestFacts {
     /// The record's fields, in order (`REQUEST_FACTS` in `js/hot_path.js`).
     #[allow(dead_code, reason = "read by the tests that pin it to js/hot_path.js")]
-    pub const FIELDS: &[&str] = &["url", "cookie", "accept", "user_agent", "fault"];
+    pub(crate) const FIELDS: &[&str] = &["url", "cookie", "accept", "user_agent", "fault"];
 
-    pub fn read(request: &web_sys::Request) -> Self {
+    pub(crate) fn read(request: &web_sys::Request) -> Self {
         Self::decode(&request_facts(request))
     }
 
@@ -77,12 +77,12 @@ impl RequestFacts {
     }
 
     /// The request URL was absolute (the runtime always gives one).
-    pub fn is_absolute(&self) -> bool {
+    pub(crate) fn is_absolute(&self) -> bool {
         self.path_at.is_some()
     }
 
     /// The path and query ("/" for a bare origin or a URL that is not absolute).
-    pub fn path_and_query(&self) -> &str {
+    pub(crate) fn path_and_query(&self) -> &str {
         match self.path_at {
             Some(at) if at < self.url.len() => &self.url[at..],
             _ => "/",
@@ -90,7 +90,7 @@ impl RequestFacts {
     }
 
     /// The path alone (before `?`).
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         let path_and_query = self.path_and_query();
         path_and_query.split_once('?').map_or(path_and_query, |(path, _)| path)
     }
@@ -106,7 +106,7 @@ fn path_start(url: &str) -> Option<usize> {
 /// `request.cf`, as far as prewarm needs it (`requestCf`). Every field is optional (local runs
 /// and tests may lack some).
 #[derive(Debug, Default, Clone)]
-pub struct CfFacts {
+pub(crate) struct CfFacts {
     pub colo: Option<String>,
     pub country: Option<String>,
     pub continent: Option<String>,
@@ -117,9 +117,9 @@ pub struct CfFacts {
 impl CfFacts {
     /// The record's fields, in order (`CF_FACTS` in `js/hot_path.js`).
     #[allow(dead_code, reason = "read by the tests that pin it to js/hot_path.js")]
-    pub const FIELDS: &[&str] = &["colo", "country", "continent", "timezone", "rtt_ms"];
+    pub(crate) const FIELDS: &[&str] = &["colo", "country", "continent", "timezone", "rtt_ms"];
 
-    pub fn read(request: &web_sys::Request) -> Self {
+    pub(crate) fn read(request: &web_sys::Request) -> Self {
         Self::decode(&request_cf(request))
     }
 
@@ -137,7 +137,7 @@ impl CfFacts {
 
 /// The origin response's head as far as prewarm needs it (`responseFacts`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ResponseFacts {
+pub(crate) struct ResponseFacts {
     pub content_type: Option<String>,
     /// `Content-Length`, 0 when absent or not a number.
     pub length: u64,
@@ -146,9 +146,9 @@ pub struct ResponseFacts {
 impl ResponseFacts {
     /// The record's fields, in order (`RESPONSE_FACTS` in `js/hot_path.js`).
     #[allow(dead_code, reason = "read by the tests that pin it to js/hot_path.js")]
-    pub const FIELDS: &[&str] = &["content_type", "length"];
+    pub(crate) const FIELDS: &[&str] = &["content_type", "length"];
 
-    pub fn read(response: &web_sys::Response) -> Self {
+    pub(crate) fn read(response: &web_sys::Response) -> Self {
         Self::decode(&response_facts(response))
     }
 
@@ -160,7 +160,7 @@ impl ResponseFacts {
 
 /// What `edge/worker.mjs` needs to forward a request prepared synchronously (`decodePlan`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan<'a> {
+pub(crate) struct Plan<'a> {
     /// The key `prewarm_complete` / `prewarm_abandon` find the prepared request by.
     pub token: u32,
     pub target: &'a str,
@@ -172,15 +172,15 @@ pub struct Plan<'a> {
 impl Plan<'_> {
     /// The record's fields, in order (`PLAN` in `js/hot_path.js`).
     #[allow(dead_code, reason = "read by the tests that pin it to js/hot_path.js")]
-    pub const FIELDS: &'static [&'static str] = &["token", "target", "profile", "region", "model"];
+    pub(crate) const FIELDS: &'static [&'static str] = &["token", "target", "profile", "region", "model"];
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!("{}\n{}\n{}\n{}\n{}", self.token, self.target, self.profile, self.region, self.model)
     }
 }
 
 /// `Set-Cookie` values for `withCookies`: one per field, as many as there are.
-pub fn encode_cookies(cookies: &[String]) -> String {
+pub(crate) fn encode_cookies(cookies: &[String]) -> String {
     cookies.join("\n")
 }
 

@@ -5,8 +5,8 @@ use prewarm_shared::UnixSeconds;
 use prewarm_shared::signals::UserHash;
 use prewarm_shared::state::{BehaviourState, CookieCheck, CookieKeys, StateError};
 
-pub const ID_COOKIE: &str = "pw_id";
-pub const STATE_COOKIE: &str = "pw_state";
+pub(crate) const ID_COOKIE: &str = "pw_id";
+pub(crate) const STATE_COOKIE: &str = "pw_state";
 /// The id lives a year; the state `STATE_MAX_AGE_DAYS` (default 30: behaviour older than that
 /// is not worth keeping).
 const ID_MAX_AGE_SECS: u64 = 365 * 86_400;
@@ -15,7 +15,7 @@ const ID_HEX_LEN: usize = 32;
 
 /// One visitor, as far as this request knows.
 #[derive(Debug)]
-pub struct Visitor {
+pub(crate) struct Visitor {
     /// The raw id: it goes into this visitor's own cookie and nowhere else.
     raw_id: String,
     pub state: BehaviourState,
@@ -36,7 +36,12 @@ fn is_valid_id(id: &str) -> bool {
 
 /// Reads or creates the visitor's identity and state. A state is accepted only beside the id it
 /// was signed with, last seen neither in the future nor more than `state_max_age_secs` ago.
-pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, now: UnixSeconds, state_max_age_secs: u64) -> Visitor {
+pub(crate) fn identify(
+    cookie_header: Option<&str>,
+    keys: &CookieKeys,
+    now: UnixSeconds,
+    state_max_age_secs: u64,
+) -> Visitor {
     let existing = cookie_header.and_then(|h| cookie(h, ID_COOKIE)).filter(|id| is_valid_id(id));
     let (raw_id, id_is_new) = match existing {
         Some(id) => (id.to_owned(), false),
@@ -60,12 +65,12 @@ pub fn identify(cookie_header: Option<&str>, keys: &CookieKeys, now: UnixSeconds
 impl Visitor {
     /// What leaves the worker instead of the raw id: HMAC(salt, id). Computed only when a
     /// signal needs it (a sampled state), not on every request.
-    pub fn user(&self, salt: &[u8]) -> UserHash {
+    pub(crate) fn user(&self, salt: &[u8]) -> UserHash {
         UserHash::derive(salt, self.raw_id.as_bytes())
     }
 
     /// `Set-Cookie` values for the response.
-    pub fn set_cookies(&self, keys: &CookieKeys, state_max_age_secs: u64) -> Vec<String> {
+    pub(crate) fn set_cookies(&self, keys: &CookieKeys, state_max_age_secs: u64) -> Vec<String> {
         let attributes = "Path=/; Secure; HttpOnly; SameSite=Lax";
         let mut out = Vec::with_capacity(2);
         if self.id_is_new {

@@ -6,6 +6,8 @@
 //! request passes through tagged `default`; model loads and refreshes are cached per isolate
 //! and refreshed in the background; signals are sent after the response, with timeouts.
 
+#![warn(unreachable_pub)]
+
 mod config;
 mod forward;
 mod geo;

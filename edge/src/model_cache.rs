@@ -26,18 +26,18 @@ use worker::{Delay, KvStore};
 
 use crate::geo::RequestOrigin;
 
-pub const KV_BINDING: &str = "PREWARM_MODEL";
+pub(crate) const KV_BINDING: &str = "PREWARM_MODEL";
 
 /// A load left to the background gives up after this long (a KV that never answers would
 /// otherwise hold the refresh slot for good).
 const BACKGROUND_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A future handed to `ctx.wait_until`.
-pub type Background = Pin<Box<dyn Future<Output = ()>>>;
+pub(crate) type Background = Pin<Box<dyn Future<Output = ()>>>;
 
 /// How the cache reads KV (from the worker's configuration).
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// KV `cacheTtl` of reads (`MODEL_CACHE_TTL`).
     pub cache_ttl: u64,
     /// Pointer re-reads, and retries after a failure, at most this often (`MODEL_CHECK_SECS`).
@@ -77,7 +77,7 @@ thread_local! {
 
 /// What the status endpoint reports about the model.
 #[derive(Debug, Clone, Default)]
-pub struct ModelStatus {
+pub(crate) struct ModelStatus {
     pub version: Option<u32>,
     pub pointer_hash: Option<String>,
     pub regions_loaded: Vec<String>,
@@ -88,7 +88,7 @@ pub struct ModelStatus {
     pub last_error: Option<String>,
 }
 
-pub fn status() -> ModelStatus {
+pub(crate) fn status() -> ModelStatus {
     CACHE.with(|c| {
         let c = c.borrow();
         let mut regions_loaded: Vec<String> = c.regions.keys().cloned().collect();
@@ -111,7 +111,7 @@ pub fn status() -> ModelStatus {
 /// may wait for it ([`model_for`]); `Some(None)` when no model applies now — nothing loaded
 /// yet, a load in flight, or a failure within the last `check_secs` (a retry is started in the
 /// background when due). A due refresh of the pointer is started through `spawn`.
-pub fn model_now(
+pub(crate) fn model_now(
     kv: impl Fn() -> Option<KvStore>,
     settings: &Settings,
     origin: &RequestOrigin,
@@ -153,7 +153,7 @@ pub fn model_now(
 /// the Wasm boundary, and most requests are served from the cache); `spawn` runs background
 /// loads (the caller hands them to `ctx.wait_until`). Waits for KV only on the isolate's first
 /// look at the pointer or at this region, and for at most `settings.load_timeout`.
-pub async fn model_for(
+pub(crate) async fn model_for(
     kv: impl Fn() -> Option<KvStore>,
     settings: &Settings,
     origin: &RequestOrigin,

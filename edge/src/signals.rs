@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures_util::future::{Either, select};
-pub use prewarm_shared::aggregate::Served;
+pub(crate) use prewarm_shared::aggregate::Served;
 use prewarm_shared::aggregate::{AggregateSettings, Aggregator};
 use prewarm_shared::signals::{self, KEY_ID_HEADER, SIGNATURE_HEADER, SignalBatch, TIMESTAMP_HEADER};
 use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
@@ -25,7 +25,7 @@ struct Isolate {
 
 /// Totals for the status endpoint.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SignalCounters {
+pub(crate) struct SignalCounters {
     pub batches_sent: u64,
     pub batches_failed: u64,
     pub batches_dropped: u64,
@@ -36,7 +36,7 @@ thread_local! {
     static AGGREGATOR: RefCell<Isolate> = RefCell::new(Isolate::default());
 }
 
-pub fn counters() -> SignalCounters {
+pub(crate) fn counters() -> SignalCounters {
     AGGREGATOR.with(|a| a.borrow().counters)
 }
 
@@ -51,7 +51,7 @@ fn settings(config: &EdgeConfig) -> AggregateSettings {
 }
 
 /// Counts a request; returns a batch when one is due (a prewarm request, enough items, or age).
-pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
+pub(crate) fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
     AGGREGATOR.with(|a| {
         let mut a = a.borrow_mut();
         if !a.counts.record(&settings(config), served) {
@@ -66,7 +66,7 @@ pub fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
 }
 
 /// Sends a batch (run inside `ctx.wait_until`). Gives up after the configured timeout.
-pub async fn send(config: Rc<EdgeConfig>, batch: SignalBatch) {
+pub(crate) async fn send(config: Rc<EdgeConfig>, batch: SignalBatch) {
     let Some(trainer) = config.trainer.as_ref() else {
         return;
     };

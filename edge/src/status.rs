@@ -10,7 +10,7 @@ use worker::{Request, Response, Result};
 
 use crate::{model_cache, signals};
 
-pub const PREFIX: &str = "/__prewarm/";
+pub(crate) const PREFIX: &str = "/__prewarm/";
 /// The JS entry counts panics here, outside Wasm memory, so the count survives the re-instantiation.
 const PANICS_GLOBAL: &str = "__prewarm_panics";
 
@@ -34,19 +34,19 @@ fn bump(f: impl Fn(&Counters) -> &Cell<u64>) {
     });
 }
 
-pub fn count_request() {
+pub(crate) fn count_request() {
     bump(|c| &c.requests);
 }
-pub fn count_without_model() {
+pub(crate) fn count_without_model() {
     bump(|c| &c.without_model);
 }
-pub fn count_state_rejected() {
+pub(crate) fn count_state_rejected() {
     bump(|c| &c.states_rejected);
 }
-pub fn count_origin_error() {
+pub(crate) fn count_origin_error() {
     bump(|c| &c.origin_errors);
 }
-pub fn set_config_error(error: Option<String>) {
+pub(crate) fn set_config_error(error: Option<String>) {
     CONFIG_ERROR.with(|e| *e.borrow_mut() = error);
 }
 
@@ -56,7 +56,7 @@ fn panics_caught() -> u64 {
 }
 
 /// Answers `/__prewarm/*`; `status_token` guards both endpoints when set.
-pub fn handle(req: &Request, path: &str, status_token: Option<&str>) -> Result<Response> {
+pub(crate) fn handle(req: &Request, path: &str, status_token: Option<&str>) -> Result<Response> {
     if let Some(token) = status_token {
         let presented = req.headers().get("authorization").ok().flatten().unwrap_or_default();
         let presented = presented.strip_prefix("Bearer ").unwrap_or("");

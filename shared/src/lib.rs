@@ -33,7 +33,7 @@
 //! ```
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod aggregate;
 pub mod artifact;
