@@ -6,7 +6,7 @@
 //! request passes through tagged `default`; model loads and refreshes are cached per isolate
 //! and refreshed in the background; signals are sent after the response, with timeouts.
 
-#![warn(unreachable_pub)]
+#![warn(missing_docs, unreachable_pub)]
 
 mod config;
 mod forward;
