@@ -29,9 +29,10 @@ pub struct EdgeSummary {
 
 impl Store {
     /// Stores one signal batch from the edge in one transaction, once: when `receipt`'s
-    /// signature was accepted before, nothing is stored and `false` is returned. Receipts
-    /// older than twice the signature window are forgotten here (their timestamps no longer
-    /// verify).
+    /// signature, or the batch's id (non-zero), was accepted before, nothing is stored and
+    /// `false` is returned. Receipts older than twice the signature window are forgotten here
+    /// (their timestamps no longer verify); batch ids are kept as long as the counts they
+    /// added (`Store::prune`), so a batch delivered again later, re-signed, still counts once.
     pub fn insert_signals(
         &mut self,
         batch: &SignalBatch,
@@ -48,6 +49,16 @@ impl Store {
                     "INSERT INTO signal_receipts (signature, signed_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 )?
                 .execute(params![&receipt.signature[..], receipt.signed_at as i64])?;
+            if fresh == 0 {
+                return Ok(false);
+            }
+        }
+        if batch.batch_id != 0 {
+            let fresh = tx
+                .prepare_cached(
+                    "INSERT INTO signal_batches (batch_id, received_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![batch.batch_id as i64, received_at as i64])?;
             if fresh == 0 {
                 return Ok(false);
             }

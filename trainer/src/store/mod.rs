@@ -4,7 +4,7 @@
 //! Tables: `events` (validated, classified behaviour events), `demand` (requests per region ×
 //! profile × minute, from the edge's signals), `prewarm_signals`, `sampled_states` (anonymised
 //! feature vectors from the edge), `edge_reports` (which model version each signal batch came
-//! from), `signal_receipts` (accepted batches' signatures) and `totals` (counts kept in the
+//! from), `signal_receipts` (accepted batches' signatures), `signal_batches` (accepted batch ids) and `totals` (counts kept in the
 //! same transactions as the rows, so a status read never scans a table). Every table with
 //! per-user or per-edge rows is pruned after `retention_days` ([`Store::prune`]). The schema
 //! version lives in SQLite's `user_version`.
@@ -130,6 +130,12 @@ const MIGRATIONS: &[&str] = &[
 "#,
     // Whether an event fetched /robots.txt (the automation rule's clue; paths are not kept).
     "ALTER TABLE events ADD COLUMN robots_txt INTEGER NOT NULL DEFAULT 0;",
+    // Accepted batches by the edge's batch id, for as long as what they counted is kept: a
+    // batch delivered twice (a retry re-signed later, at-least-once delivery) counts once.
+    r#"
+    CREATE TABLE signal_batches (batch_id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL);
+    CREATE INDEX signal_batches_received_at ON signal_batches(received_at);
+"#,
 ];
 
 /// A count kept in the `totals` table.
@@ -285,6 +291,7 @@ impl Store {
         let sampled_states = tx.execute("DELETE FROM sampled_states WHERE at < ?1", params![before])?;
         Total::SampledStates.add(&tx, -(sampled_states as i64))?;
         let edge_reports = tx.execute("DELETE FROM edge_reports WHERE received_at < ?1", params![before])?;
+        tx.execute("DELETE FROM signal_batches WHERE received_at < ?1", params![before])?;
         Total::SignalBatches.add(&tx, -(edge_reports as i64))?;
         tx.commit()?;
         Ok(Pruned { events, demand, prewarm_signals, sampled_states, edge_reports })

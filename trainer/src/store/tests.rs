@@ -109,7 +109,7 @@ fn a_store_of_the_previous_schema_gets_its_totals_from_its_rows() {
         .conn
         .execute_batch(
             "DROP TABLE totals; DROP TABLE signal_receipts; ALTER TABLE events DROP COLUMN robots_txt; \
-             PRAGMA user_version = 2;",
+             DROP TABLE signal_batches; PRAGMA user_version = 2;",
         )
         .expect("reset");
     for index in ["demand_minute", "prewarm_signals_received_at", "sampled_states_at", "edge_reports_received_at"] {
@@ -128,8 +128,36 @@ fn the_robots_txt_flag_is_kept_and_older_stores_read_it_as_false() {
         store.events_by_user(None).expect("read").iter().map(|e| (e.time, e.robots_txt)).collect();
     assert_eq!(read, [(100, true), (200, false)]);
     // A store from before the column: its events are kept and read as not robots.txt.
-    store.conn.execute_batch("ALTER TABLE events DROP COLUMN robots_txt; PRAGMA user_version = 3;").expect("reset");
+    store
+        .conn
+        .execute_batch("ALTER TABLE events DROP COLUMN robots_txt; DROP TABLE signal_batches; PRAGMA user_version = 3;")
+        .expect("reset");
     store.migrate().expect("migrates");
     assert!(store.events_by_user(None).expect("read").iter().all(|e| !e.robots_txt));
     assert_eq!(store.count_events().expect("count"), 2);
+}
+
+#[test]
+fn a_batch_delivered_again_under_a_new_signature_counts_once_until_pruned() {
+    let mut store = Store::in_memory().expect("store");
+    let now = 1_700_000_000;
+    let mut first = batch(now, 5);
+    first.batch_id = 42;
+    let signed = |signature: u8, at: u64| SignalReceipt { signature: [signature; 32], signed_at: at };
+    assert!(store.insert_signals(&first, now, Some(&signed(1, now))).expect("first"));
+    // A queue's retry: the same batch, signed again minutes later.
+    let mut retry = first.clone();
+    retry.sent_at = UnixSeconds(now + 600);
+    assert!(!store.insert_signals(&retry, now + 600, Some(&signed(2, now + 600))).expect("retry"));
+    assert_eq!(store.edge_summary().expect("summary").demand_requests, 5, "counted once");
+    // Another batch id is another batch; id 0 (an older edge) is judged by signature alone.
+    let mut other = first.clone();
+    other.batch_id = 43;
+    assert!(store.insert_signals(&other, now + 601, Some(&signed(3, now + 601))).expect("other"));
+    let legacy = batch(now, 1);
+    assert!(store.insert_signals(&legacy, now + 602, Some(&signed(4, now + 602))).expect("legacy"));
+    assert!(store.insert_signals(&legacy, now + 603, Some(&signed(5, now + 603))).expect("legacy again"));
+    // Batch ids go with the counts they added.
+    store.prune(now + 1).expect("prune");
+    assert_eq!(scanned(&store, "SELECT COUNT(*) FROM signal_batches"), 1, "the id received at now is pruned");
 }

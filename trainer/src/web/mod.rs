@@ -62,7 +62,7 @@ pub enum AppError {
     Body(#[from] BodyError),
     #[error("{0}")]
     BadSignals(#[from] signals::SignalError),
-    #[error("this signed batch was already received (a retry or a replay): stored once")]
+    #[error("this batch was already received (the same signature or batch id: a retry or a replay): stored once")]
     Replayed,
     #[error("too many requests from this source: retry in {0:.1} s")]
     RateLimited(f64),

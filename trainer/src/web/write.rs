@@ -86,7 +86,7 @@ pub(super) async fn post_events(State(state): State<AppState>, request: Request)
         (status = 202, description = "The batch is stored", body = SignalCounts),
         (status = 400, description = "A malformed batch, or a timestamp outside the window", body = ErrorBody),
         (status = 401, description = "An unknown key id or a signature that does not verify", body = ErrorBody),
-        (status = 409, description = "This signed batch was already received", body = ErrorBody),
+        (status = 409, description = "This batch (its signature, or its batch id) was already received", body = ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
         (status = 415, description = "A content type other than application/json", body = ErrorBody),
         (status = 429, description = "Too many batches from this source", body = ErrorBody),
