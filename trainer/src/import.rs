@@ -22,26 +22,37 @@ use crate::store::{Store, StoreError};
 const BATCH: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
+/// Why an import stopped.
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum ImportError {
     #[error("cannot read {path}: {source}")]
+    /// A file could not be read.
     Read { path: String, source: std::io::Error },
     #[error(transparent)]
+    /// The store refused the events.
     Store(#[from] StoreError),
     #[error("no salt configured (PREWARM_SALT): log users cannot be hashed")]
+    /// Users cannot be hashed without a salt.
     NoSalt,
     #[error(transparent)]
+    /// The configured `log_format` does not compile.
     Format(#[from] crate::ingest::log_format::FormatError),
 }
 
 /// What one import did.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ImportSummary {
+    /// Files read.
     pub files: usize,
+    /// Lines read.
     pub lines: usize,
+    /// Events stored.
     pub imported: usize,
+    /// Lines that did not parse (skipped, counted).
     pub unparseable: usize,
     /// A sample of unparseable lines: `file:line: reason`.
     pub samples: Vec<String>,
+    /// Wall-clock seconds the import took.
     pub seconds: f64,
 }
 

@@ -15,21 +15,26 @@ use crate::profile::FittedRegion;
 pub struct TrainedRegion {
     /// What the edge reads: profiles, centroids, the forecast table.
     pub model: RegionModel,
+    /// Users in the region's training window.
     pub users: usize,
     /// The region had too few users and uses the global profiles.
     pub borrowed_global: bool,
+    /// The clustering's silhouette (0 when nothing was clustered).
     pub silhouette: f64,
+    /// Profile ids of the previous model that no longer exist.
     pub retired: Vec<ProfileId>,
     /// Label purity, cost spread, bots placed, stability; why this k.
     pub quality: crate::profile::quality::RegionQuality,
     /// Each training user's profile (for evaluation and the replay).
     pub user_profiles: Vec<(UserHash, ProfileId)>,
+    /// What the training knows of each profile beyond the artifact.
     pub profiles: BTreeMap<ProfileId, TrainedProfile>,
 }
 
 /// What a training learnt about one profile beyond the artifact (which stays small).
 #[derive(Debug, Clone, Default)]
 pub struct TrainedProfile {
+    /// Why the profile has its priority.
     pub priority_reason: String,
     /// How its forecast was made: model, skill, band (none without history).
     pub forecast: Option<ProfileForecastReport>,

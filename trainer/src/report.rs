@@ -16,15 +16,22 @@ use crate::profile::quality::RegionQuality;
 /// One training run's report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingReport {
+    /// The model version trained.
     pub version: u32,
+    /// When (Unix seconds).
     pub trained_at: u64,
+    /// By region name.
     pub regions: BTreeMap<String, RegionReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What training found in one region.
 pub struct RegionReport {
+    /// Users in its training window.
     pub users: usize,
+    /// The region had too few users and uses the global profiles.
     pub borrowed_global: bool,
+    /// The clustering's silhouette.
     pub silhouette: f64,
     /// Profile ids that no longer exist.
     pub retired: Vec<u16>,
@@ -36,9 +43,13 @@ pub struct RegionReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What training found for one profile.
 pub struct ProfileReport {
+    /// Its label.
     pub label: String,
+    /// Its priority class.
     pub priority: PriorityClass,
+    /// Why it has that priority.
     pub priority_reason: String,
     /// The forecast's model, skill and band; none for a profile without history.
     pub forecast: Option<SeriesReport>,
@@ -47,6 +58,7 @@ pub struct ProfileReport {
 }
 
 impl TrainingReport {
+    /// The report of a training's regions.
     pub fn of(version: ModelVersion, trained_at: UnixSeconds, regions: &[TrainedRegion]) -> Self {
         let regions = regions
             .iter()

@@ -23,16 +23,22 @@ use crate::report::TrainingReport;
 use crate::store::{EventsBefore, Store, StoreError, UserEvents};
 
 #[derive(Debug, thiserror::Error)]
+/// Why a training failed.
 pub enum TrainError {
     #[error(transparent)]
+    /// The profile stage failed.
     Profile(#[from] ProfileError),
     #[error(transparent)]
+    /// The store failed.
     Store(#[from] StoreError),
     #[error(transparent)]
+    /// The calendar could not be read.
     Calendar(#[from] CalendarError),
     #[error(transparent)]
+    /// Publishing failed.
     Publish(#[from] PublishError),
     #[error("cannot encode the model: {0}")]
+    /// The model could not be encoded.
     Artifact(#[from] prewarm_shared::ArtifactError),
 }
 
@@ -40,8 +46,11 @@ pub enum TrainError {
 /// (profile id, minute, requests), the calendar and the feeds' points.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
+    /// Per region: the edge's demand counts (profile id, Unix minute, requests).
     pub edge_counts: BTreeMap<String, Vec<(u16, u64, u64)>>,
+    /// Scheduled events.
     pub calendar: Calendar,
+    /// Each feed's points, by feed name.
     pub feeds: Vec<(String, Vec<FeedPoint>)>,
 }
 
@@ -224,7 +233,9 @@ pub fn train_with(
 /// The outcome of a run.
 #[derive(Debug)]
 pub struct TrainRun {
+    /// The version trained (the current one when nothing was published).
     pub version: ModelVersion,
+    /// Every region's outcome.
     pub regions: Vec<TrainedRegion>,
     /// False when the model is identical in content to the published one, or publishing is
     /// paused.

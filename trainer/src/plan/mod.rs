@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 pub struct InstanceShape {
     /// CPU milliseconds per second (1000 per core).
     pub cpu_ms_per_sec: f64,
+    /// Memory, MB.
     pub memory_mb: f64,
+    /// Network throughput, bytes per second.
     pub bytes_per_sec: f64,
 }
 
@@ -36,10 +38,13 @@ pub struct InstanceShape {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PlanConfig {
+    /// What one unit of capacity provides.
     pub instance: InstanceShape,
     /// Capacity takes this long to become ready: plan this far ahead.
     pub lead_time_secs: u64,
+    /// Never fewer units.
     pub min_units: u32,
+    /// Never more units.
     pub max_units: u32,
     /// The most units the budget allows; priorities are served in order when it binds.
     pub budget_units: Option<u32>,
@@ -64,6 +69,7 @@ pub struct PlanConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
+    /// The pool's name (the KEDA trigger and the plan name it).
     pub name: String,
     /// Profiles whose requests are at least `min_share` of this content class (video, text,
     /// interactive, api, static), from the profile's centroid…
@@ -72,10 +78,15 @@ pub struct PoolConfig {
     /// profiles no pool takes form the pool `default`.
     pub label: Option<String>,
     #[serde(default = "default_pool_share")]
+    /// The content share a profile needs for `content` to match.
     pub min_share: f64,
+    /// Its instance shape, if not `[plan]`'s.
     pub instance: Option<InstanceShape>,
+    /// Its minimum, if not `[plan]`'s.
     pub min_units: Option<u32>,
+    /// Its maximum, if not `[plan]`'s.
     pub max_units: Option<u32>,
+    /// Its budget, if not `[plan]`'s.
     pub budget_units: Option<u32>,
 }
 
@@ -185,6 +196,7 @@ impl Default for PlanConfig {
 pub struct PlanStep {
     /// When the units must be ready.
     pub at: u64,
+    /// Units to have ready at `at`.
     pub units: u32,
     /// Before min/max, budget and stabilisation.
     pub required_units: u32,
@@ -293,9 +305,13 @@ pub fn node_headroom(
 /// One region × pool's plan, with the profiles the pool serves.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PoolPlan {
+    /// The region planned.
     pub region: String,
+    /// The pool planned.
     pub pool: String,
+    /// The profiles the pool serves.
     pub profiles: Vec<ProfileId>,
+    /// Units per step.
     pub steps: Vec<PlanStep>,
 }
 

@@ -11,19 +11,25 @@ use super::{Store, StoreError, Total};
 /// An accepted batch's signature and when it was signed: what makes a delivery a duplicate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalReceipt {
+    /// HMAC-SHA256 of the batch, as its signature header carried it.
     pub signature: [u8; 32],
+    /// The signature's timestamp.
     pub signed_at: u64,
 }
 
 /// Totals of what the edge has signalled.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct EdgeSummary {
+    /// Signal batches accepted (kept as a total).
     pub signal_batches: u64,
+    /// Requests the edge counted.
     pub demand_requests: u64,
     /// (reason, count)
     #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub prewarm_signals: Vec<(String, u64)>,
+    /// Behaviour states the edge sampled.
     pub sampled_states: u64,
+    /// The model version of the newest batch, if it said.
     pub edge_model_version: Option<u32>,
 }
 

@@ -228,7 +228,9 @@ impl UserEvents for InMemory<'_> {
 /// The store's events before a time, streamed from SQLite one user at a time.
 #[derive(Debug, Clone, Copy)]
 pub struct EventsBefore<'a> {
+    /// The store read.
     pub store: &'a Store,
+    /// Events at or after this instant (Unix seconds) are left out.
     pub before: u64,
 }
 

@@ -27,20 +27,26 @@ pub use readers::Readers;
 
 /// Why the store failed. `Full` and `ReadOnly` are the operator's to fix; the server answers 503.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum StoreError {
     #[error(
         "the store is full (its disk, or the store_max_mb cap): free space or raise the cap; nothing stored was changed"
     )]
+    /// The disk or the size cap is full.
     Full,
     #[error(
         "the store is read-only (its disk, or store_read_only maintenance mode): writes resume when it is writable"
     )]
+    /// The store is in maintenance mode or its disk is read-only.
     ReadOnly,
     #[error("store schema {found} is newer than this build understands ({supported})")]
+    /// Written by a newer build.
     FutureSchema { found: i64, supported: i64 },
     #[error("database error: {0}")]
+    /// Any other SQLite error.
     Sqlite(rusqlite::Error),
     #[error("a store lock is poisoned (a thread panicked holding it)")]
+    /// A lock was poisoned by a panic.
     Poisoned,
 }
 
@@ -170,10 +176,15 @@ impl Total {
 /// What [`Store::prune`] deleted.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
+    /// Events deleted.
     pub events: usize,
+    /// Demand counts deleted.
     pub demand: usize,
+    /// Prewarm signals deleted.
     pub prewarm_signals: usize,
+    /// Sampled states deleted.
     pub sampled_states: usize,
+    /// Edge reports deleted.
     pub edge_reports: usize,
 }
 
