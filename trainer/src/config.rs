@@ -51,10 +51,12 @@ pub struct TrainerConfig {
     pub trusted_proxies: Vec<String>,
     /// `POST /v1/signals` per source address: sustained requests per second, and the burst.
     pub signal_rate_per_sec: f64,
+    /// The burst of `POST /v1/signals` per source address.
     pub signal_burst: u32,
     /// Admin actions (rollback, resume) per source address, limited before the token is
     /// checked so it cannot be guessed at speed: sustained attempts per minute, and the burst.
     pub admin_attempts_per_min: f64,
+    /// The burst of admin actions per source address.
     pub admin_burst: u32,
     /// Cap on the store's size: writes beyond it get 503 "store full" and nothing stored is
     /// touched (unset: the disk is the limit).
@@ -69,7 +71,9 @@ pub struct TrainerConfig {
     pub default_region: String,
     /// Regions: name, UTC offset of their users, and the client CIDRs that map to them (imports).
     pub regions: Vec<RegionConfig>,
+    /// `[profiles]`: how users are profiled.
     pub profiles: ProfileConfig,
+    /// `[costs]`: what a request costs when events carry no measurement.
     pub costs: CostConfig,
     /// How imported access logs write the response time appended after the User-Agent
     /// (`auto`: an integer is `%D` microseconds, a decimal `$request_time` seconds).
@@ -86,6 +90,7 @@ pub struct TrainerConfig {
     pub calendar: Option<PathBuf>,
     /// The webhook that receives plans and alerts, and how often.
     pub actuate: ActuateConfig,
+    /// `[alerts]`: the rules alerts fire on.
     pub alerts: crate::monitor::AlertRules,
     /// Where profiles' priority classes come from.
     pub priority: crate::profile::priority::PriorityConfig,
@@ -104,10 +109,13 @@ pub struct TrainerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionConfig {
+    /// The region's name.
     pub name: String,
     #[serde(default)]
+    /// Its UTC offset, for local time when events carry none.
     pub utc_offset_minutes: i32,
     #[serde(default)]
+    /// Client networks (CIDR) whose log lines belong to it.
     pub cidrs: Vec<String>,
 }
 
@@ -160,14 +168,19 @@ impl Default for TrainerConfig {
 
 /// A configuration that cannot be used, with the place to fix it.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
+    /// The file could not be read.
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
+    /// The file is not valid TOML for this schema.
     Parse { path: PathBuf, message: String },
     #[error("{name}={value:?}: {reason}")]
+    /// An environment variable holds a bad value.
     Env { name: &'static str, value: String, reason: String },
     #[error("invalid configuration: {0}")]
+    /// The settings contradict each other or are out of range.
     Invalid(String),
 }
 
@@ -180,6 +193,7 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// Parses `address/prefix` (a bare address is one host).
     pub fn parse(text: &str) -> Option<Self> {
         let (addr, prefix) = text.split_once('/')?;
         let addr: IpAddr = addr.parse().ok()?;
@@ -195,6 +209,7 @@ impl Cidr {
         if prefix == 0 { 0 } else { (u128::MAX << (128 - u32::from(prefix))) >> (128 - u32::from(max)) }
     }
 
+    /// Whether `addr` is in the network.
     pub fn contains(&self, addr: IpAddr) -> bool {
         match addr {
             IpAddr::V4(a) if self.v4 => u128::from(u32::from(a)) & Self::mask(self.prefix, 32) == self.network,
@@ -271,6 +286,7 @@ impl TrainerConfig {
         Ok(())
     }
 
+    /// Checks ranges, secrets' lengths and that the sections agree.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(format) = &self.log_format {
             crate::ingest::log_format::LogFormat::compile(format).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -391,10 +407,12 @@ impl TrainerConfig {
         }
     }
 
+    /// A region's configured UTC offset in minutes (0 when not configured).
     pub fn utc_offset_of(&self, region: &str) -> i32 {
         self.regions.iter().find(|r| r.name == region).map_or(0, |r| r.utc_offset_minutes)
     }
 
+    /// The SQLite event store's file.
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("events.sqlite")
     }
@@ -470,7 +488,9 @@ pub struct ActuateConfig {
     pub interval_secs: u64,
     /// Attempts after the first, with backoff doubling from `backoff_ms`.
     pub retries: u32,
+    /// The first retry's delay; it doubles with each.
     pub backoff_ms: u64,
+    /// Each delivery's timeout.
     pub timeout_secs: u64,
     /// Plan and report only: no webhook deliveries, and the KEDA scaler answers
     /// FAILED_PRECONDITION (KEDA then keeps its replicas, or its fallback).

@@ -4,6 +4,7 @@
 //! on their way; `cargo xtask test` turns the warning into an error).
 
 pub mod actuate;
+#[warn(missing_docs)]
 pub mod config;
 pub mod forecast;
 #[warn(missing_docs)]
@@ -19,10 +20,12 @@ pub mod profile;
 pub mod publish;
 #[warn(missing_docs)]
 pub mod report;
+#[warn(missing_docs)]
 pub mod service;
 pub mod simulate;
 #[warn(missing_docs)]
 pub mod store;
+#[warn(missing_docs)]
 pub mod synth;
 #[warn(missing_docs)]
 pub mod train;

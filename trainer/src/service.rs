@@ -13,27 +13,36 @@ use crate::ingest::guard;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
+/// Why a service action failed.
 pub enum ServiceError {
     #[error(transparent)]
+    /// The store failed.
     Store(#[from] StoreError),
     #[error("reading the published model: {0}")]
+    /// Publishing failed.
     Publish(#[from] crate::publish::PublishError),
     #[error("the {0} lock is poisoned (a thread panicked holding it)")]
+    /// A lock was poisoned by a panic (names which).
     Poisoned(&'static str),
     #[error(transparent)]
+    /// Training failed.
     Train(#[from] crate::train::TrainError),
 }
 
 /// What `prewarm serve` runs on, shared by the HTTP handlers, the KEDA scaler and the schedulers.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// The configuration the service started with.
     pub config: Arc<TrainerConfig>,
+    /// The writer's connection (reads go through `readers`).
     pub store: Arc<Mutex<Store>>,
+    /// How requests are classified.
     pub rules: Arc<ClassificationRules>,
     /// The clock, injected so tests can pin it.
     pub clock: fn() -> UnixSeconds,
     /// Per-source limits: edge signals, and admin actions (tried before their token).
     pub signal_rate: Arc<guard::RateLimiter>,
+    /// Admin actions per source address.
     pub admin_rate: Arc<guard::RateLimiter>,
     /// `trusted_proxies`, parsed.
     pub trusted_proxies: Arc<Vec<crate::config::Cidr>>,
@@ -46,6 +55,7 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The service's state, with its rate limiters, readers and monitor.
     pub fn new(config: TrainerConfig, store: Store, rules: ClassificationRules, clock: fn() -> UnixSeconds) -> Self {
         let signal_rate = guard::RateLimiter::new(config.signal_rate_per_sec, f64::from(config.signal_burst));
         let trusted_proxies = config.trusted_proxies.iter().filter_map(|c| crate::config::Cidr::parse(c)).collect();
@@ -69,20 +79,25 @@ impl AppState {
     }
 }
 
+/// The wall clock, in Unix seconds.
 pub fn system_clock() -> UnixSeconds {
     UnixSeconds(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 /// Why the cached plan cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum PlanUnavailable {
     #[error("no plan yet: the first actuation cycle has not run since the trainer started")]
+    /// No actuation cycle has run yet.
     NotYet,
     #[error("no model published yet: nothing to plan from")]
+    /// Nothing is published.
     NoModel,
     #[error(
         "the last plan is {age_secs} s old (more than [actuate] max_plan_age_secs = {max_secs}): actuation has stopped refreshing it"
     )]
+    /// The cached plan is older than allowed.
     Stale { age_secs: u64, max_secs: u64 },
 }
 
@@ -93,6 +108,7 @@ pub struct PlanCache {
 }
 
 impl PlanCache {
+    /// Replaces the cached plan.
     pub fn store(&self, view: PlanView) {
         let view = Arc::new(view);
         match self.latest.write() {
@@ -123,14 +139,19 @@ impl PlanCache {
 /// The published model and the plan for it now, with the edge's recent prewarm signals.
 #[derive(Debug, Clone, Default)]
 pub struct PlanView {
+    /// The published pointer, if any.
     pub pointer: Option<prewarm_shared::ModelPointer>,
+    /// The published region models.
     pub models: Vec<prewarm_shared::RegionModel>,
+    /// Each region's plan.
     pub plans: Vec<(String, Vec<crate::plan::PlanStep>)>,
     /// With `[[plan.pool]]`: each region × pool's plan.
     pub pools: Vec<crate::plan::PoolPlan>,
+    /// The edge prewarm signals still in effect when it was planned.
     pub signals_in_effect: usize,
     /// When it was planned, and the lead time it was planned with.
     pub at: UnixSeconds,
+    /// The lead time it was planned with.
     pub lead_secs: u64,
 }
 
@@ -190,7 +211,9 @@ impl PlanView {
 /// One region's plan as the API and the webhook send it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct RegionPlan {
+    /// The region.
     pub region: String,
+    /// Its plan steps.
     pub steps: Vec<crate::plan::PlanStep>,
     /// With pools configured: each pool's steps and the profiles it serves.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -200,8 +223,11 @@ pub struct RegionPlan {
 /// One pool's share of a region's plan.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolSteps {
+    /// The pool.
     pub pool: String,
+    /// The profile ids it serves.
     pub profiles: Vec<u16>,
+    /// Its plan steps.
     pub steps: Vec<crate::plan::PlanStep>,
 }
 

@@ -14,9 +14,11 @@ use crate::ingest::event::Event;
 pub struct SplitMix(u64);
 
 impl SplitMix {
+    /// A generator from a seed.
     pub fn new(seed: u64) -> Self {
         Self(seed)
     }
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -28,6 +30,7 @@ impl SplitMix {
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+    /// Uniform in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
@@ -42,19 +45,27 @@ impl SplitMix {
 /// One kind of user: what it does, when, on what, and what it costs.
 #[derive(Debug, Clone)]
 pub struct UserKind {
+    /// The kind's name.
     pub name: &'static str,
+    /// Its device.
     pub device: Device,
     /// (path template, content type, share)
     pub requests: Vec<(&'static str, &'static str, f64)>,
+    /// Requests per session (min, max).
     pub session_requests: (u32, u32),
+    /// Mean seconds between a session's requests.
     pub seconds_between_requests: u32,
     /// Preferred local hour and spread (hours).
     pub hour: (f64, f64),
     /// Sessions happen on these weekdays (0 = Monday).
     pub weekdays: &'static [u8],
+    /// Mean response bytes.
     pub bytes: u64,
+    /// Mean response time.
     pub duration_ms: f32,
+    /// Mean CPU per request.
     pub cpu_ms: f32,
+    /// Its TCP round-trip time.
     pub rtt_ms: u32,
 }
 
@@ -119,16 +130,22 @@ pub fn standard_kinds() -> Vec<UserKind> {
 /// A generated user: its hash, region and the index of its true kind.
 #[derive(Debug, Clone)]
 pub struct SynthUser {
+    /// The user's hash.
     pub user: UserHash,
+    /// Their region.
     pub region: String,
+    /// Their kind (an index into the kinds generated from).
     pub kind: usize,
 }
 
 /// One generated request: the event and the raw request it came from.
 #[derive(Debug, Clone)]
 pub struct SynthRequest {
+    /// The event as stored.
     pub event: Event,
+    /// The request path it came from.
     pub path: String,
+    /// Its response's content type.
     pub content_type: &'static str,
 }
 
@@ -212,10 +229,13 @@ pub struct Scenario {
 /// lasts; it recurs weekly, so past occurrences teach its effect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthEvent {
+    /// The region it happens in.
     pub region: String,
+    /// The kind it multiplies.
     pub kind: usize,
     /// Unix seconds of each occurrence's start (past ones fall in the history).
     pub starts: Vec<u64>,
+    /// How long each occurrence lasts.
     pub minutes: u64,
     /// Demand of the kind during the event, as a multiple of its normal peak (its evening, for
     /// video viewers), whatever the hour it falls at.

@@ -15,8 +15,11 @@ use std::fmt::Write as _;
 pub struct Crowd {
     /// Minutes from the trace's start.
     pub start: u64,
+    /// How long it lasts.
     pub minutes: u64,
+    /// Demand during it, as a multiple of the normal level.
     pub multiplier: f64,
+    /// Whether the calendar announces it.
     pub scheduled: bool,
 }
 
@@ -25,15 +28,19 @@ pub struct Crowd {
 pub struct HardTrace {
     /// Unix seconds of minute 0 (midnight UTC).
     pub start: u64,
+    /// How many days the trace lasts.
     pub days: u64,
     /// Requests a minute at the first day's peak.
     pub base_peak: f64,
+    /// Level at the end over level at the start (compounding).
     pub growth: f64,
+    /// The crowds.
     pub crowds: Vec<Crowd>,
     /// Minute from which the level is multiplied, and by what.
     pub shift: (u64, f64),
     /// Minutes that read zero.
     pub outage: (u64, u64),
+    /// The noise's seed.
     pub seed: u64,
 }
 
