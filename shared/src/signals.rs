@@ -236,14 +236,14 @@ pub struct SignalBatch {
     /// the trainer's replay guard (one acceptance per signature) never drops a real one.
     #[serde(default)]
     pub batch_id: u64,
-    #[serde(default)]
     /// Demand counts per region × profile × minute.
+    #[serde(default)]
     pub demand: Vec<DemandCount>,
-    #[serde(default)]
     /// Prewarm requests.
-    pub prewarm: Vec<PrewarmRequest>,
     #[serde(default)]
+    pub prewarm: Vec<PrewarmRequest>,
     /// Sampled user states.
+    #[serde(default)]
     pub states: Vec<SampledState>,
 }
 

@@ -111,11 +111,11 @@ pub struct TrainerConfig {
 pub struct RegionConfig {
     /// The region's name.
     pub name: String,
-    #[serde(default)]
     /// Its UTC offset, for local time when events carry none.
-    pub utc_offset_minutes: i32,
     #[serde(default)]
+    pub utc_offset_minutes: i32,
     /// Client networks (CIDR) whose log lines belong to it.
+    #[serde(default)]
     pub cidrs: Vec<String>,
 }
 

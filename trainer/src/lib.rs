@@ -12,6 +12,7 @@ pub mod import;
 pub mod ingest;
 #[warn(missing_docs)]
 pub mod model;
+#[warn(missing_docs)]
 pub mod monitor;
 pub mod outbound;
 #[warn(missing_docs)]

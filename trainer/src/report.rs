@@ -24,8 +24,8 @@ pub struct TrainingReport {
     pub regions: BTreeMap<String, RegionReport>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// What training found in one region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionReport {
     /// Users in its training window.
     pub users: usize,
@@ -42,8 +42,8 @@ pub struct RegionReport {
     pub profiles: BTreeMap<u16, ProfileReport>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// What training found for one profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileReport {
     /// Its label.
     pub label: String,

@@ -12,8 +12,8 @@ use crate::config::TrainerConfig;
 use crate::ingest::guard;
 use crate::store::{Store, StoreError};
 
-#[derive(Debug, thiserror::Error)]
 /// Why a service action failed.
+#[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
     /// The store failed.

@@ -22,8 +22,8 @@ use crate::publish::{DirPublisher, PublishError};
 use crate::report::TrainingReport;
 use crate::store::{EventsBefore, Store, StoreError, UserEvents};
 
-#[derive(Debug, thiserror::Error)]
 /// Why a training failed.
+#[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
     /// The profile stage failed.

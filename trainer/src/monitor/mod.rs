@@ -20,6 +20,7 @@ pub struct AlertRules {
     /// This many above-band prewarm signals for a region within `window_secs`: demand keeps
     /// outrunning the plan's band (sustained under-provisioning).
     pub under_provisioned_signals: u64,
+    /// The window `under_provisioned_signals` counts over.
     pub window_secs: u64,
     /// Consecutive failed webhook deliveries before actuation counts as failing.
     pub actuation_failures: u64,
@@ -50,15 +51,21 @@ impl Default for AlertRules {
 /// What the rules look at, gathered from the store, the published model and the counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observations {
+    /// The evaluation's instant (Unix seconds).
     pub now: u64,
+    /// The published model version, if any.
     pub published_version: Option<u32>,
+    /// When it was published.
     pub published_at: Option<u64>,
+    /// The regions it covers.
     pub published_regions: Vec<String>,
+    /// The model version the edge last reported.
     pub edge_model_version: Option<u32>,
     /// The newest demand minute (Unix seconds) the edge reported, per region.
     pub last_demand: Vec<(String, u64)>,
     /// Above-band prewarm signals within the window, per region.
     pub above_band: Vec<(String, u64)>,
+    /// Failed webhook deliveries in a row.
     pub actuation_consecutive_failures: u64,
     /// The published forecast against the edge's counts, per region.
     pub live_skill: Vec<LiveSkill>,
@@ -68,9 +75,13 @@ pub struct Observations {
 /// forecast and of seasonal naive 1 d, against what the edge counted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LiveSkill {
+    /// The region judged.
     pub region: String,
+    /// Forecast steps compared.
     pub steps: usize,
+    /// The published forecast's mean absolute error per step.
     pub model_mae: f64,
+    /// Seasonal naive 1 d's, on the same steps.
     pub naive_mae: f64,
 }
 
@@ -115,10 +126,14 @@ pub fn live_skill(
     })
 }
 
+/// An alert firing: which rule, for which region, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Alert {
+    /// The rule's name (`stale_edge_model`, `region_silent`, …).
     pub name: &'static str,
+    /// The region it concerns, if one.
     pub region: Option<String>,
+    /// What is wrong, for people.
     pub message: String,
 }
 
@@ -195,11 +210,17 @@ pub fn evaluate(o: &Observations, rules: &AlertRules) -> Vec<Alert> {
 /// Counters since start, and the alerts firing now.
 #[derive(Debug, Default)]
 pub struct Monitor {
+    /// Events accepted by ingest.
     pub events_accepted: AtomicU64,
+    /// Events refused.
     pub events_rejected: AtomicU64,
+    /// Signal batches accepted.
     pub signal_batches: AtomicU64,
+    /// Webhook deliveries that succeeded.
     pub actuation_ok: AtomicU64,
+    /// Webhook deliveries that failed.
     pub actuation_failed: AtomicU64,
+    /// Failed deliveries in a row.
     pub actuation_consecutive_failures: AtomicU64,
     firing: Mutex<BTreeMap<String, Alert>>,
 }
@@ -207,7 +228,9 @@ pub struct Monitor {
 /// What changed since the last evaluation.
 #[derive(Debug, Default, PartialEq)]
 pub struct Transitions {
+    /// Alerts that started firing.
     pub fired: Vec<Alert>,
+    /// Alerts that stopped.
     pub resolved: Vec<Alert>,
 }
 
@@ -222,10 +245,12 @@ impl Monitor {
         Transitions { fired, resolved }
     }
 
+    /// The alerts firing now.
     pub fn firing(&self) -> Vec<Alert> {
         self.firing.lock().map(|f| f.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// Counts a webhook delivery.
     pub fn record_delivery(&self, ok: bool) {
         if ok {
             self.actuation_ok.fetch_add(1, Ordering::Relaxed);
@@ -240,11 +265,17 @@ impl Monitor {
 /// Gauges read from the store and the published model at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
+    /// Events in the store.
     pub events_stored: u64,
+    /// Requests the edge counted.
     pub demand_requests: u64,
+    /// Prewarm signals, per reason.
     pub prewarm_signals: Vec<(String, u64)>,
+    /// The model version the edge last reported.
     pub edge_model_version: Option<u32>,
+    /// The published version.
     pub published_version: Option<u32>,
+    /// Seconds since it was published.
     pub publish_age_secs: Option<u64>,
     /// Units the plan wants at its first step, per region.
     pub planned_units: Vec<(String, u32)>,
@@ -263,10 +294,13 @@ pub struct Gauges {
 /// out-of-sample MASE, and what its band was calibrated on, from the training report.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct SkillRow {
+    /// The region.
     pub region: String,
+    /// The profile id.
     pub profile: u16,
     /// The published model.
     pub method: String,
+    /// Why that model was chosen.
     pub reason: String,
     /// Each candidate's MASE over the recent origins (lower is better; below 1 beats yesterday).
     #[schema(value_type = Vec<Vec<serde_json::Value>>)]

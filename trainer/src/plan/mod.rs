@@ -77,8 +77,8 @@ pub struct PoolConfig {
     /// …or whose label contains this. The first pool that matches takes the profile;
     /// profiles no pool takes form the pool `default`.
     pub label: Option<String>,
-    #[serde(default = "default_pool_share")]
     /// The content share a profile needs for `content` to match.
+    #[serde(default = "default_pool_share")]
     pub min_share: f64,
     /// Its instance shape, if not `[plan]`'s.
     pub instance: Option<InstanceShape>,
