@@ -9,6 +9,7 @@ pub mod config;
 pub mod forecast;
 #[warn(missing_docs)]
 pub mod import;
+#[warn(missing_docs)]
 pub mod ingest;
 #[warn(missing_docs)]
 pub mod model;
@@ -18,6 +19,7 @@ pub mod outbound;
 #[warn(missing_docs)]
 pub mod plan;
 pub mod profile;
+#[warn(missing_docs)]
 pub mod publish;
 #[warn(missing_docs)]
 pub mod report;

@@ -11,14 +11,21 @@ use super::event::days_from_civil;
 /// One parsed log line, borrowing from the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessLine<'a> {
+    /// The client address (the visitor's key, hashed at import).
     pub client: &'a str,
+    /// Unix seconds.
     pub time: u64,
+    /// The request method.
     pub method: &'a str,
+    /// The request path (query included).
     pub path: &'a str,
+    /// The response status.
     pub status: u16,
     /// `-` (no body) is 0.
     pub bytes: u64,
+    /// The Referer, if logged.
     pub referrer: Option<&'a str>,
+    /// The User-Agent, if logged.
     pub user_agent: Option<&'a str>,
     /// The first field after the User-Agent, when it is a number: a response time in the
     /// unit the log's format says ([`ResponseTimeUnit::millis`]).
@@ -36,8 +43,11 @@ pub enum ResponseTimeUnit {
     /// An integer is Apache's `%D` (microseconds), a decimal nginx's `$request_time` (seconds).
     #[default]
     Auto,
+    /// The log's numbers are microseconds.
     Microseconds,
+    /// …milliseconds.
     Milliseconds,
+    /// …seconds.
     Seconds,
 }
 
@@ -60,20 +70,28 @@ impl ResponseTimeUnit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
     #[error("no client address")]
+    /// No client address.
     NoClient,
     #[error("no [timestamp]")]
+    /// No timestamp.
     NoTimestamp,
     #[error("timestamp is not dd/Mon/yyyy:HH:MM:SS ±zzzz")]
+    /// A malformed timestamp.
     BadTimestamp,
     #[error("no quoted request line")]
+    /// No request line.
     NoRequest,
     #[error("request line is not `METHOD /path PROTOCOL`")]
+    /// A malformed request line.
     BadRequest,
     #[error("status is not a number between 100 and 599")]
+    /// A bad status.
     BadStatus,
     #[error("byte count is neither a number nor '-'")]
+    /// A bad byte count.
     BadBytes,
     #[error("the line does not match the configured log_format")]
+    /// Not the configured format.
     Mismatch,
 }
 

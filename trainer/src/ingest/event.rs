@@ -12,6 +12,7 @@ use serde::Deserialize;
 /// longer values are rejected, not cut.
 pub const MAX_PATH_LEN: usize = 2048;
 pub use prewarm_shared::signals::MAX_REGION_LEN;
+/// Longest accepted User-Agent, in characters.
 pub const MAX_USER_AGENT_LEN: usize = 1024;
 /// The accepted range of `time`: 2000-01-01 ..= 2100-01-01.
 pub const TIME_RANGE: std::ops::RangeInclusive<u64> = 946_684_800..=4_102_444_800;
@@ -25,24 +26,33 @@ pub struct EventLine<'a> {
     /// HMAC-SHA256(salt, user id) in hex: never a raw identifier.
     #[serde(borrow)]
     pub user: Cow<'a, str>,
+    /// The region (`[A-Za-z0-9_-]{1,64}`).
     #[serde(borrow)]
     pub region: Cow<'a, str>,
+    /// The request path (classified, then dropped; only whether it was `/robots.txt` is kept).
     #[serde(borrow)]
     pub path: Cow<'a, str>,
+    /// The response's content type.
     #[serde(default, borrow)]
     pub content_type: Option<Cow<'a, str>>,
+    /// The request's Accept header.
     #[serde(default, borrow)]
     pub accept: Option<Cow<'a, str>>,
+    /// The User-Agent (classified into a device, then dropped).
     #[serde(default, borrow)]
     pub user_agent: Option<Cow<'a, str>>,
     /// Instead of a User-Agent: `desktop`, `mobile`, `tablet` or `bot`.
     #[serde(default, borrow)]
     pub device: Option<Cow<'a, str>>,
+    /// The response status.
     #[serde(deserialize_with = "integer")]
     pub status: u16,
+    /// Response body bytes.
     #[serde(deserialize_with = "integer")]
     pub bytes: u64,
+    /// Time to the response, milliseconds.
     pub duration_ms: f64,
+    /// The client's TCP round-trip time, milliseconds.
     #[serde(default)]
     pub rtt_ms: Option<f64>,
     /// The user's UTC offset; when absent, the region's configured offset is used.
@@ -51,6 +61,7 @@ pub struct EventLine<'a> {
     /// Origin-measured costs, when the origin reports them.
     #[serde(default)]
     pub cpu_ms: Option<f64>,
+    /// Origin-measured memory, MB·s.
     #[serde(default)]
     pub memory_mb_s: Option<f64>,
     /// Business value of the request (revenue, weight), used for priorities.
@@ -85,18 +96,31 @@ fn optional_integer<'de, D: serde::Deserializer<'de>, T: TryFrom<i128>>(
 /// A validated event, classified with the same rules as the edge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// Unix seconds.
     pub time: u64,
+    /// The user's salted hash.
     pub user: UserHash,
+    /// The region.
     pub region: String,
+    /// The request's route and content classes.
     pub class: RequestClass,
+    /// The client's device class.
     pub device: Device,
+    /// The response status.
     pub status: u16,
+    /// Response bytes.
     pub bytes: u64,
+    /// Time to the response, milliseconds.
     pub duration_ms: f32,
+    /// The TCP round-trip time, if known.
     pub rtt_ms: Option<u32>,
+    /// The user's UTC offset, if sent.
     pub utc_offset_minutes: Option<i32>,
+    /// Origin-measured CPU, milliseconds.
     pub cpu_ms: Option<f32>,
+    /// Origin-measured memory, MB·s.
     pub memory_mb_s: Option<f32>,
+    /// Business value of the request.
     pub value: Option<f32>,
     /// The request was for `/robots.txt` (see [`is_robots_txt`]); the path itself is not kept.
     pub robots_txt: bool,
@@ -110,10 +134,13 @@ pub fn is_robots_txt(path: &str) -> bool {
 
 /// Why one line was rejected; the message names the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum EventError {
     #[error("not a JSON event: {0}")]
+    /// The line is not JSON of this schema.
     Json(String),
     #[error("field `{field}`: {reason}")]
+    /// A field is missing or out of range.
     Field { field: &'static str, reason: String },
 }
 

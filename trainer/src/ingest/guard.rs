@@ -19,6 +19,7 @@ pub struct RateLimiter {
 const MAX_SOURCES: usize = 10_000;
 
 impl RateLimiter {
+    /// A limiter allowing `per_sec` sustained and `burst` at once per key.
     pub fn new(per_sec: f64, burst: f64) -> Self {
         Self { per_sec, burst: burst.max(1.0), buckets: Mutex::new(HashMap::new()) }
     }

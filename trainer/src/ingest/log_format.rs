@@ -49,14 +49,19 @@ pub struct LogFormat {
 
 /// Why a format string cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum FormatError {
     #[error("log format: unknown directive {0:?}")]
+    /// A directive this parser does not know.
     Unknown(String),
     #[error("log format: unsupported directive {0:?} ({1})")]
+    /// A directive it knows but cannot use (why).
     Unsupported(String, &'static str),
     #[error("log format: {0:?} and the field before it have nothing between them to tell where one ends")]
+    /// Two fields with nothing between them.
     Adjacent(String),
     #[error("log format: no {0} field ({1})")]
+    /// A field every line needs is absent (which, and why).
     Missing(&'static str, &'static str),
 }
 

@@ -21,19 +21,23 @@ pub const REPORTED_REJECTIONS: usize = 20;
 pub struct Rejection {
     /// 1-based line number in the body or file.
     pub line: usize,
+    /// Why it was refused.
     pub reason: String,
 }
 
 /// The outcome of one batch, as the reply reports it.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct IngestReport {
+    /// Events stored.
     pub accepted: usize,
+    /// Lines refused.
     pub rejected: usize,
     /// The first rejections (at most [`REPORTED_REJECTIONS`]).
     pub rejections: Vec<Rejection>,
 }
 
 impl IngestReport {
+    /// Counts a refused line, keeping the first reasons.
     pub fn reject(&mut self, line: usize, reason: String) {
         self.rejected += 1;
         if self.rejections.len() < REPORTED_REJECTIONS {
@@ -44,10 +48,13 @@ impl IngestReport {
 
 /// Why a whole body could not be read (as opposed to single bad lines).
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum BodyError {
     #[error("body is not valid gzip: {0}")]
+    /// The body is not gzip.
     BadGzip(std::io::Error),
     #[error("body decompresses to more than {limit} bytes")]
+    /// The body inflates past the limit.
     TooLarge { limit: usize },
 }
 

@@ -5,41 +5,59 @@ use prewarm_shared::artifact::RegionModel;
 use prewarm_shared::{FEATURE_DIM, ProfileId};
 use serde::Serialize;
 
+/// What changed between two published models.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelDiff {
+    /// Per region.
     pub regions: Vec<RegionDiff>,
 }
 
+/// What changed in one region.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RegionDiff {
+    /// The region.
     pub region: String,
     /// `added`, `removed` or `kept`.
     pub change: &'static str,
+    /// Its model version before.
     pub version_before: Option<u32>,
+    /// Its model version after.
     pub version_after: Option<u32>,
+    /// Per profile id.
     pub profiles: Vec<ProfileDiff>,
 }
 
 /// One profile id; `before` or `after` is absent when it was added or removed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProfileDiff {
+    /// The profile id.
     pub id: u16,
+    /// `added`, `removed` or `kept`.
     pub change: &'static str,
+    /// Its figures before.
     pub before: Option<ProfileFigures>,
+    /// Its figures after.
     pub after: Option<ProfileFigures>,
     /// Distance between the two centroids in the newer model's standardised units.
     pub centroid_moved: Option<f32>,
 }
 
+/// What one profile looked like in one model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProfileFigures {
+    /// Its label.
     pub label: String,
+    /// Its share of the region's users.
     pub share_of_users: f32,
+    /// CPU ms per request (mean).
     pub cpu_ms: f32,
+    /// Memory MB·s per request (mean).
     pub memory_mb_s: f32,
+    /// Bytes per request (mean).
     pub bytes: f32,
     /// Requests expected over the forecast horizon, and the highest step.
     pub forecast_total: f32,
+    /// The highest step's expected requests.
     pub forecast_peak: f32,
 }
 

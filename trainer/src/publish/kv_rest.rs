@@ -20,7 +20,9 @@ const BULK_BYTES: usize = 90 * 1024 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KvRestConfig {
+    /// The Cloudflare account.
     pub account_id: String,
+    /// The Workers KV namespace the worker binds.
     pub namespace_id: String,
     /// An API token with "Workers KV Storage: Edit" (`PREWARM_CF_API_TOKEN`).
     #[serde(default)]
@@ -28,6 +30,7 @@ pub struct KvRestConfig {
     /// Overridable for tests and proxies.
     #[serde(default = "default_base")]
     pub api_base: String,
+    /// Retries of a failed write (rate limits, 5xx).
     #[serde(default = "default_retries")]
     pub max_retries: u32,
 }

@@ -19,22 +19,32 @@ pub const KEPT_VERSIONS: usize = 10;
 const PAUSE_KEY: &str = "publishing-paused";
 
 #[derive(Debug, thiserror::Error)]
+/// Why publishing failed.
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum PublishError {
     #[error("cannot write {path}: {source}")]
+    /// A file could not be written.
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot read {path}: {source}")]
+    /// A file could not be read.
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
+    /// A kept artifact is damaged.
     Artifact { path: PathBuf, source: ArtifactError },
     #[error("nothing has been published yet in {0}")]
+    /// Nothing to read yet.
     NothingPublished(PathBuf),
     #[error("version {0} is not among the kept versions")]
+    /// No such version to roll back to.
     UnknownVersion(u32),
     #[error("no version before {0} to roll back to")]
+    /// Nothing before this version.
     NoEarlierVersion(u32),
     #[error("{target}: {message}")]
+    /// A publishing target failed.
     Target { target: &'static str, message: String },
     #[error("publishing is paused ({0}): resume it with `prewarm publish --resume` or the dashboard")]
+    /// Publishing is paused after a rollback.
     Paused(String),
 }
 
@@ -49,6 +59,7 @@ pub struct ObjectStoreConfig {
     pub url: String,
     /// An S3-compatible endpoint (MinIO, R2, …); unset: AWS.
     pub endpoint: Option<String>,
+    /// The bucket's region.
     #[serde(default = "default_region")]
     pub region: String,
     /// Allow a plain-HTTP endpoint (a local MinIO).
@@ -65,6 +76,7 @@ fn default_region() -> String {
 pub trait Publisher {
     /// For messages: the directory, the local KV path or the namespace.
     fn target(&self) -> String;
+    /// Writes the entries, blobs first, the pointer last.
     fn publish(&self, entries: &[KvEntry]) -> Result<(), PublishError>;
 }
 
@@ -104,6 +116,7 @@ impl Targets {
         self.targets.push(target);
     }
 
+    /// Whether no target is configured.
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }
@@ -170,6 +183,7 @@ pub struct DirPublisher {
 }
 
 impl DirPublisher {
+    /// A publisher rooted at `root` (`models/` of the data directory).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
@@ -355,6 +369,7 @@ impl DirPublisher {
         Ok(())
     }
 
+    /// Where versions are kept.
     pub fn root(&self) -> &Path {
         &self.root
     }

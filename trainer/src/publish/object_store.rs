@@ -113,6 +113,7 @@ impl ObjectStorePublisher {
         })?
     }
 
+    /// The configured target (`s3://bucket/prefix` or `file://…`).
     pub fn url(&self) -> &str {
         &self.url
     }
