@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod outbound;
 #[warn(missing_docs)]
 pub mod plan;
+#[warn(missing_docs)]
 pub mod profile;
 #[warn(missing_docs)]
 pub mod publish;
@@ -32,4 +33,5 @@ pub mod store;
 pub mod synth;
 #[warn(missing_docs)]
 pub mod train;
+#[warn(missing_docs)]
 pub mod web;

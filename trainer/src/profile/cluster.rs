@@ -15,7 +15,9 @@ use super::config::{ClusterMethod, ProfileConfig};
 pub struct Clustering {
     /// k × d, in the same (standardised) units as the data.
     pub centroids: Array2<f64>,
+    /// Each point's cluster.
     pub labels: Vec<usize>,
+    /// Sum of squared distances to the assigned centroids.
     pub inertia: f64,
     /// The silhouette of this partition on the sample (None when not computed).
     pub silhouette: Option<f64>,
@@ -47,9 +49,13 @@ impl Clustering {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why clustering failed.
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum ClusterError {
     #[error("{points} points cannot make {k} clusters")]
+    /// Fewer points than clusters asked for.
     TooFewPoints { points: usize, k: usize },
+    /// The k-means library failed.
     #[error("k-means failed: {0}")]
     KMeans(String),
 }
@@ -219,6 +225,7 @@ pub struct SampleDistances {
 }
 
 impl SampleDistances {
+    /// Pairwise distances of a uniform sample of `sample` points of `data` (for silhouettes).
     pub fn new(data: &Array2<f64>, sample: usize) -> Self {
         let n = data.nrows();
         let stride = (n / sample.max(1)).max(1);

@@ -15,6 +15,7 @@ pub struct ProfileConfig {
     /// k is chosen in this range by silhouette (clustered profiles; the new-visitor and the
     /// automated profile come on top).
     pub k_min: usize,
+    /// The largest k tried.
     pub k_max: usize,
     /// The smallest k whose silhouette is within this of the best one wins: a split must buy
     /// more separation than the silhouette's noise between near-equal candidates.
@@ -31,9 +32,11 @@ pub struct ProfileConfig {
     pub silhouette_sample: usize,
     /// k-means runs per k (the best inertia wins).
     pub runs: usize,
+    /// Iterations per k-means run, at most.
     pub max_iterations: u64,
     /// Convergence when centroids move less than this share of the data's spread.
     pub relative_tolerance: f64,
+    /// The seed of every random choice (repeatable trainings).
     pub seed: u64,
     /// Requests before a visitor leaves the new-visitor profile: the trainer clusters only
     /// visitors with at least this many, the edge assigns by distance only from then on.
@@ -49,10 +52,13 @@ pub struct ProfileConfig {
     pub automation: AutomationRules,
 }
 
+/// How clustered profiles are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterMethod {
+    /// k-means, k chosen by silhouette.
     Kmeans,
+    /// Agglomerative merging of k-means micro-clusters.
     Hierarchical,
 }
 
@@ -60,10 +66,15 @@ pub enum ClusterMethod {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KindWeights {
+    /// Weight of usage features.
     pub usage: f64,
+    /// Weight of content features.
     pub content: f64,
+    /// Weight of time features.
     pub time: f64,
+    /// Weight of device features.
     pub device: f64,
+    /// Weight of network features.
     pub network: f64,
 }
 
@@ -117,6 +128,7 @@ pub struct AutomationRules {
     /// A sustained rate no person keeps up: at least this many requests in every minute of a
     /// run of `sustained_minutes` consecutive minutes.
     pub sustained_per_minute: usize,
+    /// The run of busy minutes that marks automation.
     pub sustained_minutes: usize,
     /// Pages without assets: a visitor who loaded at least this many pages (text) and not one
     /// asset (script, style, image) — browsers fetch them, crawlers and scripts do not. High,
@@ -169,6 +181,7 @@ impl Default for ProfileConfig {
 }
 
 impl ProfileConfig {
+    /// Checks ranges and that the sections agree.
     pub fn validate(&self) -> Result<(), String> {
         // Two role profiles (new visitors, automated) come on top of the clustered ones.
         if self.k_min < 1 || self.k_min > self.k_max || self.k_max + 2 > prewarm_shared::artifact::MAX_PROFILES {
@@ -199,6 +212,7 @@ pub struct CostConfig {
     pub cpu_ms_per_duration_ms: f32,
     /// Memory MB·s per request, plus per KB transferred.
     pub memory_mb_s_per_request: f32,
+    /// Memory MB·s per KB transferred.
     pub memory_mb_s_per_kb: f32,
     /// `[costs.default]`: what a request costs when its event carries neither a cost nor a
     /// response time nor a size (access logs without `%D` and with `-` bytes).
@@ -209,10 +223,15 @@ pub struct CostConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeclaredCosts {
+    /// A video request.
     pub video: DeclaredCost,
+    /// A text request.
     pub text: DeclaredCost,
+    /// An interactive request.
     pub interactive: DeclaredCost,
+    /// An API request.
     pub api: DeclaredCost,
+    /// A static asset.
     #[serde(rename = "static")]
     pub static_assets: DeclaredCost,
 }
@@ -221,7 +240,9 @@ pub struct DeclaredCosts {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredCost {
+    /// CPU milliseconds.
     pub cpu_ms: f32,
+    /// Response bytes.
     pub bytes: f32,
 }
 
@@ -242,6 +263,7 @@ impl Default for DeclaredCosts {
 }
 
 impl DeclaredCosts {
+    /// The declared cost of a content class.
     pub fn of(&self, content: ContentClass) -> DeclaredCost {
         match content {
             ContentClass::Video => self.video,
@@ -265,6 +287,7 @@ impl Default for CostConfig {
 }
 
 impl CostConfig {
+    /// Checks that every figure is finite and positive.
     pub fn validate(&self) -> Result<(), String> {
         let d = &self.default;
         let declared = [d.video, d.text, d.interactive, d.api, d.static_assets];

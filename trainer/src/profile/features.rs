@@ -10,12 +10,17 @@ use crate::ingest::event::Event;
 /// One user's behaviour, as of their last event and as of the end of their first session.
 #[derive(Debug, Clone)]
 pub struct UserFeatures {
+    /// The user's hash.
     pub user: UserHash,
+    /// Their region.
     pub region: String,
+    /// Their features after their last event.
     pub features: FeatureVector,
     /// The state after the first session only: what the edge knows of a newcomer.
     pub first_session: BehaviourState,
+    /// The state after their last event.
     pub final_state: BehaviourState,
+    /// Their events in the window.
     pub events: usize,
 }
 

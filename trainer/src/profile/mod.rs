@@ -35,14 +35,19 @@ use self::quality::RegionQuality;
 use self::scale::Scaler;
 use crate::store::StoreError;
 
+/// Why the profile stage failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Clustering failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// Nothing to train on.
     #[error("no events in the store: nothing to train on (import logs or POST /v1/events first)")]
     NoData,
+    /// Priority rules name route classes the classification does not define.
     #[error("priority rules name route classes the classification rules do not define: {0:?} (defined: {1:?})")]
     UnknownRoute(Vec<String>, Vec<String>),
 }
@@ -51,11 +56,15 @@ pub enum ProfileError {
 /// `TrainerConfig::profile_settings`): its own sections, not the whole file, so that this
 /// stage depends on nothing above it.
 pub struct ProfileSettings<'a> {
+    /// `[profiles]`.
     pub profiles: &'a config::ProfileConfig,
+    /// `[costs]`.
     pub costs: &'a config::CostConfig,
+    /// `[priority]`.
     pub priority: &'a priority::PriorityConfig,
     /// The forecast table a fitted model starts with (filled by the forecast stage).
     pub forecast_step_secs: u64,
+    /// The band quantile the forecast table records.
     pub band_quantile: f64,
     /// A region's UTC offset in minutes, for events that carry none.
     pub utc_offset: Box<dyn Fn(&str) -> i32 + 'a>,
@@ -78,10 +87,13 @@ impl std::fmt::Debug for ProfileSettings<'_> {
 pub struct FittedRegion {
     /// The region's model with an empty forecast table.
     pub model: RegionModel,
+    /// Users in the region's window (all of them, sampled or not).
     pub users: usize,
     /// The region had too few users and uses the global profiles.
     pub borrowed_global: bool,
+    /// The clustering's silhouette (0 when nothing was clustered).
     pub silhouette: f64,
+    /// Ids of the previous model's profiles that no longer exist.
     pub retired: Vec<ProfileId>,
     /// Label purity, cost spread, bots placed, stability; why this k.
     pub quality: RegionQuality,
@@ -94,11 +106,13 @@ pub struct FittedRegion {
 /// What the profile stage knows of one profile beyond its metadata.
 #[derive(Debug, Clone, Default)]
 pub struct FittedProfile {
+    /// Why the profile has its priority.
     pub priority_reason: String,
     /// Requests per Unix minute by its users: the demand it forecasts.
     pub per_minute: BTreeMap<u64, u32>,
     /// Its first and last request (Unix seconds).
     pub first: Option<u64>,
+    /// Its last request (Unix seconds).
     pub last: Option<u64>,
 }
 

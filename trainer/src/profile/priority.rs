@@ -47,8 +47,10 @@ pub struct PriorityRule {
     pub content: Option<String>,
     /// A word the profile's label contains, e.g. "mobile" or "office hours".
     pub label: Option<String>,
+    /// The share of requests a `route` or `content` condition needs.
     #[serde(default = "default_min_share")]
     pub min_share: f64,
+    /// The class a matching profile gets.
     pub class: PriorityClass,
 }
 
@@ -59,10 +61,13 @@ fn default_min_share() -> f64 {
 /// What is known of a profile when its priority is decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileFacts {
+    /// The profile's label.
     pub label: String,
     /// (route class name, share of requests).
     pub route_shares: Vec<(String, f64)>,
+    /// (content class, share of requests).
     pub content_shares: Vec<(ContentClass, f64)>,
+    /// Share of requests from automation User-Agents.
     pub bot_share: f64,
     /// The region's automated-clients profile (User-Agent or behaviour rule).
     pub automated: bool,

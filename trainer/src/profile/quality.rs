@@ -21,6 +21,7 @@ pub struct RegionQuality {
     /// Adjusted Rand index between where the previous model (as the edge assigns) and this one
     /// put this training's clustered visitors: 1 is the same grouping.
     pub stability: Option<f64>,
+    /// Each profile's quality.
     pub profiles: Vec<ProfileQuality>,
 }
 
@@ -34,10 +35,12 @@ impl RegionQuality {
 /// One profile's quality.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProfileQuality {
+    /// The profile id.
     pub id: u16,
     /// `clustered`, `new_visitors` or `automated`.
     #[schema(value_type = String)]
     pub role: ProfileRole,
+    /// Its users in the fit.
     pub users: usize,
     /// Share of its visitors whose own dominant device class is the one its label names (when
     /// the label says "mixed", the share of the commonest class).

@@ -19,7 +19,9 @@ const UNWEIGHTED_SCALE: f64 = 1e6;
 /// Standardisation parameters of a data set, weights included.
 #[derive(Debug, Clone)]
 pub struct Scaler {
+    /// Per-feature centre.
     pub mean: Vec<f64>,
+    /// Per-feature scale (robust spread over the kind's weight; never zero).
     pub scale: Vec<f64>,
 }
 

@@ -106,7 +106,9 @@ pub struct ProfileTally {
     valued: u64,
     /// Requests per minute (Unix minute → requests): the profile's demand series.
     pub per_minute: BTreeMap<u64, u32>,
+    /// Its first request (Unix seconds).
     pub first: Option<u64>,
+    /// Its last request.
     pub last: Option<u64>,
 }
 

@@ -19,12 +19,14 @@ use crate::store::EdgeSummary;
 /// Every error: what went wrong, in words meant for the operator.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// What went wrong.
     pub error: String,
 }
 
 /// `GET /healthz`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
+    /// Always true when the trainer answers.
     pub ok: bool,
     /// Events stored (a kept total, no scan).
     pub events: u64,
@@ -33,9 +35,13 @@ pub struct Health {
 /// `GET /v1/status`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
+    /// Events stored (a kept total).
     pub events: u64,
+    /// What the edge has signalled.
     pub edge: EdgeSummary,
+    /// Alerts firing now.
     pub alerts: Vec<Alert>,
+    /// The published forecasts' skill per region × profile.
     pub forecast_skill: Vec<SkillRow>,
     /// Per region, the published version's profile quality.
     pub profile_quality: std::collections::BTreeMap<String, RegionQuality>,
@@ -44,6 +50,7 @@ pub struct Status {
 /// `GET /v1/plan`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Plan {
+    /// Each region's plan.
     pub regions: Vec<RegionPlan>,
     /// Prewarm signals from the edge still raising the plan.
     pub prewarm_signals_in_effect: usize,
@@ -52,14 +59,18 @@ pub struct Plan {
 /// `POST /v1/signals`: what the accepted batch held.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SignalCounts {
+    /// Demand counts in the batch.
     pub demand: usize,
+    /// Prewarm requests in the batch.
     pub prewarm: usize,
+    /// Sampled states in the batch.
     pub states: usize,
 }
 
 /// `POST /v1/rollback`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RolledBack {
+    /// The version now current.
     pub current_version: Option<u32>,
     /// Always true: periodic publishing waits for `POST /v1/resume`.
     pub publishing_paused: bool,
@@ -81,6 +92,7 @@ pub struct RollbackForm {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = u32, minimum = 1, maximum = 4294967295_u64)]
     pub version: Option<u32>,
+    /// The admin token (or send it as a bearer).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub token: Option<String>,
@@ -90,6 +102,7 @@ pub struct RollbackForm {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct ResumeForm {
+    /// The admin token (or send it as a bearer).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub token: Option<String>,
@@ -188,7 +201,9 @@ impl utoipa::ToSchema for EventLineSchema {
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum EventsRefused {
+    /// Some lines were refused (the report says which).
     Report(IngestReport),
+    /// The body could not be read.
     Error(ErrorBody),
 }
 

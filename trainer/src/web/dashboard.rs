@@ -12,16 +12,25 @@ use crate::plan::PlanStep;
 /// Everything the page shows, gathered by the handler.
 #[derive(Debug, Default)]
 pub struct DashboardData {
+    /// When the page was made (Unix seconds).
     pub now: u64,
+    /// Events in the store.
     pub events_stored: u64,
+    /// The published version.
     pub published_version: Option<u32>,
+    /// When it was published.
     pub published_at: Option<u64>,
+    /// Versions kept (rollback targets).
     pub versions: Vec<u32>,
+    /// The published region models.
     pub models: Vec<RegionModel>,
+    /// Each region's plan.
     pub plans: Vec<(String, Vec<PlanStep>)>,
     /// Requests the edge counted per minute (Unix minutes), per region.
     pub observed: Vec<(String, Vec<(u64, u64)>)>,
+    /// Alerts firing.
     pub alerts: Vec<Alert>,
+    /// The model version the edge last reported.
     pub edge_model_version: Option<u32>,
     /// The published version's profile quality per region (from its training report).
     pub quality: Vec<(String, crate::profile::quality::RegionQuality)>,

@@ -38,36 +38,52 @@ pub const ROLLBACK_BODY_LIMIT: usize = 4 * 1024;
 /// Every way a request can fail, with its status.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// 401: no or wrong credentials.
     #[error("missing or invalid credentials (a bearer token, or a signal key id and signature)")]
     Unauthorized,
+    /// 401: a signal's signature does not verify.
     #[error("{0}")]
     BadSignature(#[from] signals::SignatureError),
+    /// 503: the endpoint needs a setting that is absent.
     #[error("this endpoint is disabled: {0} is not configured")]
     NotConfigured(&'static str),
+    /// 415: an encoding other than identity or gzip.
     #[error("unsupported content encoding {0:?}: send identity or gzip")]
     UnsupportedEncoding(String),
+    /// 415: a content type the endpoint does not take.
     #[error("unsupported content type {0:?}: send {1}")]
     UnsupportedType(String, &'static str),
+    /// 400: a malformed request.
     #[error("{0}")]
     BadRequest(String),
+    /// 404: no such endpoint.
     #[error("no such endpoint: {0}")]
     NotFound(String),
+    /// 404: no such kept version.
     #[error("{0}")]
     NoSuchVersion(String),
+    /// 409: the action conflicts with the state (nothing to roll back to).
     #[error("{0}")]
     Conflict(String),
+    /// 405.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// 400 or 413: the body cannot be read or is too large.
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// 400: a malformed signal batch.
     #[error("{0}")]
     BadSignals(#[from] signals::SignalError),
+    /// 409: a batch already accepted.
     #[error("this batch was already received (the same signature or batch id: a retry or a replay): stored once")]
     Replayed,
+    /// 429: over the per-source rate (seconds to wait).
     #[error("too many requests from this source: retry in {0:.1} s")]
     RateLimited(f64),
+    /// 503 when the store is full or read-only, else 500.
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
+    /// 500.
     #[error("internal error: {0}")]
     Internal(String),
 }
