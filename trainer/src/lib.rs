@@ -3,6 +3,7 @@
 //! Modules marked `#[warn(missing_docs)]` have every public item documented (the rest are
 //! on their way; `cargo xtask test` turns the warning into an error).
 
+#[warn(missing_docs)]
 pub mod actuate;
 #[warn(missing_docs)]
 pub mod config;

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::service::{AppState, PlanView};
 
 /// The code generated from `trainer/proto/externalscaler.proto` (KEDA's interface).
-#[allow(clippy::all, missing_debug_implementations, unreachable_pub)]
+#[allow(clippy::all, missing_debug_implementations, missing_docs, unreachable_pub)]
 pub mod proto {
     include!("externalscaler.rs");
 }
@@ -53,6 +53,7 @@ impl std::fmt::Debug for PrewarmScaler {
 }
 
 impl PrewarmScaler {
+    /// A scaler answering from the service's cached plan.
     pub fn new(state: AppState) -> Self {
         Self { state }
     }

@@ -12,12 +12,17 @@ use prewarm_shared::{Secret, UnixSeconds};
 
 pub use crate::config::ActuateConfig;
 
+/// Why a webhook delivery failed.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum ActuateError {
+    /// The webhook kept answering with an error status.
     #[error("webhook {url}: HTTP {status} after {attempts} attempts")]
     Status { url: String, status: u16, attempts: u32 },
+    /// The webhook could not be reached.
     #[error("webhook {url}: {message} after {attempts} attempts")]
     Transport { url: String, message: String, attempts: u32 },
+    /// The webhook refused the delivery (a 4xx, not retried).
     #[error("webhook {url} refused the delivery: HTTP {status}")]
     Refused { url: String, status: u16 },
 }
@@ -36,6 +41,7 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// A webhook delivering to `url`, signing with `secret`.
     pub fn new(url: &str, secret: &Secret, config: &ActuateConfig) -> Self {
         Self {
             url: Secret::from(url),
@@ -100,6 +106,7 @@ impl Webhook {
 pub struct CycleReport {
     /// The plan was delivered (or there was no webhook or no plan).
     pub plan_delivered: Option<bool>,
+    /// Alerts that started and stopped firing.
     pub transitions: crate::monitor::Transitions,
 }
 
