@@ -3,6 +3,8 @@
 //! Modules marked `#[warn(missing_docs)]` have every public item documented (the rest are
 //! on their way; `cargo xtask test` turns the warning into an error).
 
+#![warn(unreachable_pub)]
+
 #[warn(missing_docs)]
 pub mod actuate;
 #[warn(missing_docs)]
@@ -27,6 +29,7 @@ pub mod publish;
 pub mod report;
 #[warn(missing_docs)]
 pub mod service;
+#[warn(missing_docs)]
 pub mod simulate;
 #[warn(missing_docs)]
 pub mod store;

@@ -14,6 +14,7 @@ use serde::Serialize;
 /// Tolerance on units: C is rarely exact in binary, and ⌈d/C⌉·C must count as serving d.
 const EPSILON: f64 = 1e-9;
 
+/// How demand turns into units: each unit serves `unit_rpm` a minute and takes the delay to become ready.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct CapacityModel {
     /// C: requests per minute one unit serves.
@@ -56,10 +57,13 @@ pub struct Elasticity {
 /// One policy's result under one capacity model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outcome {
+    /// The policy's name.
     pub policy: String,
     /// The policy's knob (target utilisation, factor or quantile) when it has one.
     pub knob: Option<f64>,
+    /// Minutes from asking for a unit to its being ready.
     pub delay: usize,
+    /// Minutes scored (after the warm-up, in the scoring range, with data).
     pub scored_minutes: usize,
     /// Σ requested (N) / 60: what was paid for.
     pub cost_unit_hours: f64,
@@ -71,6 +75,7 @@ pub struct Outcome {
     pub over_unit_hours: f64,
     /// Minutes where the target changed.
     pub actions: usize,
+    /// How closely capacity followed demand.
     pub elasticity: Elasticity,
 }
 

@@ -17,12 +17,19 @@ use std::collections::VecDeque;
 /// The HPA's defaults (`autoscaling/v2` behaviour and the controller's flags).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Behaviour {
+    /// Changes within this ratio of the target are ignored.
     pub tolerance: f64,
+    /// Scale-down stabilisation window.
     pub scale_down_window_minutes: usize,
+    /// Scale-up policy: at most this many pods per period…
     pub scale_up_pods: u32,
+    /// …or this percentage, whichever is more.
     pub scale_up_percent: f64,
+    /// Controller syncs per minute.
     pub periods_per_minute: u32,
+    /// Never fewer replicas.
     pub min_replicas: u32,
+    /// Never more replicas.
     pub max_replicas: u32,
 }
 
@@ -54,11 +61,13 @@ pub struct Metrics<'a> {
 /// One HorizontalPodAutoscaler.
 #[derive(Debug, Clone, Default)]
 pub struct Hpa {
+    /// Its settings.
     pub behaviour: Behaviour,
     recent: VecDeque<u32>,
 }
 
 impl Hpa {
+    /// An HPA with these settings and no history.
     pub fn new(behaviour: Behaviour) -> Self {
         Self { behaviour, recent: VecDeque::new() }
     }

@@ -34,10 +34,13 @@ pub const DEBOUNCE_SECS: u64 = 60;
 /// A prewarm signal as the trainer receives it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
+    /// The region.
     pub region: String,
+    /// The profile id.
     pub profile: u16,
     /// Unix seconds.
     pub at: u64,
+    /// Requests per forecast step the last minute amounted to.
     pub observed_per_step: f32,
 }
 
@@ -75,27 +78,38 @@ pub fn signals(region: &RegionInput, replayed: &Replayed, _config: &TrainerConfi
 /// How prewarm's signals and band did at one delay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Quality {
+    /// Minutes of provisioning delay these figures are for.
     pub delay: usize,
+    /// Signals raised.
     pub signals: usize,
+    /// Signals followed within 10 minutes by demand above the planned capacity's comfortable level.
     pub true_signals: usize,
+    /// Episodes of demand above the planned comfortable level.
     pub episodes: usize,
+    /// Those large enough to matter.
     pub material_episodes: usize,
+    /// Material episodes signalled in time.
     pub material_signalled: usize,
     /// Minutes from each material episode's start to prewarm's target rising.
     pub response_minutes: Vec<usize>,
+    /// Minutes the band was judged on.
     pub band_minutes: usize,
+    /// Minutes whose demand stayed under the band.
     pub band_covered: usize,
 }
 
 impl Quality {
+    /// Share of signals that were followed by high demand.
     pub fn precision(&self) -> Option<f64> {
         (self.signals > 0).then(|| self.true_signals as f64 / self.signals as f64)
     }
 
+    /// Share of material episodes signalled in time.
     pub fn recall(&self) -> Option<f64> {
         (self.material_episodes > 0).then(|| self.material_signalled as f64 / self.material_episodes as f64)
     }
 
+    /// Share of minutes under the band (its empirical coverage).
     pub fn band_coverage(&self) -> Option<f64> {
         (self.band_minutes > 0).then(|| self.band_covered as f64 / self.band_minutes as f64)
     }
@@ -108,6 +122,7 @@ impl Quality {
         (!r.is_empty()).then(|| (at(0.5), at(0.9)))
     }
 
+    /// Adds another region's or delay's counts.
     pub fn accumulate(&mut self, other: &Quality) {
         self.signals += other.signals;
         self.true_signals += other.true_signals;

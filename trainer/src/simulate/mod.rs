@@ -27,22 +27,32 @@ use crate::forecast::series::{Series, SeriesError};
 use capacity::Outcome;
 
 #[derive(Debug, thiserror::Error)]
+/// Why a replay could not run.
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum SimulateError {
+    /// The trace is unusable.
     #[error(transparent)]
     Series(#[from] SeriesError),
     #[error("the trace has {minutes} minutes; the warm-up ({warmup}) plus one day is needed")]
+    /// Too short for the warm-up.
     TooShort { minutes: usize, warmup: usize },
+    /// A policy name nobody knows.
     #[error("unknown policy `{0}`; known: {known}", known = PolicyKind::ALL.map(PolicyKind::name).join(", "))]
     UnknownPolicy(String),
+    /// A unit capacity that is not positive.
     #[error("the unit capacity must be a positive number of demand units per minute, got {0}")]
     BadUnit(f64),
+    /// The default unit capacity would be zero.
     #[error("the trace's median minute is zero: give the unit capacity explicitly")]
     ZeroMedian,
+    /// A delay outside 1..=1440 minutes.
     #[error("the provisioning delay must be between 1 and 1440 minutes, got {0}")]
     BadDelay(usize),
+    /// Nothing to replay.
     #[error("no region to replay")]
     NoRegions,
     #[error("training at {at}: {message}")]
+    /// A training failed.
     Training { at: u64, message: String },
 }
 
@@ -57,6 +67,7 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// A trace from (Unix seconds, demand) points, by minute.
     pub fn from_points(points: &[(u64, f64)]) -> Result<Self, SimulateError> {
         let series = Series::from_points(points, 60)?;
         Ok(Self { start: series.start, demand: series.values })
@@ -74,13 +85,19 @@ impl Trace {
     }
 }
 
+/// A provisioning policy the replay compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyKind {
+    /// Knows the future: the lower bound on cost.
     Oracle,
+    /// The scored window's peak, all the time.
     StaticPeak,
+    /// Kubernetes' HPA on utilisation, reacting after the delay.
     ReactiveHpa,
+    /// A reactive HPA with a floor of 1.2 × the demand a week before (Grafana Mimir's way).
     SeasonalNaive7d,
+    /// A reactive HPA with an hourly forecast scheduled ahead (EC2 predictive scaling's scheme).
     AwsPredictive,
     /// The recommended deployment: prewarm's KEDA trigger beside the reactive floor.
     Prewarm,
@@ -89,6 +106,7 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
+    /// Every policy.
     pub const ALL: [PolicyKind; 7] = [
         PolicyKind::Oracle,
         PolicyKind::StaticPeak,
@@ -99,6 +117,7 @@ impl PolicyKind {
         PolicyKind::PrewarmAlone,
     ];
 
+    /// The policy's name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             PolicyKind::Oracle => "oracle",
@@ -122,6 +141,7 @@ impl PolicyKind {
         }
     }
 
+    /// The knob values `--sweep` tries.
     pub fn sweep_knobs(self) -> Vec<f64> {
         match self {
             PolicyKind::Oracle | PolicyKind::StaticPeak | PolicyKind::PrewarmAlone => vec![],
@@ -144,8 +164,11 @@ impl std::str::FromStr for PolicyKind {
 pub struct SimulationConfig {
     /// C, demand units one unit of capacity serves per minute; default: the median minute / 10.
     pub unit_rpm: Option<f64>,
+    /// Provisioning delays replayed, in minutes.
     pub delays: Vec<usize>,
+    /// Days of history before scoring starts.
     pub warmup_days: usize,
+    /// Policies compared.
     pub policies: Vec<PolicyKind>,
     /// External events (the aggregate replay; the store replay reads the configured calendar).
     pub calendar: Vec<Occurrence>,
@@ -153,7 +176,9 @@ pub struct SimulationConfig {
     pub knobs: Vec<(PolicyKind, f64)>,
     /// Only minutes in `[score_from, score_until)` (Unix seconds) are scored, when set.
     pub score_from: Option<u64>,
+    /// Scoring stops here (exclusive).
     pub score_until: Option<u64>,
+    /// The trainer configuration the product's stages run with.
     pub trainer: TrainerConfig,
 }
 
@@ -198,25 +223,37 @@ impl SimulationConfig {
 /// An outcome with its ratios to the references run at the same delay.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// The policy's figures.
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// Cost over reactive HPA's at the same delay.
     pub cost_vs_hpa: Option<f64>,
+    /// Under-provisioned minutes over HPA's.
     pub under_minutes_vs_hpa: Option<f64>,
+    /// Under-provisioned unit-minutes over HPA's.
     pub under_unit_minutes_vs_hpa: Option<f64>,
+    /// Cost over the oracle's.
     pub cost_vs_oracle: Option<f64>,
 }
 
 /// Every policy's rows, and how prewarm's own signals and bands did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Minutes in the trace.
     pub minutes: usize,
+    /// Minutes without data.
     pub missing_minutes: usize,
+    /// The unit capacity used.
     pub unit_rpm: f64,
+    /// Days of warm-up.
     pub warmup_days: usize,
+    /// Trainings run.
     pub trainings: usize,
+    /// Every policy at every delay.
     pub rows: Vec<Row>,
     /// Per delay: prewarm's signals, bands and crowd response.
     pub prewarm: Vec<edge::Quality>,
+    /// Wall-clock seconds the replay took.
     pub seconds: f64,
 }
 
@@ -224,13 +261,18 @@ pub struct Report {
 /// under-provisioning are sums over regions, the elasticity metrics means weighted by minutes.
 #[derive(Debug, Clone, Serialize)]
 pub struct RegionsReport {
+    /// Every region together.
     pub total: Report,
+    /// Each region on its own.
     pub regions: Vec<RegionReport>,
 }
 
+/// One region's replay.
 #[derive(Debug, Clone, Serialize)]
 pub struct RegionReport {
+    /// The region.
     pub region: String,
+    /// Its figures.
     #[serde(flatten)]
     pub report: Report,
 }

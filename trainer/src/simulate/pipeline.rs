@@ -25,6 +25,7 @@ use crate::plan::{self, InstanceShape, Live, PlanConfig};
 /// One region's replay input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegionInput {
+    /// The region's name.
     pub name: String,
     /// What capacity must serve per minute (aligned to the replay's start).
     pub trace: Trace,
@@ -41,6 +42,7 @@ pub trait Stages {
 /// Each training's models, in time order.
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
+    /// (instant, every region's models trained then).
     pub trainings: Vec<(u64, Vec<RegionModel>)>,
 }
 
@@ -66,14 +68,18 @@ impl Timeline {
 
 /// The aggregate trace's region and profile names.
 pub const TRACE_REGION: &str = "trace";
+/// The aggregate trace's one profile.
 pub const TRACE_PROFILE: ProfileId = ProfileId(1);
 
 /// The stages for an aggregate trace (a CSV or log counts): one profile — every request —
 /// whose forecast is the product's forecast stage on the trace before each instant.
 #[derive(Debug)]
 pub struct AggregateStages<'a> {
+    /// The trace replayed.
     pub trace: &'a Trace,
+    /// The replay's settings.
     pub config: &'a SimulationConfig,
+    /// Past forecasts, for skill and bands.
     pub ledger: Ledger,
 }
 
@@ -149,9 +155,13 @@ pub fn replay_plan_config(config: &SimulationConfig, delay_minutes: usize, unit_
 /// What the replay needs of every region at every minute, shared by all delays and policies.
 #[derive(Debug, Clone)]
 pub struct Replayed {
+    /// Unix seconds of the first minute.
     pub start: u64,
+    /// Minutes replayed.
     pub minutes: usize,
+    /// Every training's models.
     pub timeline: Timeline,
+    /// The signals the edge would have raised.
     pub signals: Vec<Signal>,
 }
 
@@ -160,7 +170,9 @@ pub struct Replayed {
 /// signals are judged against).
 #[derive(Debug, Clone)]
 pub struct PlannedUnits {
+    /// With the edge's counts and signals (what KEDA gets).
     pub live: Vec<Option<u32>>,
+    /// From the forecast alone.
     pub forecast_only: Vec<Option<u32>>,
 }
 

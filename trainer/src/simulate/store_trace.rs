@@ -30,12 +30,14 @@ pub enum Resource {
     Cpu,
     /// Memory MB·s.
     Memory,
+    /// Response bytes.
     Bytes,
     /// Every request weighs 1.
     Requests,
 }
 
 impl Resource {
+    /// The resource's unit, for reports.
     pub fn unit(self) -> &'static str {
         match self {
             Resource::Cpu => "CPU ms",
@@ -81,16 +83,22 @@ pub fn for_planning(mut model: RegionModel, resource: Resource) -> RegionModel {
 pub struct StoreStages<'a> {
     /// Ordered by user, then time (as the profile stage reads them).
     pub events: &'a [Event],
+    /// The trainer's configuration.
     pub config: &'a TrainerConfig,
+    /// How requests are classified.
     pub rules: &'a ClassificationRules,
+    /// Scheduled events.
     pub calendar: Calendar,
+    /// What capacity serves.
     pub resource: Resource,
+    /// Past forecasts, for skill and bands.
     pub ledger: Ledger,
     previous: Vec<RegionModel>,
     version: u32,
 }
 
 impl<'a> StoreStages<'a> {
+    /// Stages over `events`, with a fresh ledger.
     pub fn new(
         events: &'a [Event],
         config: &'a TrainerConfig,
