@@ -16,12 +16,16 @@ use super::ledger::Ledger;
 use super::model::{self, Method};
 use super::series::Series;
 
+/// The evaluation protocol.
 #[derive(Debug, Clone)]
 pub struct Protocol {
     /// Minutes per step of the evaluated series (60: hourly sums; 5: 5-minute sums).
     pub step_minutes: usize,
+    /// Hours each origin forecasts.
     pub horizon_hours: usize,
+    /// Days of history before the first origin.
     pub first_origin_days: usize,
+    /// Hours between origins.
     pub origin_every_hours: usize,
     /// The band quantile every method's coverage is measured at.
     pub quantile: f64,
@@ -44,13 +48,18 @@ impl Protocol {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a backtest could not run.
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum BacktestError {
+    /// A step that does not divide a day.
     #[error("the step must divide a day into whole minutes (1 to 60 minutes), got {0} minutes")]
     BadStep(usize),
     #[error(
         "no window could be scored: {windows} origins, every one with most of its horizon missing, or under {days} days of history"
     )]
+    /// No window could be scored.
     NothingScored { windows: usize, days: usize },
+    /// The series is unusable.
     #[error(transparent)]
     Series(#[from] super::series::SeriesError),
 }
@@ -58,9 +67,13 @@ pub enum BacktestError {
 /// One method's scores over all evaluated windows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Score {
+    /// The method's name.
     pub method: String,
+    /// Mean absolute scaled error (below 1 beats seasonal naive 1 d in-sample).
     pub mase: f64,
+    /// Symmetric mean absolute percentage error.
     pub smape: f64,
+    /// Weighted absolute percentage error.
     pub wape: f64,
     /// Pinball loss of the upper band at its quantile, scaled like MASE.
     pub pinball: f64,
@@ -68,15 +81,22 @@ pub struct Score {
     pub coverage: f64,
 }
 
+/// A backtest's scores, every method on the same windows.
 #[derive(Debug, Clone, Serialize)]
 pub struct BacktestReport {
+    /// Minutes per step evaluated.
     pub step_minutes: usize,
+    /// Points in the series.
     pub points: usize,
+    /// Windows scored.
     pub windows: usize,
+    /// Windows left out (most of the horizon missing).
     pub excluded_windows: usize,
+    /// One row per method.
     pub scores: Vec<Score>,
     /// What `prewarm` published at each origin (method name → windows).
     pub prewarm_choices: Vec<(String, usize)>,
+    /// Wall-clock seconds.
     pub seconds: f64,
 }
 

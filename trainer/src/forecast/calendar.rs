@@ -18,13 +18,16 @@ use super::series::Series;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarEvent {
+    /// The event's name.
     pub name: String,
     /// A region name, or `all` (the default).
     #[serde(default = "all")]
     pub region: String,
     /// RFC 3339 times.
     pub start: String,
+    /// RFC 3339 end.
     pub end: String,
+    /// Its kind: occurrences of one kind teach each other's effect.
     pub kind: String,
     /// Expected demand multiplier, used until past occurrences of the kind teach one.
     pub multiplier: Option<f64>,
@@ -37,24 +40,36 @@ fn all() -> String {
 /// An event with parsed times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Occurrence {
+    /// The event's name.
     pub name: String,
+    /// A region, or `all`.
     pub region: String,
+    /// Start, Unix seconds.
     pub start: u64,
+    /// End, Unix seconds.
     pub end: u64,
+    /// Its kind.
     pub kind: String,
+    /// The declared multiplier, if any.
     pub multiplier: Option<f64>,
 }
 
+/// Scheduled events.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Calendar {
+    /// Every occurrence.
     pub events: Vec<Occurrence>,
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why the calendar could not be read.
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum CalendarError {
     #[error("cannot read the calendar {path}: {source}")]
+    /// The file could not be read.
     Read { path: String, source: std::io::Error },
     #[error("calendar {path}: {message}")]
+    /// The file is not a calendar.
     Parse { path: String, message: String },
 }
 
@@ -74,6 +89,7 @@ impl Calendar {
         Self::parse(&text).map_err(|message| CalendarError::Parse { path: shown, message })
     }
 
+    /// Parses a calendar file's text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: CalendarFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut events = Vec::with_capacity(file.event.len());
@@ -137,6 +153,7 @@ fn overlaps(start: u64, step_secs: u64, len: usize, e: &Occurrence) -> Vec<(usiz
 /// nowhere, which no multiple of nothing can forecast.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EventEffect {
+    /// Demand multiple while it runs.
     pub multiplier: f64,
     /// Requests per second added while the event runs.
     pub extra_per_sec: f64,

@@ -14,11 +14,13 @@ pub const YOUNG_REGION_SECS: u64 = 14 * 86_400;
 /// One region as the cold start sees it.
 #[derive(Debug)]
 pub struct RegionHistory<'a> {
+    /// The region's model, whose forecasts may be borrowed into.
     pub model: &'a mut RegionModel,
     /// Seconds from its first request to its last.
     pub history_secs: u64,
     /// Each profile's mean requests per step since its first request.
     pub level: BTreeMap<ProfileId, f64>,
+    /// Its UTC offset, for aligning another region's daily shape.
     pub utc_offset_minutes: i32,
 }
 

@@ -22,8 +22,11 @@ use super::model::Forecast;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
+    /// The feed's name (its covariate).
     pub name: String,
+    /// Where it is fetched (JSON over HTTP).
     pub url: String,
+    /// The fetch's timeout.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
 }
@@ -36,14 +39,19 @@ fn default_timeout() -> u64 {
 const MAX_FEED_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
+/// Why a feed could not be used.
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum FeedError {
     #[error("feed `{feed}`: {reason}")]
+    /// It could not be fetched.
     Fetch { feed: String, reason: String },
     #[error(
         "feed `{feed}`: not the feed format ({reason}); expected {{\"points\": [{{\"region\", \"time\", \"value\"}}]}}"
     )]
+    /// It is not the feed format.
     Format { feed: String, reason: String },
     #[error("feed `{feed}`: point {index} has a value that is not a finite number")]
+    /// A value is not finite.
     NotFinite { feed: String, index: usize },
 }
 
@@ -53,7 +61,9 @@ pub enum FeedError {
 pub struct FeedPoint {
     /// A region name, or `all`.
     pub region: String,
+    /// Unix seconds.
     pub time: u64,
+    /// The covariate's value.
     pub value: f64,
 }
 
@@ -65,7 +75,9 @@ struct FeedBody {
 
 /// A source of covariate points.
 pub trait Feed {
+    /// The feed's name.
     fn name(&self) -> &str;
+    /// Its points between `from` and `to` (Unix seconds).
     fn fetch(&self, from: u64, to: u64) -> Result<Vec<FeedPoint>, FeedError>;
 }
 
@@ -77,6 +89,7 @@ pub struct HttpJsonFeed {
 }
 
 impl HttpJsonFeed {
+    /// A feed fetched over HTTP.
     pub fn new(config: FeedConfig) -> Self {
         let agent = crate::outbound::agent(Duration::from_secs(config.timeout_secs));
         Self { config, agent }
@@ -154,10 +167,13 @@ pub fn align(points: &[FeedPoint], start: u64, step: u64, len: usize) -> Vec<Opt
 /// What one unit of the covariate adds to demand per step.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Effect {
+    /// Demand added per unit of the covariate, per step.
     pub per_unit: f64,
+    /// The estimate's t statistic (effects below the threshold are dropped).
     pub t_stat: f64,
     /// The covariate's mean over the history (the level the seasonal model already reflects).
     pub mean: f64,
+    /// Steps the effect was fitted on.
     pub steps: usize,
 }
 

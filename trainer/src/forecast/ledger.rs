@@ -39,6 +39,7 @@ pub struct PastForecast {
     pub origin: u64,
     /// Unix seconds of step 0, and the step.
     pub first_step: u64,
+    /// Step length.
     pub step_secs: u64,
     /// Each candidate's expected requests per minute, per step.
     pub by_method: Vec<(Method, Vec<f32>)>,
@@ -60,6 +61,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// A series' kept forecasts, oldest first.
     pub fn entries(&self, key: &SeriesKey) -> &[PastForecast] {
         self.series.get(key).map_or(&[], Vec::as_slice)
     }
@@ -82,11 +84,13 @@ impl Ledger {
 /// A candidate's recent out-of-sample record.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CandidateSkill {
+    /// The candidate.
     pub method: Method,
     /// Mean absolute error of hourly requests over the scored hours.
     pub mae: f64,
     /// `mae` over the in-sample MAE of seasonal naive one day: below 1 beats yesterday's value.
     pub mase: f64,
+    /// Hours scored.
     pub hours: usize,
 }
 
@@ -94,7 +98,9 @@ pub struct CandidateSkill {
 /// relative² × p²`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
+    /// The Poisson part's weight.
     pub poisson: f64,
+    /// The relative part's weight.
     pub relative: f64,
 }
 
@@ -158,9 +164,11 @@ impl Spread {
 /// horizon bucket.
 #[derive(Debug, Clone)]
 pub struct Scores {
+    /// Scores per horizon bucket.
     pub by_bucket: [Vec<f64>; HORIZON_BUCKETS.len()],
     /// Every bucket's scores together, sorted (what a thin bucket borrows).
     pooled: Vec<f64>,
+    /// The spread the scores were normalised by.
     pub spread: Spread,
     /// What the forecasts scored were multiplied by to be right on average (actual ÷ forecast
     /// over the window): models of the log scale forecast a median, capacity needs the mean.
@@ -174,10 +182,12 @@ impl Default for Scores {
 }
 
 impl Scores {
+    /// Scores kept.
     pub fn len(&self) -> usize {
         self.by_bucket.iter().map(Vec::len).sum()
     }
 
+    /// Whether none are kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -248,7 +258,9 @@ pub fn block_sum(minutes: impl Iterator<Item = Option<f64>>, len: usize) -> Opti
 /// The minute counts a ledger is scored against: from `start`, `None` unknown.
 #[derive(Debug, Clone, Copy)]
 pub struct Actuals<'a> {
+    /// Unix seconds of the first minute.
     pub start: u64,
+    /// Requests per minute (`None` unknown).
     pub minutes: &'a [Option<f64>],
 }
 

@@ -14,14 +14,20 @@ use augurs::prelude::*;
 /// A point forecast with an upper band.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forecast {
+    /// Expected value per step.
     pub point: Vec<f64>,
+    /// Upper band per step.
     pub upper: Vec<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a model could not forecast.
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum ForecastError {
     #[error("{have} points of history, {need} needed")]
+    /// Too little history.
     TooShort { have: usize, need: usize },
+    /// The model failed.
     #[error("model failed: {0}")]
     Model(String),
 }

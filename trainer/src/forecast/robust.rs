@@ -21,6 +21,7 @@ const SETTLE_HOURS: usize = 2;
 pub struct Masked {
     /// Runs of hours masked as outliers (crowds above the norm, dips below it).
     pub runs: usize,
+    /// Hours masked.
     pub hours: usize,
 }
 

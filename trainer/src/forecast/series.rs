@@ -10,17 +10,24 @@
 pub struct Series {
     /// Unix seconds of the first value.
     pub start: u64,
+    /// Step length.
     pub step_secs: u64,
+    /// Values per step (`None` unknown).
     pub values: Vec<Option<f64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a series could not be read.
+#[allow(missing_docs, reason = "a variant's fields are named in its message")]
 pub enum SeriesError {
     #[error("line {line}: {reason}")]
+    /// A malformed CSV line.
     Csv { line: usize, reason: String },
+    /// No values.
     #[error("the series is empty")]
     Empty,
     #[error("cannot read {path}: {source}")]
+    /// The file could not be read.
     Read { path: String, source: std::io::Error },
 }
 
@@ -72,10 +79,12 @@ impl Series {
         Ok(points)
     }
 
+    /// Steps in the series.
     pub fn len(&self) -> usize {
         self.values.len()
     }
 
+    /// Whether it has no steps.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }

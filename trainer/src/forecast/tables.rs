@@ -21,7 +21,9 @@ const YOUNG_PROFILE_SECS: u64 = 14 * DAY;
 /// A profile's requests per minute.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileSeries {
+    /// The profile.
     pub profile: ProfileId,
+    /// Its requests per minute.
     pub minutes: MinuteSeries,
 }
 
@@ -37,7 +39,9 @@ pub struct ProfileForecastReport {
 /// A region's forecast table and how each profile's forecast was made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegionForecast {
+    /// The published table.
     pub table: ForecastTable,
+    /// How each profile's forecast was made.
     pub reports: BTreeMap<ProfileId, ProfileForecastReport>,
 }
 
@@ -131,9 +135,8 @@ fn share_since(own: &MinuteSeries, aggregate: &MinuteSeries, from: u64, to: u64)
     if all > 0.0 { total(own) / all } else { 0.0 }
 }
 
-/// Minute series from request times: a minute without requests is zero from `from` (the
-/// store records every request) to `to`.
-/// Requests per minute from `(Unix minute, requests)` counts, from `from` to `to` (seconds).
+/// Requests per minute from `(Unix minute, requests)` counts, from `from` to `to` (seconds): a
+/// minute without requests is zero (the store records every request).
 pub fn minutes_from_counts(counts: impl IntoIterator<Item = (u64, u32)>, from: u64, to: u64) -> MinuteSeries {
     let start = from / 60 * 60;
     let len = (to.saturating_sub(start) / 60) as usize;
@@ -141,18 +144,6 @@ pub fn minutes_from_counts(counts: impl IntoIterator<Item = (u64, u32)>, from: u
     for (minute, n) in counts {
         if let Some(Some(v)) = minute.checked_sub(start / 60).and_then(|o| values.get_mut(o as usize)) {
             *v += f64::from(n);
-        }
-    }
-    MinuteSeries { start, values }
-}
-
-pub fn minutes_from_times(times: impl IntoIterator<Item = u64>, from: u64, to: u64) -> MinuteSeries {
-    let start = from / 60 * 60;
-    let len = (to.saturating_sub(start) / 60) as usize;
-    let mut values = vec![Some(0.0); len];
-    for t in times {
-        if let Some(Some(v)) = t.checked_sub(start).and_then(|o| values.get_mut((o / 60) as usize)) {
-            *v += 1.0;
         }
     }
     MinuteSeries { start, values }

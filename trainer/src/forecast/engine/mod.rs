@@ -70,6 +70,7 @@ impl Default for ForecastConfig {
 }
 
 impl ForecastConfig {
+    /// Checks quantiles and windows.
     pub fn validate(&self) -> Result<(), String> {
         let quantile = |q: f64| q > 0.5 && q < 1.0;
         if !quantile(self.band_quantile) || !quantile(self.alarm_quantile) || self.alarm_quantile < self.band_quantile {
@@ -102,6 +103,7 @@ pub fn candidates() -> [Method; 5] {
 pub struct MinuteSeries {
     /// Unix seconds of the first minute (a multiple of 60).
     pub start: u64,
+    /// Requests per minute.
     pub values: Vec<Option<f64>>,
 }
 
@@ -124,10 +126,13 @@ impl MinuteSeries {
 /// What a region's series share: its calendar and its feeds, and the table to make.
 #[derive(Debug, Clone)]
 pub struct Context {
+    /// Scheduled events of the region.
     pub events: Vec<Occurrence>,
+    /// Feed points of the region, by feed.
     pub feeds: Vec<(String, Vec<FeedPoint>)>,
     /// The table's step and length.
     pub step_secs: u64,
+    /// Steps in the table.
     pub steps: usize,
     /// The unit of demand the band is calibrated on, in minutes: 1 for the product (capacity
     /// must hold every minute, and the edge tests a minute), the step of a backtest's protocol
@@ -160,11 +165,15 @@ impl Default for Context {
 pub struct SeriesForecast {
     /// Unix seconds of step 0.
     pub start: u64,
+    /// Step length.
     pub step_secs: u64,
     /// Requests per step: expected, the calibrated band, and the alarm level.
     pub expected: Vec<f32>,
+    /// The calibrated band per step.
     pub upper: Vec<f32>,
+    /// The alarm level per step.
     pub alarm: Vec<f32>,
+    /// How the forecast was made.
     pub report: SeriesReport,
 }
 
@@ -185,6 +194,7 @@ pub struct SeriesReport {
     pub band_scores: usize,
     /// The combination's recent actual ÷ forecast, which the published forecast is corrected by.
     pub bias: f64,
+    /// The quantile the band was calibrated to.
     pub band_quantile: f64,
     /// Feed effects found: (feed, effect per unit, per hour).
     pub effects: Vec<(String, Effect)>,
@@ -193,10 +203,13 @@ pub struct SeriesReport {
 /// Every candidate's forecast made at one origin.
 #[derive(Debug, Clone)]
 pub struct Fitted {
+    /// Each candidate's forecast, for the ledger.
     pub entry: PastForecast,
     /// In-sample MAE of seasonal naive one day, per hour: the MASE scale.
     pub mase_scale: f64,
+    /// Outlier runs masked before fitting.
     pub masked: Masked,
+    /// Feed effects found: (feed, effect).
     pub effects: Vec<(String, Effect)>,
     /// Square-root-scale errors of yesterday's minute against today's, in-sample: the band
     /// when the ledger has nothing yet.
