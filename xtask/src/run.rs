@@ -212,6 +212,10 @@ pub fn test(root: &Path) -> Result<()> {
             .current_dir(root),
         &mut tally,
     )?;
+    step("the library example (trainer/examples/plan.rs) runs");
+    cmd(Command::new("cargo")
+        .args(["run", "--locked", "-q", "-p", "prewarm-trainer", "--example", "plan"])
+        .current_dir(root))?;
     let node_tests = root.join("tests/edge");
     if node_tests.is_dir() {
         step("worker tests under workerd (node --test + Miniflare)");
