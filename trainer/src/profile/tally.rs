@@ -11,6 +11,7 @@ use prewarm_shared::classify::{ClassificationRules, ContentClass, Device};
 use super::config::CostConfig;
 use super::priority::ProfileFacts;
 use crate::ingest::event::Event;
+use crate::synth::SplitMix;
 
 /// Values kept per cost figure for its median and p90: below it they are exact.
 pub const RESERVOIR: usize = 65_536;
@@ -22,21 +23,12 @@ struct Reservoir {
     values: Vec<f32>,
     seen: u64,
     sum: f64,
-    rng: u64,
+    rng: SplitMix,
 }
 
 impl Reservoir {
     fn new(seed: u64) -> Self {
-        Self { values: Vec::new(), seen: 0, sum: 0.0, rng: seed ^ 0x9E37_79B9_7F4A_7C15 }
-    }
-
-    /// splitmix64.
-    fn next(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        Self { values: Vec::new(), seen: 0, sum: 0.0, rng: SplitMix::new(seed ^ 0x9E37_79B9_7F4A_7C15) }
     }
 
     fn add(&mut self, value: f32) {
@@ -45,7 +37,7 @@ impl Reservoir {
         if self.values.len() < RESERVOIR {
             self.values.push(value);
         } else {
-            let slot = self.next() % self.seen;
+            let slot = self.rng.next_u64() % self.seen;
             if let Some(v) = self.values.get_mut(slot as usize) {
                 *v = value;
             }
