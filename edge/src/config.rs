@@ -38,6 +38,11 @@ pub(crate) struct EdgeConfig {
     /// At most one prewarm signal per region × profile × reason per window
     /// (`PREWARM_DEBOUNCE_SECS`, default 60).
     pub prewarm_debounce_secs: u64,
+    /// A crossing of the alarm level is signalled only once the excess above the band has
+    /// built up this much (`PREWARM_SIGNAL_EXCESS_SECS`, seconds at the alarm level's margin;
+    /// default [`prewarm_shared::signal_rule::EXCESS_SECS`]): a noise spike does not persist,
+    /// a crowd does.
+    pub signal_excess_secs: u64,
     /// The share of a region's traffic one isolate sees (`EDGE_TRAFFIC_SHARE`, default 1.0):
     /// local counts are divided by it before comparing with the region's forecast. Above 1 for
     /// time-compressed replays and amplified load tests (the demo), where one isolate sees
@@ -158,6 +163,8 @@ impl EdgeConfig {
             signal_timeout_ms: number(env, "SIGNAL_TIMEOUT_MS", 3000)?,
             signal_max_in_flight: number(env, "SIGNAL_MAX_IN_FLIGHT", 4)?,
             prewarm_debounce_secs: number(env, "PREWARM_DEBOUNCE_SECS", 60)?,
+            signal_excess_secs: number(env, "PREWARM_SIGNAL_EXCESS_SECS", prewarm_shared::signal_rule::EXCESS_SECS)?
+                .min(3600),
             edge_traffic_share: share,
             state_max_age_secs: number(env, "STATE_MAX_AGE_DAYS", 30u64)?.clamp(1, 365) * 86_400,
             state_sample_rate: number(env, "STATE_SAMPLE_RATE", 0.05f32)?.clamp(0.0, 1.0),

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use futures_util::future::{Either, select};
 pub(crate) use prewarm_shared::aggregate::Served;
 use prewarm_shared::aggregate::{AggregateSettings, Aggregator};
+use prewarm_shared::signal_rule::WatchSettings;
 use prewarm_shared::signals::{self, KEY_ID_HEADER, SIGNATURE_HEADER, SignalBatch, TIMESTAMP_HEADER};
 use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
 
@@ -45,7 +46,7 @@ fn settings(config: &EdgeConfig) -> AggregateSettings {
         flush_secs: config.signal_flush_secs,
         batch_max: config.signal_batch_max,
         debounce_secs: config.prewarm_debounce_secs,
-        edge_traffic_share: config.edge_traffic_share,
+        watch: WatchSettings { traffic_share: config.edge_traffic_share, excess_secs: config.signal_excess_secs },
         state_sample_rate: config.state_sample_rate,
     }
 }

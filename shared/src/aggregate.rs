@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 
 use crate::artifact::{ModelVersion, ProfileId, RegionModel};
 use crate::features::{FeatureVector, UnixSeconds};
-use crate::signal_rule::{self, MinuteWindow};
+use crate::signal_rule::{self, SliceWatch, WatchSettings};
 use crate::signals::{DemandCount, PrewarmReason, PrewarmRequest, SampledState, SignalBatch, UserHash};
 
 /// Sampled users contribute one state every this many requests.
 pub const SAMPLE_EVERY_REQUESTS: u16 = 4;
 
 /// The worker's settings the aggregation reads (its `SIGNAL_*`, `PREWARM_DEBOUNCE_SECS`,
-/// `EDGE_TRAFFIC_SHARE` and `STATE_SAMPLE_RATE` variables).
+/// `PREWARM_SIGNAL_PERSIST_SECS`, `EDGE_TRAFFIC_SHARE` and `STATE_SAMPLE_RATE` variables).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AggregateSettings {
     /// A batch goes out at the latest this long after its first item…
@@ -23,8 +23,9 @@ pub struct AggregateSettings {
     pub batch_max: usize,
     /// Prewarm requests of one region × profile and reason are at least this far apart.
     pub debounce_secs: u64,
-    /// The share of a region's traffic this isolate is taken to see.
-    pub edge_traffic_share: f32,
+    /// The signal rule's traffic share (of a region's, this isolate is taken to see) and
+    /// persistence.
+    pub watch: WatchSettings,
     /// The share of users (by hash) whose states are sampled.
     pub state_sample_rate: f32,
 }
@@ -32,7 +33,13 @@ pub struct AggregateSettings {
 impl Default for AggregateSettings {
     /// The worker's defaults.
     fn default() -> Self {
-        Self { flush_secs: 10, batch_max: 500, debounce_secs: 60, edge_traffic_share: 1.0, state_sample_rate: 0.05 }
+        Self {
+            flush_secs: 10,
+            batch_max: 500,
+            debounce_secs: 60,
+            watch: WatchSettings::default(),
+            state_sample_rate: 0.05,
+        }
     }
 }
 
@@ -76,9 +83,10 @@ pub struct Aggregator {
     states: Vec<SampledState>,
     oldest: Option<u64>,
     last_prewarm: BTreeMap<(String, ProfileId, PrewarmReason), u64>,
-    /// The last 60 seconds' requests per region × profile, kept across flushes: the alarm
-    /// test needs a whole minute, not what arrived since the last batch went out.
-    this_minute: BTreeMap<SliceKey, MinuteWindow>,
+    /// The last 60 seconds' requests per region × profile and how long they have stood above
+    /// the band, kept across flushes: the rule needs a whole minute, not what arrived since the
+    /// last batch went out.
+    watched: BTreeMap<SliceKey, SliceWatch>,
     model_version: Option<ModelVersion>,
 }
 
@@ -103,12 +111,18 @@ impl Aggregator {
         let entry = self.demand.entry((model.region.clone(), served.profile, minute)).or_default();
         entry.0 = entry.0.saturating_add(1);
         entry.1 = entry.1.saturating_add(served.bytes);
-        // The worker's rule, shared with the replay: the last 60 seconds against the alarm.
-        let last_minute = self.this_minute.entry((model.region.clone(), served.profile)).or_default().record(now, 1);
+        // The worker's rule, shared with the replay: the last 60 seconds against the band and
+        // the alarm level.
+        let crossing = self.watched.entry((model.region.clone(), served.profile)).or_default().record(
+            &model.forecast,
+            served.profile,
+            now,
+            1,
+            &settings.watch,
+        );
         self.oldest.get_or_insert(now.0);
         self.model_version = Some(model.model_version);
-        if let Some(c) =
-            signal_rule::crossing(&model.forecast, served.profile, now, last_minute, settings.edge_traffic_share)
+        if let Some(c) = crossing
             && self.debounced(
                 (model.region.clone(), served.profile, PrewarmReason::AboveBand),
                 now,
@@ -161,8 +175,8 @@ impl Aggregator {
         if self.last_prewarm.len() > 4096 {
             self.last_prewarm.clear();
         }
-        if self.this_minute.len() > 4096 {
-            self.this_minute.clear();
+        if self.watched.len() > 4096 {
+            self.watched.clear();
         }
         batch
     }

@@ -7,14 +7,24 @@
 //! region, exceed the forecast's *alarm* level — a calibrated quantile of a minute's demand
 //! well above the band the plan provisions for (see the trainer's forecast engine). A window
 //! of fewer than [`MIN_SIGNAL_REQUESTS`] requests is not judged at all: a profile of a few
-//! requests a minute is Poisson noise at that scale. Signals of one region × profile are at
-//! least a debounce window apart.
+//! requests a minute is Poisson noise at that scale. And the excess must *persist*: calibrated
+//! noise crosses a per-minute alarm quantile q about (1 − q) · 1,440 times a day on a busy
+//! series, mostly for a single minute, while a crowd stays. Since the last minute rose above the
+//! band the plan provisions for, its excess over the band, in units of the alarm level's margin
+//! over the band, is summed over time; a signal needs [`EXCESS_SECS`] of it (two minutes at the
+//! alarm level, or less time further above) and the last minute above the alarm level.
+//! Signals of one region × profile are at least a debounce window apart.
 
 use crate::artifact::{ForecastTable, ProfileId};
 use crate::features::UnixSeconds;
 
 /// The fewest requests in the last minute (as this isolate saw them) a signal is raised on.
 pub const MIN_SIGNAL_REQUESTS: f32 = 10.0;
+
+/// The excess above the band a signal needs, by default, in seconds at the alarm level's
+/// margin (`PREWARM_SIGNAL_EXCESS_SECS` at the edge): two minutes at the alarm level — the
+/// "two consecutive minutes above the band, one above the alarm" a noise spike rarely makes.
+pub const EXCESS_SECS: u64 = 120;
 
 /// Requests of one region × profile in the current and the previous minute: an estimate of
 /// the last 60 seconds that needs no history (the previous minute weighted by how much of it
@@ -49,8 +59,29 @@ pub struct Crossing {
     pub alarm: f32,
 }
 
+/// Where `last_minute` requests (seen by an isolate that sees `traffic_share` of the region's)
+/// stand against `profile`'s band and alarm level at `now`; `None` without a judgement (too few
+/// requests, no forecast for the profile or the time).
+fn levels(
+    table: &ForecastTable,
+    profile: ProfileId,
+    now: UnixSeconds,
+    last_minute: f32,
+    traffic_share: f32,
+) -> Option<(f32, f32, f32)> {
+    if last_minute < MIN_SIGNAL_REQUESTS {
+        return None;
+    }
+    let slot = table.slot(now)?;
+    let series = table.of(profile)?;
+    let (upper, alarm) = (*series.upper.get(slot)?, *series.alarm.get(slot)?);
+    let observed_per_step = last_minute * table.step_secs as f32 / 60.0 / traffic_share.max(f32::MIN_POSITIVE);
+    Some((observed_per_step, upper, alarm))
+}
+
 /// Whether `last_minute` requests (seen by an isolate that sees `traffic_share` of the
-/// region's) are above `profile`'s alarm level at `now`.
+/// region's) are above `profile`'s alarm level at `now`, persistence aside ([`SliceWatch`]
+/// adds it).
 pub fn crossing(
     table: &ForecastTable,
     profile: ProfileId,
@@ -58,13 +89,66 @@ pub fn crossing(
     last_minute: f32,
     traffic_share: f32,
 ) -> Option<Crossing> {
-    if last_minute < MIN_SIGNAL_REQUESTS {
-        return None;
-    }
-    let slot = table.slot(now)?;
-    let alarm = *table.of(profile)?.alarm.get(slot)?;
-    let observed_per_step = last_minute * table.step_secs as f32 / 60.0 / traffic_share.max(f32::MIN_POSITIVE);
+    let (observed_per_step, _, alarm) = levels(table, profile, now, last_minute, traffic_share)?;
     (observed_per_step > alarm).then_some(Crossing { observed_per_step, alarm })
+}
+
+/// One region × profile as the rule follows it: its last minute's requests and the excess
+/// above the band they have built up.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SliceWatch {
+    window: MinuteWindow,
+    /// Seconds × (excess above the band in units of the alarm's margin over it) since the last
+    /// minute rose above the band.
+    excess: f32,
+    /// When the last minute was last seen above the band.
+    last_above: Option<u64>,
+}
+
+impl SliceWatch {
+    /// Counts `requests` at `now`; a crossing when the last minute is above the alarm level and
+    /// the excess built up since it rose above the band reaches `watch.excess_secs`.
+    pub fn record(
+        &mut self,
+        table: &ForecastTable,
+        profile: ProfileId,
+        now: UnixSeconds,
+        requests: u32,
+        watch: &WatchSettings,
+    ) -> Option<Crossing> {
+        let last_minute = self.window.record(now, requests);
+        let levels = levels(table, profile, now, last_minute, watch.traffic_share);
+        let Some((observed_per_step, upper, alarm)) = levels.filter(|(observed, upper, _)| observed > upper) else {
+            *self = Self { window: self.window, ..Self::default() };
+            return None;
+        };
+        // A CUSUM-style sum: a minute at the alarm level adds 60, a crowd at three times the
+        // alarm's margin adds 180 — a large crowd is signalled sooner than a marginal one.
+        let seconds = self.last_above.map_or(0, |t| now.0.saturating_sub(t).min(60)) as f32;
+        self.last_above = Some(now.0);
+        if seconds > 0.0 {
+            // An alarm level at the band (no margin) makes any time above it enough.
+            let margins = (observed_per_step - upper) / (alarm - upper).max(f32::MIN_POSITIVE);
+            self.excess = (self.excess + margins * seconds).min(f32::MAX);
+        }
+        (observed_per_step > alarm && self.excess >= watch.excess_secs as f32)
+            .then_some(Crossing { observed_per_step, alarm })
+    }
+}
+
+/// What the rule needs besides the forecast.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WatchSettings {
+    /// The share of a region's traffic the counts are taken to be.
+    pub traffic_share: f32,
+    /// The excess above the band a signal needs ([`EXCESS_SECS`] by default).
+    pub excess_secs: u64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self { traffic_share: 1.0, excess_secs: EXCESS_SECS }
+    }
 }
 
 /// Whether a signal may go out at `now` when the last one went out at `last` (debounce).
@@ -99,6 +183,46 @@ mod tests {
         assert_eq!(w.record(UnixSeconds(690), 10), 25.0);
         // A minute skipped: nothing carries over.
         assert_eq!(w.record(UnixSeconds(900), 1), 1.0);
+    }
+
+    /// Feeds `per_minute` requests a minute, in 4 parts a minute, from minute `from` to `to`;
+    /// the seconds (from minute `from`) at which the rule crossed.
+    fn feed(watch: &mut SliceWatch, per_minute: &dyn Fn(u64) -> u32, from: u64, to: u64) -> Vec<u64> {
+        let (t, settings) = (table(), WatchSettings::default());
+        let mut crossed = Vec::new();
+        for minute in from..to {
+            for part in 1..=4u64 {
+                let at = UnixSeconds(minute * 60 + part * 15 - 1);
+                if watch.record(&t, ProfileId(1), at, per_minute(minute) / 4, &settings).is_some() {
+                    crossed.push(at.0 - from * 60);
+                }
+            }
+        }
+        crossed
+    }
+
+    #[test]
+    fn a_one_minute_spike_is_not_signalled_and_a_crowd_is_the_sooner_the_larger() {
+        // Per minute: expected 10, band 15, alarm 20 (per step of 5 minutes: 50, 75, 100).
+        let normal = 12;
+        let mut w = SliceWatch::default();
+        assert!(feed(&mut w, &|_| normal, 0, 10).is_empty(), "normal traffic");
+        // One minute at 24 (a fifth above the alarm of 20), then normal again.
+        assert!(feed(&mut w, &|m| if m == 10 { 24 } else { normal }, 10, 20).is_empty(), "a one-minute spike");
+        // A crowd just above the alarm (22 a minute: 1.4 margins above the band) takes about two
+        // minutes (120 / 1.4 ≈ 86 s after the window passes the band, which it does after ~20 s)…
+        let mut w = SliceWatch::default();
+        feed(&mut w, &|_| normal, 0, 10);
+        let first = feed(&mut w, &|_| 22, 10, 20)[0];
+        assert!((90..=150).contains(&first), "a marginal crowd crossed after {first} s");
+        // …a crowd of four times normal (48: 6.6 margins) well within its first minute.
+        let mut w = SliceWatch::default();
+        feed(&mut w, &|_| normal, 0, 10);
+        let first = feed(&mut w, &|_| 48, 10, 20)[0];
+        assert!(first < 60, "a large crowd crossed after {first} s");
+        // Back under the band, the excess is gone: a later spike starts from nothing.
+        feed(&mut w, &|_| normal, 20, 30);
+        assert!(feed(&mut w, &|m| if m == 30 { 24 } else { normal }, 30, 40).is_empty());
     }
 
     #[test]

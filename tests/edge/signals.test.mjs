@@ -19,6 +19,8 @@ async function setup(trainerHandler, vars = {}) {
     ...SECRETS,
     SIGNAL_FLUSH_SECS: "0",
     STATE_SAMPLE_RATE: "1",
+    // Signal at the first crossing of the alarm level (the rule's persistence has its own test).
+    PREWARM_SIGNAL_EXCESS_SECS: "0",
     ...vars,
   });
   return {
@@ -27,8 +29,8 @@ async function setup(trainerHandler, vars = {}) {
   };
 }
 
-/** Sends `n` requests as one user; returns the responses' statuses and the user's cookies. */
-async function browse(mf, n, path = "/watch/9/seg.ts") {
+/** Sends `n` requests as one user, `pauseMs` apart; returns the responses' statuses and the user's cookies. */
+async function browse(mf, n, path = "/watch/9/seg.ts", pauseMs = 0) {
   const jar = {};
   const statuses = [];
   for (let i = 0; i < n; i++) {
@@ -45,6 +47,7 @@ async function browse(mf, n, path = "/watch/9/seg.ts") {
     for (const [name, { value }] of Object.entries(setCookies(res))) if (name.startsWith("pw_")) jar[name] = value;
     await res.arrayBuffer();
     statuses.push(res.status);
+    if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
   }
   return { statuses, jar };
 }
@@ -174,6 +177,36 @@ test("signals and origin requests carry no raw id, address or cookie value", asy
     }
     // The app's own cookie still reaches the origin.
     assert.equal(env.origin.seen.at(-1).headers.cookie, "theme=dark");
+  } finally {
+    await env.close();
+  }
+});
+
+test("a burst of a few seconds is not signalled; the same excess, persisting, is", async () => {
+  const prewarmOf = (receiver) => receiver.batches.flatMap((b) => b.prewarm).filter((p) => p.reason === "above_band");
+  const sent = (receiver) => receiver.batches.flatMap((b) => b.demand).reduce((s, d) => s + d.requests, 0);
+  // 25 requests in about three seconds, 6 alarm margins above the band: an excess of about 18
+  // alarm-level seconds, far from the default 120.
+  let receiver = signalReceiver();
+  let env = await setup(receiver.handler, { PREWARM_SIGNAL_EXCESS_SECS: "120" });
+  try {
+    await publish(env.mf, fixtureModel("model-margin"));
+    await browse(env.mf, 25, "/watch/9/seg.ts", 120);
+    await eventually(() => sent(receiver) === 25);
+    assert.deepEqual(prewarmOf(receiver), [], "a burst of seconds was signalled");
+  } finally {
+    await env.close();
+  }
+  // The same requests against a rule that asks for 2 alarm-level seconds: signalled.
+  receiver = signalReceiver();
+  env = await setup(receiver.handler, { PREWARM_SIGNAL_EXCESS_SECS: "2" });
+  try {
+    await publish(env.mf, fixtureModel("model-margin"));
+    await browse(env.mf, 25, "/watch/9/seg.ts", 120);
+    await eventually(() => sent(receiver) === 25);
+    const prewarm = prewarmOf(receiver);
+    assert.ok(prewarm.length >= 1, "an excess persisting past the rule's 2 s was not signalled");
+    for (const p of prewarm) assert.ok(p.observed > p.forecast_upper && p.forecast_upper === 25);
   } finally {
     await env.close();
   }

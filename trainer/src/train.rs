@@ -130,6 +130,7 @@ pub fn train_events(
             band_minutes: 1,
             lookback_secs: crate::forecast::nowcast::WINDOW_MINUTES * 60,
             nowcast: true,
+            alarm_cover_secs: config.plan.lead_time_secs,
         };
         let forecast = tables::tables(&name, &series, UnixSeconds(at), &ctx, &config.forecast, ledger);
         let step = config.forecast_step_secs.max(1);

@@ -17,6 +17,8 @@ struct Variant {
     version: u32,
     expected: f32,
     upper: f32,
+    /// The alarm level (the prewarm signal's threshold); `None`: the band itself.
+    alarm: Option<f32>,
     /// From this many slots after the current one, the expected demand is multiplied by this.
     rise: Option<(usize, f32)>,
 }
@@ -24,15 +26,18 @@ struct Variant {
 /// The forecast starts this many slots before "now".
 const SLOTS_BEFORE_NOW: usize = 12;
 
-const VARIANTS: [Variant; 5] = [
-    Variant { name: "model-v1", version: 1, expected: 1_000.0, upper: 2_000.0, rise: None },
-    Variant { name: "model-v2", version: 2, expected: 1_000.0, upper: 2_000.0, rise: None },
+const VARIANTS: [Variant; 6] = [
+    Variant { name: "model-v1", version: 1, expected: 1_000.0, upper: 2_000.0, alarm: None, rise: None },
+    Variant { name: "model-v2", version: 2, expected: 1_000.0, upper: 2_000.0, alarm: None, rise: None },
     // A band so low that a handful of requests in a minute is a surge.
-    Variant { name: "model-surge", version: 3, expected: 0.5, upper: 1.0, rise: None },
+    Variant { name: "model-surge", version: 3, expected: 0.5, upper: 1.0, alarm: None, rise: None },
     // A band that takes more than 5 requests in one minute (25 per 5-minute step) to exceed.
-    Variant { name: "model-band", version: 5, expected: 10.0, upper: 25.0, rise: None },
+    Variant { name: "model-band", version: 5, expected: 10.0, upper: 25.0, alarm: None, rise: None },
     // Demand is forecast to triple two slots from now.
-    Variant { name: "model-rise", version: 4, expected: 100.0, upper: 1_000_000.0, rise: Some((2, 3.0)) },
+    Variant { name: "model-rise", version: 4, expected: 100.0, upper: 1_000_000.0, alarm: None, rise: Some((2, 3.0)) },
+    // A band of 1 request a minute and an alarm level of 5: 25 requests in a minute stand 6
+    // alarm margins above the band, so the excess builds up at 6 per second.
+    Variant { name: "model-margin", version: 6, expected: 2.0, upper: 5.0, alarm: Some(25.0), rise: None },
 ];
 
 fn region(name: &str, variant: &Variant, start: UnixSeconds) -> RegionModel {
@@ -53,12 +58,12 @@ fn region(name: &str, variant: &Variant, start: UnixSeconds) -> RegionModel {
                     _ => variant.expected,
                 })
                 .collect();
-            // The edge's prewarm signal tests the alarm level: here the variant's band.
+            // The edge's prewarm signal tests the alarm level: the variant's, else its band.
             ProfileForecast {
                 profile: p.id,
                 expected,
                 upper: vec![variant.upper; SLOTS],
-                alarm: vec![variant.upper; SLOTS],
+                alarm: vec![variant.alarm.unwrap_or(variant.upper); SLOTS],
             }
         })
         .collect();

@@ -97,6 +97,7 @@ pub fn tables(
             }
             None => (zeros(), zeros(), zeros()),
         };
+        let alarm = covered_alarm(alarm, &upper, (ctx.alarm_cover_secs / step) as usize);
         out.push(ProfileForecast { profile: s.profile, expected, upper, alarm });
     }
     let table = ForecastTable {
@@ -106,6 +107,15 @@ pub fn tables(
         series: out,
     };
     RegionForecast { table, reports }
+}
+
+/// Each step's alarm level, at least the band of the `steps` steps after it.
+fn covered_alarm(mut alarm: Vec<f32>, upper: &[f32], steps: usize) -> Vec<f32> {
+    for (i, a) in alarm.iter_mut().enumerate() {
+        let ahead = upper.iter().skip(i).take(steps + 1).copied().fold(f32::MIN, f32::max);
+        *a = a.max(ahead);
+    }
+    alarm
 }
 
 /// The sum of the profiles' minutes (a minute is known when any profile knows it).
@@ -156,6 +166,16 @@ mod tests {
 
     fn ctx() -> Context {
         Context { step_secs: 300, steps: 288, ..Context::default() }
+    }
+
+    #[test]
+    fn the_alarm_is_at_least_the_band_a_lead_time_ahead() {
+        // A band rising at step 3: with one step of lead, the capacity running at step 2 was
+        // provisioned for step 3's band, so step 2's alarm is at least that.
+        let upper = [10.0, 10.0, 10.0, 30.0, 30.0, 10.0];
+        let alarm = vec![15.0, 15.0, 15.0, 40.0, 40.0, 15.0];
+        assert_eq!(covered_alarm(alarm.clone(), &upper, 0), alarm);
+        assert_eq!(covered_alarm(alarm, &upper, 1), vec![15.0, 15.0, 30.0, 40.0, 40.0, 15.0]);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! - Band coverage is the share of (profile, minute) pairs whose count stayed under the band.
 
 use prewarm_shared::UnixSeconds;
-use prewarm_shared::signal_rule::{self, MinuteWindow};
+use prewarm_shared::signal_rule::{self, SliceWatch, WatchSettings};
 use serde::Serialize;
 
 use super::capacity::CapacityModel;
@@ -44,30 +44,37 @@ pub struct Signal {
     pub observed_per_step: f32,
 }
 
-/// The signals the worker would have raised in one region: each minute's count against the
-/// model the edge held then, as the rule sees it at the minute's last second.
+/// Each minute's requests are replayed as this many equal parts, spread over the minute, so
+/// that the rule's excess builds up within minutes as it does at the edge.
+const PARTS_PER_MINUTE: u64 = 4;
+
+/// The signals the worker would have raised in one region: each minute's count, spread evenly
+/// over the minute, against the model the edge held then.
 pub fn signals(region: &RegionInput, replayed: &Replayed, _config: &TrainerConfig) -> Vec<Signal> {
     let mut out = Vec::new();
+    let watch = WatchSettings::default();
+    let part_secs = 60 / PARTS_PER_MINUTE;
     for (profile, counts) in &region.live {
-        let mut window = MinuteWindow::default();
+        let id = prewarm_shared::ProfileId(*profile);
+        let mut slice = SliceWatch::default();
         let mut last = None;
         for (t, n) in counts.iter().enumerate() {
-            let at = UnixSeconds(replayed.start + t as u64 * 60 + 59);
-            let seen = window.record(at, *n as u32);
-            let Some(model) = replayed.timeline.model_at(&region.name, at.0) else { continue };
-            let Some(crossing) =
-                signal_rule::crossing(&model.forecast, prewarm_shared::ProfileId(*profile), at, seen, 1.0)
-            else {
-                continue;
-            };
-            if signal_rule::due(last, at, DEBOUNCE_SECS) {
-                last = Some(at.0);
-                out.push(Signal {
-                    region: region.name.clone(),
-                    profile: *profile,
-                    at: at.0,
-                    observed_per_step: crossing.observed_per_step,
-                });
+            let n = n.max(0.0).round() as u64;
+            let minute = replayed.start + t as u64 * 60;
+            let Some(model) = replayed.timeline.model_at(&region.name, minute + 59) else { continue };
+            for part in 1..=PARTS_PER_MINUTE {
+                let at = UnixSeconds(minute + part * part_secs - 1);
+                let requests = n * part / PARTS_PER_MINUTE - n * (part - 1) / PARTS_PER_MINUTE;
+                let Some(crossing) = slice.record(&model.forecast, id, at, requests as u32, &watch) else { continue };
+                if signal_rule::due(last, at, DEBOUNCE_SECS) {
+                    last = Some(at.0);
+                    out.push(Signal {
+                        region: region.name.clone(),
+                        profile: *profile,
+                        at: at.0,
+                        observed_per_step: crossing.observed_per_step,
+                    });
+                }
             }
         }
     }

@@ -97,6 +97,7 @@ impl Stages for AggregateStages<'_> {
             steps: (86_400 / step) as usize,
             lookback_secs: crate::forecast::nowcast::WINDOW_MINUTES * 60,
             nowcast: true,
+            alarm_cover_secs: trainer.plan.lead_time_secs,
             ..Context::default()
         };
         let forecast =

@@ -144,6 +144,10 @@ pub struct Context {
     /// Whether the plan corrects the forecast by the edge's recent level (the product: yes; a
     /// backtest scores forecasts as made): the band is calibrated on what is provisioned.
     pub nowcast: bool,
+    /// The alarm level of a step is raised to the band of every step up to this long after it
+    /// (the product: the plan's lead time). Capacity running at a step was provisioned for the
+    /// band a lead time ahead, so demand under that is not above what was planned for.
+    pub alarm_cover_secs: u64,
 }
 
 impl Default for Context {
@@ -156,6 +160,7 @@ impl Default for Context {
             band_minutes: 1,
             lookback_secs: 0,
             nowcast: false,
+            alarm_cover_secs: 0,
         }
     }
 }
