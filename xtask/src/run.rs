@@ -13,7 +13,7 @@ pub const EDGE_FIXTURES: &str = "tests/edge/.fixtures";
 
 /// Optional features the tests (and clippy, and cargo deny) cover too, so that code is checked
 /// and the binary the end-to-end tests run is built once.
-pub const TEST_FEATURES: &str = "prewarm-trainer/object-store";
+pub const TEST_FEATURES: &str = "prewarm-trainer/object-store,prewarm-trainer/clickhouse";
 
 /// Announces a step, so no minute passes silently.
 pub fn step(what: &str) {
@@ -128,6 +128,9 @@ pub fn test(root: &Path) -> Result<()> {
     // kustomize, and the schema validators from PyPI.
     tools::ensure_apt("prometheus")?;
     tools::ensure_apt("kubectl")?;
+    // The ClickHouse event store is tested against a real server: Debian's, started by the
+    // tests themselves as a plain process.
+    tools::ensure_apt("clickhouse-server")?;
     tools::ensure_python_packages(
         "import yaml, kubernetes_validate, check_jsonschema",
         &["pyyaml", "kubernetes-validate", "check-jsonschema"],

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError, Total};
+use super::{EventStore, Store, StoreError, Total};
 use crate::ingest::event::Event;
 
 const EVENT_COLUMNS: usize = 15;
@@ -41,7 +41,23 @@ impl Store {
     /// Rows go in [`ROWS_PER_INSERT`] at a time: one statement step per row costs more than
     /// binding its values, so multi-row statements triple the rate.
     pub fn insert_events(&mut self, events: &[Event]) -> Result<usize, StoreError> {
+        self.insert_events_once(None, events)
+    }
+
+    /// [`Store::insert_events`], once per `batch` id: a batch id already stored (kept as long
+    /// as its newest event) stores nothing and returns 0.
+    pub(crate) fn insert_events_once(&mut self, batch: Option<u64>, events: &[Event]) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
+        if let Some(batch) = batch {
+            let newest = events.iter().map(|e| e.time).max().unwrap_or(0);
+            let fresh = tx.execute(
+                "INSERT OR IGNORE INTO event_batches (batch_id, newest) VALUES (?1, ?2)",
+                params![batch as i64, newest as i64],
+            )?;
+            if fresh == 0 {
+                return Ok(0);
+            }
+        }
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let mut stmt = if chunk.len() == ROWS_PER_INSERT {
                 tx.prepare_cached(&INSERT_FULL_CHUNK)?
@@ -98,7 +114,7 @@ impl Store {
 
     /// Streams events (of `region`, before `before`) in user then time order to `each`, row by
     /// row: SQLite sorts on disk past its cache, so memory does not grow with the table.
-    fn each_event_by_user(
+    pub(super) fn each_event_by_user(
         &self,
         region: Option<&str>,
         before: Option<u64>,
@@ -225,11 +241,11 @@ impl UserEvents for InMemory<'_> {
     }
 }
 
-/// The store's events before a time, streamed from SQLite one user at a time.
+/// A store's events before a time, streamed one user at a time.
 #[derive(Debug, Clone, Copy)]
 pub struct EventsBefore<'a> {
     /// The store read.
-    pub store: &'a Store,
+    pub store: &'a dyn EventStore,
     /// Events at or after this instant (Unix seconds) are left out.
     pub before: u64,
 }
@@ -237,7 +253,7 @@ pub struct EventsBefore<'a> {
 impl UserEvents for EventsBefore<'_> {
     fn for_each_user(&self, visit: &mut dyn FnMut(&[Event])) -> Result<(), StoreError> {
         let mut user: Vec<Event> = Vec::new();
-        self.store.each_event_by_user(None, Some(self.before), &mut |e| {
+        self.store.each_event_by_user_before(self.before, &mut |e| {
             if user.first().is_some_and(|first| first.user != e.user) {
                 visit(&user);
                 user.clear();

@@ -4,8 +4,9 @@
 //! Tables: `events` (validated, classified behaviour events), `demand` (requests per region ×
 //! profile × minute, from the edge's signals), `prewarm_signals`, `sampled_states` (anonymised
 //! feature vectors from the edge), `edge_reports` (which model version each signal batch came
-//! from), `signal_receipts` (accepted batches' signatures), `signal_batches` (accepted batch ids) and `totals` (counts kept in the
-//! same transactions as the rows, so a status read never scans a table). Every table with
+//! from), `signal_receipts` (accepted batches' signatures), `signal_batches` (accepted batch
+//! ids), `event_batches` (accepted event batch ids) and `totals` (counts kept in the same
+//! transactions as the rows, so a status read never scans a table). Every table with
 //! per-user or per-edge rows is pruned after `retention_days` ([`Store::prune`]). The schema
 //! version lives in SQLite's `user_version`.
 //!
@@ -13,6 +14,9 @@
 //! readers see the last commit while a write is under way, so a dashboard or a scrape never
 //! holds up ingest.
 
+mod backend;
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
 mod edge;
 mod events;
 mod readers;
@@ -21,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
+pub use backend::EventStore;
 pub use edge::{EdgeSummary, SignalReceipt};
 pub use events::{EventsBefore, InMemory, UserEvents};
 pub use readers::Readers;
@@ -45,6 +50,10 @@ pub enum StoreError {
     #[error("database error: {0}")]
     /// Any other SQLite error.
     Sqlite(rusqlite::Error),
+    #[error("event store: {0}")]
+    /// A backend other than SQLite failed (ClickHouse unreachable, an insert refused): nothing
+    /// the call was to store was acknowledged.
+    Backend(String),
     #[error("a store lock is poisoned (a thread panicked holding it)")]
     /// A lock was poisoned by a panic.
     Poisoned,
@@ -141,6 +150,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE signal_batches (batch_id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL);
     CREATE INDEX signal_batches_received_at ON signal_batches(received_at);
+"#,
+    // Accepted event batches by the client's batch id, kept as long as their newest event: a
+    // batch retried after a lost answer is stored once.
+    r#"
+    CREATE TABLE event_batches (batch_id INTEGER PRIMARY KEY, newest INTEGER NOT NULL);
+    CREATE INDEX event_batches_newest ON event_batches(newest);
 "#,
 ];
 
@@ -303,6 +318,7 @@ impl Store {
         Total::SampledStates.add(&tx, -(sampled_states as i64))?;
         let edge_reports = tx.execute("DELETE FROM edge_reports WHERE received_at < ?1", params![before])?;
         tx.execute("DELETE FROM signal_batches WHERE received_at < ?1", params![before])?;
+        tx.execute("DELETE FROM event_batches WHERE newest < ?1", params![before])?;
         Total::SignalBatches.add(&tx, -(edge_reports as i64))?;
         tx.commit()?;
         Ok(Pruned { events, demand, prewarm_signals, sampled_states, edge_reports })

@@ -109,7 +109,7 @@ fn a_store_of_the_previous_schema_gets_its_totals_from_its_rows() {
         .conn
         .execute_batch(
             "DROP TABLE totals; DROP TABLE signal_receipts; ALTER TABLE events DROP COLUMN robots_txt; \
-             DROP TABLE signal_batches; PRAGMA user_version = 2;",
+             DROP TABLE signal_batches; DROP TABLE event_batches; PRAGMA user_version = 2;",
         )
         .expect("reset");
     for index in ["demand_minute", "prewarm_signals_received_at", "sampled_states_at", "edge_reports_received_at"] {
@@ -130,7 +130,10 @@ fn the_robots_txt_flag_is_kept_and_older_stores_read_it_as_false() {
     // A store from before the column: its events are kept and read as not robots.txt.
     store
         .conn
-        .execute_batch("ALTER TABLE events DROP COLUMN robots_txt; DROP TABLE signal_batches; PRAGMA user_version = 3;")
+        .execute_batch(
+            "ALTER TABLE events DROP COLUMN robots_txt; DROP TABLE signal_batches; DROP TABLE event_batches; \
+             PRAGMA user_version = 3;",
+        )
         .expect("reset");
     store.migrate().expect("migrates");
     assert!(store.events_by_user(None).expect("read").iter().all(|e| !e.robots_txt));

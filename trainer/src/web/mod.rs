@@ -111,7 +111,9 @@ impl IntoResponse for AppError {
             AppError::Body(BodyError::BadGzip(_)) | AppError::BadSignals(_) => StatusCode::BAD_REQUEST,
             AppError::Replayed => StatusCode::CONFLICT,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Store(StoreError::Full | StoreError::ReadOnly) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(StoreError::Full | StoreError::ReadOnly | StoreError::Backend(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = (status, axum::Json(api::ErrorBody { error: self.to_string() })).into_response();
