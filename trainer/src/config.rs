@@ -96,6 +96,9 @@ pub struct TrainerConfig {
     pub priority: crate::profile::priority::PriorityConfig,
     /// `[object_store]`: an archive of published versions (needs the `object-store` feature).
     pub object_store: Option<crate::publish::ObjectStoreConfig>,
+    /// `[clickhouse]`: events in ClickHouse instead of SQLite (needs the `clickhouse` feature;
+    /// `prewarm import` and `prewarm train` use it, the server does not yet).
+    pub clickhouse: Option<crate::store::clickhouse::ClickHouseConfig>,
     /// Step of the demand series and the published forecast tables (a day of steps).
     pub forecast_step_secs: u64,
     /// `[forecast]`: band quantiles, history, skill window, outlier masking.
@@ -162,6 +165,7 @@ impl Default for TrainerConfig {
             forecast_step_secs: crate::forecast::DEFAULT_STEP_SECS,
             forecast: crate::forecast::engine::ForecastConfig::default(),
             object_store: None,
+            clickhouse: None,
         }
     }
 }
@@ -297,6 +301,12 @@ impl TrainerConfig {
         if cfg!(not(feature = "object-store")) && self.object_store.is_some() {
             return Err(ConfigError::Invalid(
                 "[object_store] needs prewarm built with the object-store feature (cargo build --features object-store)".into(),
+            ));
+        }
+        if cfg!(not(feature = "clickhouse")) && self.clickhouse.is_some() {
+            return Err(ConfigError::Invalid(
+                "[clickhouse] needs prewarm built with the clickhouse feature (cargo build --features clickhouse)"
+                    .into(),
             ));
         }
         if !(60..=3600).contains(&self.forecast_step_secs) || 86_400 % self.forecast_step_secs != 0 {

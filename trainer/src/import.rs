@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::config::TrainerConfig;
 use crate::ingest::event::Event;
 use crate::ingest::{IngestReport, access_log};
-use crate::store::{Store, StoreError};
+use crate::store::{EventStore, StoreError};
 
 /// Events per store transaction.
 const BATCH: usize = 10_000;
@@ -146,7 +146,7 @@ fn open(path: &Path) -> Result<Box<dyn BufRead>, ImportError> {
 /// doubles the rate of doing both in turn.
 pub fn import_files(
     paths: &[impl AsRef<Path> + Sync],
-    store: &mut Store,
+    store: &mut dyn EventStore,
     config: &TrainerConfig,
     rules: &ClassificationRules,
     mut progress: impl FnMut(usize),
@@ -161,7 +161,7 @@ pub fn import_files(
         for (batch, lines) in received {
             // After a store error, keep draining so the parser finishes; report the error.
             if store_error.is_none() {
-                match store.insert_events(&batch) {
+                match store.insert_batch(None, &batch) {
                     Ok(n) => imported += n,
                     Err(e) => store_error = Some(e),
                 }

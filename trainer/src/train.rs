@@ -20,7 +20,7 @@ use crate::model::{self, TrainedRegion};
 use crate::profile::{self, FittedRegion, ProfileError};
 use crate::publish::{DirPublisher, PublishError};
 use crate::report::TrainingReport;
-use crate::store::{EventsBefore, Store, StoreError, UserEvents};
+use crate::store::{EventStore, EventsBefore, Store, StoreError, UserEvents};
 
 /// Why a training failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,8 +177,10 @@ pub fn observed(
         None => Calendar::default(),
     };
     let mut edge_counts = BTreeMap::new();
-    for (region, _) in store.regions()? {
-        edge_counts.insert(region.clone(), store.demand_for_region(&region)?);
+    // The regions the events know (wherever they are stored), with the edge's counts.
+    for region in events.users_per_region()?.into_keys() {
+        let counts = store.demand_for_region(&region)?;
+        edge_counts.insert(region, counts);
     }
     let from = events.first_time()?.unwrap_or(now.0);
     Ok(Observed { edge_counts, calendar, feeds: fetch_feeds(config, from, now) })
@@ -225,8 +227,24 @@ pub fn train_with(
     now: UnixSeconds,
     ledger: &mut Ledger,
 ) -> Result<Vec<TrainedRegion>, TrainError> {
+    train_from(store, store, config, rules, previous, version, now, ledger)
+}
+
+/// The pipeline on the events in `events` (SQLite or ClickHouse) and the edge's counts in
+/// `store`, with the service's ledger.
+#[allow(clippy::too_many_arguments, reason = "the pipeline's inputs, each distinct")]
+pub fn train_from(
+    store: &Store,
+    events: &dyn EventStore,
+    config: &TrainerConfig,
+    rules: &ClassificationRules,
+    previous: &[RegionModel],
+    version: ModelVersion,
+    now: UnixSeconds,
+    ledger: &mut Ledger,
+) -> Result<Vec<TrainedRegion>, TrainError> {
     // Read from the store one user at a time, never all at once.
-    let events = EventsBefore { store, before: now.0.max(1) };
+    let events = EventsBefore { store: events, before: now.0.max(1) };
     let observed = observed(store, config, &events, now)?;
     train_events(&events, &observed, config, rules, previous, version, now, ledger)
 }
@@ -254,11 +272,24 @@ pub fn train_and_publish(
     now: UnixSeconds,
     ledger: &mut Ledger,
 ) -> Result<TrainRun, TrainError> {
+    train_and_publish_from(store, store, config, rules, publisher, now, ledger)
+}
+
+/// [`train_and_publish`] with the events read from `events` (SQLite or ClickHouse).
+pub fn train_and_publish_from(
+    store: &Store,
+    events: &dyn EventStore,
+    config: &TrainerConfig,
+    rules: &ClassificationRules,
+    publisher: &DirPublisher,
+    now: UnixSeconds,
+    ledger: &mut Ledger,
+) -> Result<TrainRun, TrainError> {
     let previous = publisher.current()?;
     let previous_models: Vec<RegionModel> = previous.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
     let version = ModelVersion(publisher.next_version()?);
     // Events at `now` itself belong to the next training: a stage sees data before `now`.
-    let regions = train_with(store, config, rules, &previous_models, version, UnixSeconds(now.0 + 1), ledger)?;
+    let regions = train_from(store, events, config, rules, &previous_models, version, UnixSeconds(now.0 + 1), ledger)?;
     let models: Vec<RegionModel> = regions.iter().map(|r| r.model.clone()).collect();
     // Publishing identical content again is a no-op (versions aside).
     let unchanged = previous_models.len() == models.len()

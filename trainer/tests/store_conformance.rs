@@ -126,6 +126,7 @@ fn the_sqlite_store_conforms() {
 #[cfg(feature = "clickhouse")]
 mod clickhouse {
     use super::*;
+    use prewarm_trainer::import::import_files;
     use prewarm_trainer::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command};
@@ -243,6 +244,33 @@ mod clickhouse {
         assert_eq!(a.len(), b.len());
         for (a, b) in a.iter().zip(&b) {
             assert_eq!(a.model, b.model, "region {}", a.model.region);
+        }
+    }
+
+    #[test]
+    #[ignore = "starts Debian's clickhouse-server: cargo xtask test runs it"]
+    fn a_real_log_imported_into_clickhouse_trains_the_model_it_trains_from_sqlite() {
+        let server = Server::start(&temp("import"));
+        let log = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/apache_logs/access.log.gz");
+        let config = TrainerConfig { salt: Some("test-salt".into()), ..TrainerConfig::default() };
+        let rules = ClassificationRules::default();
+        let mut clickhouse = ClickHouseStore::open(&server.config()).expect("connects");
+        let mut sqlite = Store::in_memory().expect("store");
+        let into_clickhouse = import_files(&[&log], &mut clickhouse, &config, &rules, |_| {}).expect("imports");
+        let into_sqlite = import_files(&[&log], &mut sqlite, &config, &rules, |_| {}).expect("imports");
+        assert_eq!(into_clickhouse.imported, into_sqlite.imported);
+        assert_eq!(clickhouse.event_count().expect("count"), into_sqlite.imported as u64);
+        let now = UnixSeconds(u64::from(u32::MAX) - 1);
+        let train = |events: &dyn EventStore| {
+            let mut ledger = prewarm_trainer::forecast::ledger::Ledger::default();
+            prewarm_trainer::train::train_from(&sqlite, events, &config, &rules, &[], ModelVersion(1), now, &mut ledger)
+                .expect("trains")
+        };
+        let (from_clickhouse, from_sqlite) = (train(&clickhouse), train(&sqlite));
+        assert_eq!(from_clickhouse.len(), from_sqlite.len());
+        for (a, b) in from_clickhouse.iter().zip(&from_sqlite) {
+            assert_eq!(a.model, b.model, "region {}", a.model.region);
+            assert!(a.model.k() >= 2);
         }
     }
 

@@ -8,7 +8,22 @@ use prewarm_shared::classify::ClassificationRules;
 use prewarm_trainer::config::TrainerConfig;
 use prewarm_trainer::import;
 use prewarm_trainer::service::system_clock;
-use prewarm_trainer::store::Store;
+use prewarm_trainer::store::{EventStore, Store};
+
+/// The configured `[clickhouse]` event store, if any (else events are in SQLite).
+pub fn clickhouse_events(config: &TrainerConfig) -> Result<Option<Box<dyn EventStore>>> {
+    let Some(clickhouse) = &config.clickhouse else { return Ok(None) };
+    #[cfg(feature = "clickhouse")]
+    {
+        let store = prewarm_trainer::store::clickhouse::ClickHouseStore::open(clickhouse)
+            .with_context(|| format!("connecting to ClickHouse at {}", clickhouse.url))?;
+        Ok(Some(Box::new(store)))
+    }
+    #[cfg(not(feature = "clickhouse"))]
+    {
+        anyhow::bail!("[clickhouse] ({}) needs prewarm built with the clickhouse feature", clickhouse.url)
+    }
+}
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
@@ -26,8 +41,13 @@ pub fn import(args: &ImportArgs, mut config: TrainerConfig, rules: Classificatio
         config.log_format = Some(format.clone());
     }
     let mut store = Store::open(&config.store_path())?;
+    let mut clickhouse = clickhouse_events(&config)?;
+    let events: &mut dyn EventStore = match clickhouse.as_deref_mut() {
+        Some(events) => events,
+        None => &mut store,
+    };
     let mut last = std::time::Instant::now();
-    let summary = import::import_files(files, &mut store, &config, &rules, |lines| {
+    let summary = import::import_files(files, events, &config, &rules, |lines| {
         if last.elapsed().as_millis() >= 500 {
             eprint!("\rimported {lines} lines…");
             last = std::time::Instant::now();

@@ -7,8 +7,8 @@ use prewarm_shared::classify::ClassificationRules;
 use prewarm_trainer::config::TrainerConfig;
 use prewarm_trainer::publish::DirPublisher;
 use prewarm_trainer::service::system_clock;
-use prewarm_trainer::store::Store;
-use prewarm_trainer::train::train_and_publish;
+use prewarm_trainer::store::{EventStore, Store};
+use prewarm_trainer::train::train_and_publish_from;
 
 #[derive(clap::Args)]
 pub struct PublishArgs {
@@ -249,9 +249,11 @@ pub struct TrainArgs {
 pub fn train(args: &TrainArgs, config: TrainerConfig, rules: ClassificationRules) -> Result<()> {
     let &TrainArgs { json, ref truth } = args;
     let store = Store::open(&config.store_path())?;
+    let clickhouse = super::data::clickhouse_events(&config)?;
+    let events: &dyn EventStore = clickhouse.as_deref().unwrap_or(&store);
     let publisher = DirPublisher::new(config.models_dir());
     let mut ledger = prewarm_trainer::forecast::ledger::Ledger::default();
-    let run = train_and_publish(&store, &config, &rules, &publisher, system_clock(), &mut ledger)?;
+    let run = train_and_publish_from(&store, events, &config, &rules, &publisher, system_clock(), &mut ledger)?;
     if json {
         let regions: Vec<_> = run
             .regions

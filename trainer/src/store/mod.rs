@@ -15,7 +15,6 @@
 //! holds up ingest.
 
 mod backend;
-#[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 mod edge;
 mod events;
