@@ -96,8 +96,8 @@ pub struct TrainerConfig {
     pub priority: crate::profile::priority::PriorityConfig,
     /// `[object_store]`: an archive of published versions (needs the `object-store` feature).
     pub object_store: Option<crate::publish::ObjectStoreConfig>,
-    /// `[clickhouse]`: events in ClickHouse instead of SQLite (needs the `clickhouse` feature;
-    /// `prewarm import` and `prewarm train` use it, the server does not yet).
+    /// `[clickhouse]`: events in ClickHouse instead of SQLite (needs the `clickhouse` feature):
+    /// `prewarm import`, `train` and `serve` keep events there; edge counts stay in SQLite.
     pub clickhouse: Option<crate::store::clickhouse::ClickHouseConfig>,
     /// Step of the demand series and the published forecast tables (a day of steps).
     pub forecast_step_secs: u64,

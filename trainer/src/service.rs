@@ -10,7 +10,7 @@ use prewarm_shared::classify::ClassificationRules;
 
 use crate::config::TrainerConfig;
 use crate::ingest::guard;
-use crate::store::{Store, StoreError};
+use crate::store::{EventStore, Store, StoreError};
 
 /// Why a service action failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub struct AppState {
     pub monitor: Arc<crate::monitor::Monitor>,
     /// The plan of the last actuation cycle: what the KEDA scaler answers from.
     pub plan_cache: Arc<PlanCache>,
+    /// Where events go when not in the SQLite store (`[clickhouse]`): `None`, SQLite.
+    pub events: Option<Arc<Mutex<Box<dyn EventStore + Send>>>>,
 }
 
 impl AppState {
@@ -75,7 +77,14 @@ impl AppState {
             clock,
             monitor: Arc::new(crate::monitor::Monitor::default()),
             plan_cache: Arc::new(PlanCache::default()),
+            events: None,
         }
+    }
+
+    /// The service writing events to `events` (ClickHouse) instead of its SQLite store.
+    pub fn with_events(mut self, events: Box<dyn EventStore + Send>) -> Self {
+        self.events = Some(Arc::new(Mutex::new(events)));
+        self
     }
 }
 
@@ -262,9 +271,28 @@ pub fn training_tick(
     let cutoff = now.0.saturating_sub(state.config.retention_days * 86_400);
     let pruned = state.store.lock().map_err(|_| ServiceError::Poisoned("store"))?.prune(cutoff)?;
     tracing::debug!(?pruned, "retention");
+    if let Some(events) = &state.events {
+        let dropped = events.lock().map_err(|_| ServiceError::Poisoned("event store"))?.prune_events(cutoff)?;
+        tracing::debug!(?dropped, "retention of the event store");
+    }
     let store = Store::open(&state.config.store_path())?;
     let publisher = crate::publish::DirPublisher::new(state.config.models_dir());
-    let run = crate::train::train_and_publish(&store, &state.config, &state.rules, &publisher, now, ledger)?;
+    let run = match &state.events {
+        // Training streams the events under the writer's lock; ingest waits for the training.
+        Some(events) => {
+            let events = events.lock().map_err(|_| ServiceError::Poisoned("event store"))?;
+            crate::train::train_and_publish_from(
+                &store,
+                &**events,
+                &state.config,
+                &state.rules,
+                &publisher,
+                now,
+                ledger,
+            )?
+        }
+        None => crate::train::train_and_publish(&store, &state.config, &state.rules, &publisher, now, ledger)?,
+    };
     if let Some(note) = &run.paused {
         tracing::warn!(%note, "trained, not published: publishing is paused");
     }

@@ -65,6 +65,27 @@ fn count(state: &AppState) -> u64 {
 }
 
 #[tokio::test]
+async fn a_batch_sent_again_under_its_id_is_acknowledged_and_stored_once() {
+    let s = state();
+    let body = || format!("{}\n{}\n", event(1, 1_700_000_000), event(2, 1_700_000_060)).into_bytes();
+    let with_id = |id: &str| post_events(Some(INGEST)).header("x-prewarm-batch-id", id).body(Body::from(body()));
+    for _ in 0..2 {
+        let (status, report) = send(&s, with_id("42").expect("request")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(report["accepted"], 2);
+    }
+    assert_eq!(count(&s), 2, "the retry was stored again");
+    // Another id, or none, is another batch.
+    assert_eq!(send(&s, with_id("43").expect("request")).await.0, StatusCode::OK);
+    assert_eq!(send(&s, events_request(Some(INGEST), body())).await.0, StatusCode::OK);
+    assert_eq!(count(&s), 6);
+    let (status, refused) = send(&s, with_id("-1").expect("request")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused["error"].as_str().is_some_and(|e| e.contains("x-prewarm-batch-id")), "{refused}");
+    assert_eq!(count(&s), 6);
+}
+
+#[tokio::test]
 async fn writes_without_the_right_token_get_401_and_store_nothing() {
     let s = state();
     for token in [None, Some("wrong-token-0123456789"), Some(SIGNAL)] {

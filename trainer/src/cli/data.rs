@@ -11,7 +11,7 @@ use prewarm_trainer::service::system_clock;
 use prewarm_trainer::store::{EventStore, Store};
 
 /// The configured `[clickhouse]` event store, if any (else events are in SQLite).
-pub fn clickhouse_events(config: &TrainerConfig) -> Result<Option<Box<dyn EventStore>>> {
+pub fn clickhouse_events(config: &TrainerConfig) -> Result<Option<Box<dyn EventStore + Send>>> {
     let Some(clickhouse) = &config.clickhouse else { return Ok(None) };
     #[cfg(feature = "clickhouse")]
     {

@@ -250,7 +250,10 @@ pub fn train(args: &TrainArgs, config: TrainerConfig, rules: ClassificationRules
     let &TrainArgs { json, ref truth } = args;
     let store = Store::open(&config.store_path())?;
     let clickhouse = super::data::clickhouse_events(&config)?;
-    let events: &dyn EventStore = clickhouse.as_deref().unwrap_or(&store);
+    let events: &dyn EventStore = match clickhouse.as_deref() {
+        Some(events) => events,
+        None => &store,
+    };
     let publisher = DirPublisher::new(config.models_dir());
     let mut ledger = prewarm_trainer::forecast::ledger::Ledger::default();
     let run = train_and_publish_from(&store, events, &config, &rules, &publisher, system_clock(), &mut ledger)?;

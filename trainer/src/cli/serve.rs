@@ -35,7 +35,11 @@ fn run_service(
     if config.store_read_only {
         store.set_read_only(true)?;
     }
-    let state = AppState::new(config, store, rules, system_clock);
+    let events = super::data::clickhouse_events(&config)?;
+    let mut state = AppState::new(config, store, rules, system_clock);
+    if let Some(events) = events {
+        state = state.with_events(events);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(state.config.listen)

@@ -39,6 +39,18 @@ fn peer(request: &Request) -> Option<SocketAddr> {
     request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr)
 }
 
+/// A client's batch id (`x-prewarm-batch-id`, a decimal u64): a batch sent again under the
+/// same id (a retry after a lost answer) is acknowledged and stored once.
+fn batch_id(headers: &axum::http::HeaderMap) -> Result<Option<u64>, AppError> {
+    let Some(value) = headers.get("x-prewarm-batch-id") else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| AppError::BadRequest("x-prewarm-batch-id must be a decimal number below 2^64".into()))
+}
+
 /// `POST /v1/events`: NDJSON (optionally gzip). Valid lines are committed before the reply.
 #[utoipa::path(post, path = "/v1/events", tag = "write", security(("ingest_token" = [])),
     request_body(description = "One event per line (JSON); `Content-Encoding: gzip` accepted",
@@ -67,7 +79,20 @@ pub(super) async fn post_events(State(state): State<AppState>, request: Request)
         return Err(AppError::BadRequest("the body holds no events (one JSON object per line)".into()));
     }
     if !events.is_empty() {
-        with_store(&state, move |store| store.insert_events(&events)).await?;
+        let batch = batch_id(headers)?;
+        match state.events.clone() {
+            Some(store) => {
+                tokio::task::spawn_blocking(move || {
+                    let mut store = store.lock().map_err(|_| AppError::Internal("event store lock poisoned".into()))?;
+                    store.insert_batch(batch, &events).map_err(AppError::from)
+                })
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))??;
+            }
+            None => {
+                with_store(&state, move |store| store.insert_events_once(batch, &events)).await?;
+            }
+        }
     }
     state.monitor.events_accepted.fetch_add(report.accepted as u64, std::sync::atomic::Ordering::Relaxed);
     state.monitor.events_rejected.fetch_add(report.rejected as u64, std::sync::atomic::Ordering::Relaxed);
