@@ -81,6 +81,15 @@ impl AppState {
         }
     }
 
+    /// Events stored: the event store's count with `[clickhouse]`, else `sqlite` (the SQLite
+    /// store's total, read by the caller).
+    pub fn events_stored(&self, sqlite: u64) -> Result<u64, StoreError> {
+        match &self.events {
+            Some(events) => events.lock().map_err(|_| StoreError::Poisoned)?.event_count(),
+            None => Ok(sqlite),
+        }
+    }
+
     /// The service writing events to `events` (ClickHouse) instead of its SQLite store.
     pub fn with_events(mut self, events: Box<dyn EventStore + Send>) -> Self {
         self.events = Some(Arc::new(Mutex::new(events)));

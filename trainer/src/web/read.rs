@@ -31,11 +31,12 @@ pub(super) async fn status(State(state): State<AppState>, request: Request) -> R
     auth::require_read(request.headers(), &state.config)?;
     let config = state.config.clone();
     let readers = state.readers.clone();
+    let counter = state.clone();
     let (events, edge, skill, quality) = blocking(move || {
         let pointer = crate::publish::DirPublisher::new(config.models_dir()).current().ok().flatten().map(|(p, _)| p);
         let (skill, quality) = (skill_of(&config, pointer.as_ref()), quality_of(&config, pointer.as_ref()));
         let (events, edge) = readers.read(|store| Ok((store.count_events()?, store.edge_summary()?)))?;
-        Ok((events, edge, skill, quality))
+        Ok((counter.events_stored(events)?, edge, skill, quality))
     })
     .await?;
     let alerts = state.monitor.firing();
@@ -84,6 +85,7 @@ pub(super) async fn metrics(State(state): State<AppState>, request: Request) -> 
         let (events, edge, counted) = state
             .readers
             .read(|store| Ok((store.count_events()?, store.edge_summary()?, store.demand_in_minute(minute)?)))?;
+        let events = state.events_stored(events)?;
         let demand_now = view
             .models
             .iter()
@@ -145,6 +147,7 @@ pub(super) async fn dashboard(State(state): State<AppState>, request: Request) -
                 .collect::<Result<Vec<_>, StoreError>>()?;
             Ok((store.count_events()?, store.edge_summary()?, observed))
         })?;
+        let events_stored = state.events_stored(events_stored)?;
         let quality = quality_of(&state.config, view.pointer.as_ref());
         let publishing = crate::publish::DirPublisher::new(state.config.models_dir()).paused().ok().flatten();
         Ok(super::dashboard::render(&super::dashboard::DashboardData {
