@@ -14,7 +14,7 @@ use crate::signals::{DemandCount, PrewarmReason, PrewarmRequest, SampledState, S
 pub const SAMPLE_EVERY_REQUESTS: u16 = 4;
 
 /// The worker's settings the aggregation reads (its `SIGNAL_*`, `PREWARM_DEBOUNCE_SECS`,
-/// `PREWARM_SIGNAL_PERSIST_SECS`, `EDGE_TRAFFIC_SHARE` and `STATE_SAMPLE_RATE` variables).
+/// `PREWARM_SIGNAL_EXCESS_SECS`, `EDGE_TRAFFIC_SHARE` and `STATE_SAMPLE_RATE` variables).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AggregateSettings {
     /// A batch goes out at the latest this long after its first item…
@@ -23,8 +23,8 @@ pub struct AggregateSettings {
     pub batch_max: usize,
     /// Prewarm requests of one region × profile and reason are at least this far apart.
     pub debounce_secs: u64,
-    /// The signal rule's traffic share (of a region's, this isolate is taken to see) and
-    /// persistence.
+    /// The signal rule's traffic share (of a region's, this isolate is taken to see) and the
+    /// excess it needs.
     pub watch: WatchSettings,
     /// The share of users (by hash) whose states are sampled.
     pub state_sample_rate: f32,
@@ -83,7 +83,7 @@ pub struct Aggregator {
     states: Vec<SampledState>,
     oldest: Option<u64>,
     last_prewarm: BTreeMap<(String, ProfileId, PrewarmReason), u64>,
-    /// The last 60 seconds' requests per region × profile and how long they have stood above
+    /// The last 60 seconds' requests per region × profile and the excess they have built above
     /// the band, kept across flushes: the rule needs a whole minute, not what arrived since the
     /// last batch went out.
     watched: BTreeMap<SliceKey, SliceWatch>,
