@@ -58,6 +58,7 @@ function countFailure(error) {
   globalThis.__prewarm_panics = (globalThis.__prewarm_panics ?? 0) + 1;
   console.error("prewarm: passing a request through after an internal error:", String(error));
   if (error instanceof WebAssembly.RuntimeError) {
+    lastTrap = error;
     if (globalThis.__worker_init_state) globalThis.__worker_init_state.criticalError = true;
     failPending(error);
   }
@@ -86,10 +87,21 @@ function passThrough(request, env, error) {
   return forwardToOrigin(request, originTarget(request.url, env.ORIGIN_URL));
 }
 
+// The last trap: a request on the asynchronous path that started before it has no future.
+let lastTrap;
+
 function asyncPath(worker, request) {
+  const trapBefore = lastTrap;
   let fail;
+  let watch;
   const crashed = new Promise((_, reject) => {
     fail = reject;
+    // A rejection from the trapping request's context may come too late: once this request's
+    // own I/O is done, the runtime judges it hung and cancels it. Watching from its own context
+    // (a timer is pending work) lets it pass through instead.
+    watch = setInterval(() => {
+      if (lastTrap !== trapBefore) reject(lastTrap);
+    }, 20);
   });
   pending.add(fail);
   const env = worker.env;
@@ -97,7 +109,10 @@ function asyncPath(worker, request) {
   const handled = new Promise((resolve) => resolve(rustFetch.call(worker, request)));
   return Promise.race([handled, crashed])
     .catch((error) => passThrough(request, env, error))
-    .finally(() => pending.delete(fail));
+    .finally(() => {
+      pending.delete(fail);
+      clearInterval(watch);
+    });
 }
 
 async function forwardPrepared(request, env, ctx, plan) {
