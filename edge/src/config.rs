@@ -14,6 +14,9 @@ pub(crate) struct EdgeConfig {
     /// The HMAC key signals are signed with (`SIGNAL_KEY` secret, the trainer's
     /// `PREWARM_SIGNAL_KEY`): never sent, only its id and signatures are.
     pub signal_key: Secret,
+    /// The signal queue (`SIGNAL_QUEUE` binding), when bound: batches go there and the queue
+    /// handler delivers them with retries; otherwise they are POSTed directly.
+    pub signal_queue: Option<worker::Queue>,
     /// `signal_key`'s public id, computed once (`x-prewarm-key-id`).
     pub signal_key_id: String,
     /// Salt for user hashes (`PREWARM_SALT` secret): only HMAC(salt, id) leaves the worker.
@@ -149,6 +152,7 @@ impl EdgeConfig {
         Ok(Self {
             origin,
             trainer,
+            signal_queue: env.queue(crate::signal_queue::BINDING).ok(),
             signal_key_id: prewarm_shared::signals::key_id(signal_key.as_bytes()),
             signal_key,
             salt: secret(env, "PREWARM_SALT")?,

@@ -14,6 +14,7 @@ mod geo;
 mod host;
 mod identify;
 mod model_cache;
+mod signal_queue;
 mod signals;
 mod status;
 
@@ -228,6 +229,17 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     let head = host::ResponseFacts::read(&response);
     let cookies = finish(prepared, head.content_type.as_deref(), head.length, response_ms, &ctx);
     forward::with_cookies(&response, &cookies)
+}
+
+/// The signal queue's consumer (`[[queues.consumers]]` in wrangler.toml): delivers queued
+/// signal batches to the trainer. Without a usable configuration the batches are retried.
+#[event(queue)]
+async fn queue(batch: worker::MessageBatch<String>, env: Env, _ctx: Context) -> Result<()> {
+    match config(&env) {
+        Ok(config) => signal_queue::deliver(batch, &config).await,
+        Err(_) => batch.retry_all(),
+    }
+    Ok(())
 }
 
 /// Requests between `prewarm_prepare` and `prewarm_complete`, by token. Bounded: a request whose

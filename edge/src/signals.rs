@@ -1,12 +1,15 @@
 //! Counting demand in the isolate and telling the trainer: batched demand counts and sampled
 //! states, and immediate (debounced) prewarm requests. Sending never delays a response: batches
-//! go out through `ctx.wait_until`, with a timeout and a cap on requests in flight; failures are
-//! counted and dropped, never retried inline.
+//! go out through `ctx.wait_until`, with a timeout and a cap on requests in flight. Sent
+//! directly, a failed batch is counted and dropped, never retried inline; with the
+//! `SIGNAL_QUEUE` binding it goes to a Cloudflare Queue instead, and the queue's consumer
+//! (`signal_queue`) delivers it with retries.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures_util::future::{Either, select};
+use prewarm_shared::UnixSeconds;
 pub(crate) use prewarm_shared::aggregate::Served;
 use prewarm_shared::aggregate::{AggregateSettings, Aggregator};
 use prewarm_shared::signal_rule::WatchSettings;
@@ -28,9 +31,13 @@ struct Isolate {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct SignalCounters {
     pub batches_sent: u64,
+    /// Batches handed to the signal queue (its consumer counts deliveries).
+    pub batches_queued: u64,
     pub batches_failed: u64,
     pub batches_dropped: u64,
     pub prewarm_raised: u64,
+    /// Requests counted into demand (those served with a model and a profile).
+    pub requests_counted: u64,
 }
 
 thread_local! {
@@ -55,18 +62,21 @@ fn settings(config: &EdgeConfig) -> AggregateSettings {
 pub(crate) fn record(config: &EdgeConfig, served: &Served<'_>) -> Option<SignalBatch> {
     AGGREGATOR.with(|a| {
         let mut a = a.borrow_mut();
+        a.counters.requests_counted += 1;
         if !a.counts.record(&settings(config), served) {
             return None;
         }
         // A nonce, not a secret: Math.random is enough to tell batches apart.
-        let batch_id = (worker::js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
+        // Never 0: the trainer deduplicates by a non-zero id (a queue delivers at least once).
+        let batch_id = ((worker::js_sys::Math::random() * 9_007_199_254_740_992.0) as u64).max(1);
         let batch = a.counts.take(served.now, batch_id);
         a.counters.prewarm_raised += batch.prewarm.len() as u64;
         Some(batch)
     })
 }
 
-/// Sends a batch (run inside `ctx.wait_until`). Gives up after the configured timeout.
+/// Sends a batch (run inside `ctx.wait_until`): to the signal queue when bound (falling back
+/// to the trainer if the queue refuses it), else to the trainer, giving up after the timeout.
 pub(crate) async fn send(config: Rc<EdgeConfig>, batch: SignalBatch) {
     let Some(trainer) = config.trainer.as_ref() else {
         return;
@@ -84,11 +94,18 @@ pub(crate) async fn send(config: Rc<EdgeConfig>, batch: SignalBatch) {
     if !admitted {
         return;
     }
-    let ok = post(&config, trainer, &batch).await;
+    let body = batch.to_json();
+    let queued = match &config.signal_queue {
+        Some(queue) => crate::signal_queue::enqueue(queue, &body).await,
+        None => false,
+    };
+    let ok = queued || post(&config, trainer, &body, batch.sent_at).await.is_stored();
     AGGREGATOR.with(|a| {
         let mut a = a.borrow_mut();
         a.in_flight = a.in_flight.saturating_sub(1);
-        if ok {
+        if queued {
+            a.counters.batches_queued += 1;
+        } else if ok {
             a.counters.batches_sent += 1;
         } else {
             a.counters.batches_failed += 1;
@@ -96,37 +113,59 @@ pub(crate) async fn send(config: Rc<EdgeConfig>, batch: SignalBatch) {
     });
 }
 
-async fn post(config: &EdgeConfig, trainer: &worker::Url, batch: &SignalBatch) -> bool {
+/// What the trainer made of a signal batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// 2xx: stored.
+    Stored,
+    /// 409: stored before (a redelivery); nothing to do.
+    AlreadyStored,
+    /// Any other answer, by status (429 and 5xx may pass; 4xx are the batch's or the key's fault).
+    Refused(u16),
+    /// No answer within the timeout.
+    Unreachable,
+}
+
+impl Delivery {
+    /// Whether the trainer holds the batch now.
+    pub(crate) fn is_stored(self) -> bool {
+        matches!(self, Self::Stored | Self::AlreadyStored)
+    }
+}
+
+/// POSTs a batch's JSON to the trainer, signed at `signed_at` with the key (never sent).
+pub(crate) async fn post(config: &EdgeConfig, trainer: &worker::Url, body: &[u8], signed_at: UnixSeconds) -> Delivery {
     let Ok(url) = trainer.join("/v1/signals") else {
-        return false;
+        return Delivery::Unreachable;
     };
-    let body = batch.to_json();
-    let signature = signals::sign(config.signal_key.as_bytes(), batch.sent_at, &body);
+    let signature = signals::sign(config.signal_key.as_bytes(), signed_at, body);
     let headers = Headers::new();
     let ok_headers = headers.set("content-type", "application/json").is_ok()
         && headers.set(KEY_ID_HEADER, &config.signal_key_id).is_ok()
-        && headers.set(TIMESTAMP_HEADER, &batch.sent_at.0.to_string()).is_ok()
+        && headers.set(TIMESTAMP_HEADER, &signed_at.0.to_string()).is_ok()
         && headers.set(SIGNATURE_HEADER, &signature).is_ok();
     if !ok_headers {
-        return false;
+        return Delivery::Unreachable;
     }
     let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(worker::js_sys::Uint8Array::from(&body[..]).into()));
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(worker::js_sys::Uint8Array::from(body).into()));
     let Ok(request) = Request::new_with_init(url.as_str(), &init) else {
-        return false;
+        return Delivery::Unreachable;
     };
     let controller = AbortController::default();
     let signal = controller.signal();
     let fetch = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
     let timeout = Box::pin(Delay::from(std::time::Duration::from_millis(config.signal_timeout_ms)));
     match select(fetch, timeout).await {
-        Either::Left((Ok(response), _)) => (200..300).contains(&response.status_code()),
-        Either::Left((Err(_), _)) => false,
+        Either::Left((Ok(response), _)) => match response.status_code() {
+            200..=299 => Delivery::Stored,
+            409 => Delivery::AlreadyStored,
+            status => Delivery::Refused(status),
+        },
+        Either::Left((Err(_), _)) => Delivery::Unreachable,
         Either::Right(((), _)) => {
             controller.abort();
-            false
+            Delivery::Unreachable
         }
     }
 }

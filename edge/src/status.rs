@@ -78,6 +78,7 @@ pub(crate) fn handle(req: &Request, path: &str, status_token: Option<&str>) -> R
         }
         Some("status") => {
             let signals = signals::counters();
+            let (delivered, redelivered, retried) = crate::signal_queue::counters();
             let body = COUNTERS.with(|c| {
                 json!({
                     "model": {
@@ -96,9 +97,14 @@ pub(crate) fn handle(req: &Request, path: &str, status_token: Option<&str>) -> R
                         "decode_errors": model.decode_errors,
                         "kv_errors": model.kv_errors,
                         "kv_reads": model.kv_reads,
+                        "requests_counted": signals.requests_counted,
                         "signal_batches_sent": signals.batches_sent,
                         "signal_batches_failed": signals.batches_failed,
                         "signal_batches_dropped": signals.batches_dropped,
+                        "signal_batches_queued": signals.batches_queued,
+                        "queue_batches_delivered": delivered,
+                        "queue_batches_already_stored": redelivered,
+                        "queue_batches_retried": retried,
                         "prewarm_raised": signals.prewarm_raised,
                         "panics_caught": panics_caught(),
                     },

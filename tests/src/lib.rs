@@ -56,6 +56,15 @@ impl Trainer {
     /// Like [`Trainer::start`], with an explicit `prewarm` binary.
     pub fn start_binary(bin: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        Self::start_binary_at(bin, addr, data_dir, env)
+    }
+
+    /// Like [`Trainer::start`], listening on `addr` (a restart where the last one listened).
+    pub fn start_at(addr: SocketAddr, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_binary_at(&prewarm_bin(), addr, data_dir, env)
+    }
+
+    fn start_binary_at(bin: &Path, addr: SocketAddr, data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(bin);
         command
             .args(["--data-dir"])
