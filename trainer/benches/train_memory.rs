@@ -18,6 +18,10 @@ use prewarm_trainer::config::TrainerConfig;
 use prewarm_trainer::store::Store;
 use prewarm_trainer::synth;
 
+#[cfg(feature = "clickhouse")]
+#[path = "../tests/support/clickhouse_server.rs"]
+mod clickhouse_server;
+
 /// 2024-01-01 00:00 UTC.
 const START: u64 = 1_704_067_200;
 const DAYS: u64 = 14;
@@ -30,7 +34,19 @@ fn main() -> Result<()> {
     match value("--phase").as_deref() {
         Some("train") => return train(&dir),
         Some("load") => return load(&dir),
+        #[cfg(feature = "clickhouse")]
+        Some(phase @ ("train-clickhouse" | "load-clickhouse")) => {
+            return in_clickhouse::measure(phase, &value("--url").context("--url")?);
+        }
         _ => {}
+    }
+    if args.iter().any(|a| a == "--clickhouse") {
+        #[cfg(feature = "clickhouse")]
+        return in_clickhouse::fill_and_measure(target);
+        #[cfg(not(feature = "clickhouse"))]
+        anyhow::bail!(
+            "--clickhouse needs the feature: cargo bench -p prewarm-trainer --features clickhouse --bench train_memory -- --clickhouse"
+        );
     }
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("events.sqlite");
@@ -105,6 +121,89 @@ fn load(dir: &std::path::Path) -> Result<()> {
         before / 1024
     );
     Ok(())
+}
+
+#[cfg(feature = "clickhouse")]
+mod in_clickhouse {
+    use super::*;
+    use prewarm_trainer::store::EventStore;
+    use prewarm_trainer::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+
+    fn config(url: &str) -> ClickHouseConfig {
+        ClickHouseConfig { url: url.into(), database: "train_memory".into(), validation: false, ..Default::default() }
+    }
+
+    /// Starts a server, inserts `target` events of the same synthetic users, and measures
+    /// each phase in a fresh process.
+    pub(super) fn fill_and_measure(target: u64) -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("prewarm-train-memory-clickhouse-{}", std::process::id()));
+        let server = clickhouse_server::Server::start(&dir);
+        let url = server.config().url;
+        let mut store = ClickHouseStore::open(&config(&url))?;
+        let kinds = synth::standard_kinds();
+        let started = Instant::now();
+        let (mut inserted, mut seed) = (0u64, 1);
+        while inserted < target {
+            let (events, _) = synth::generate(&kinds, "eu", 60, 5_000, 1, START, DAYS, seed);
+            inserted += store.insert_batch(None, &events)? as u64;
+            seed += 1;
+        }
+        let users: u64 = store.users_per_region_before(u64::MAX)?.values().sum();
+        println!(
+            "ClickHouse store: {} events of {users} users over {DAYS} days ({:.0} s to generate and insert)",
+            store.event_count()?,
+            started.elapsed().as_secs_f64()
+        );
+        drop(store);
+        for phase in ["train-clickhouse", "load-clickhouse"] {
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .args(["--phase", phase, "--url", &url])
+                .status()?;
+            anyhow::ensure!(status.success(), "the {phase} phase failed");
+        }
+        drop(server);
+        Ok(())
+    }
+
+    pub(super) fn measure(phase: &str, url: &str) -> Result<()> {
+        let events = ClickHouseStore::open(&config(url))?;
+        let before = peak_kib()?;
+        let started = Instant::now();
+        if phase == "train-clickhouse" {
+            let dir = std::env::temp_dir().join(format!("prewarm-train-memory-ch-data-{}", std::process::id()));
+            let config = TrainerConfig { data_dir: dir.clone(), ..TrainerConfig::default() };
+            let trained = prewarm_trainer::train::train_from(
+                &Store::in_memory()?,
+                &events,
+                &config,
+                &ClassificationRules::default(),
+                &[],
+                ModelVersion(1),
+                UnixSeconds(START + DAYS * 86_400),
+                &mut Default::default(),
+            )?;
+            let _ = std::fs::remove_dir_all(dir);
+            println!(
+                "training from ClickHouse: {:.0} s, peak RSS {} MiB (process before it: {} MiB); {} profiles",
+                started.elapsed().as_secs_f64(),
+                peak_kib()? / 1024,
+                before / 1024,
+                trained.first().map_or(0, |r| r.model.profiles.len())
+            );
+        } else {
+            let mut loaded = Vec::new();
+            events.each_event_by_user_before(START + DAYS * 86_400, &mut |e| loaded.push(e))?;
+            println!(
+                "baseline, collecting the window's {} events from ClickHouse into memory: {:.0} s, peak RSS {} MiB \
+                 (process before it: {} MiB)",
+                loaded.len(),
+                started.elapsed().as_secs_f64(),
+                peak_kib()? / 1024,
+                before / 1024
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The process's peak resident set, in KiB.

@@ -331,6 +331,17 @@ pub fn bench(root: &Path) -> Result<()> {
     step("benchmark: training's peak memory on 10M events vs loading them (trainer/benches/train_memory.rs)");
     bench("train_memory", &[])?;
 
+    step("benchmarks: ingest into ClickHouse vs the raw insert loop; training memory on 10M events from ClickHouse");
+    tools::ensure_apt("clickhouse-server")?;
+    let clickhouse_bench = |name: &str| {
+        cmd(Command::new("cargo")
+            .args(["bench", "--locked", "-p", "prewarm-trainer", "--features", "clickhouse", "--bench", name])
+            .args(["--", "--clickhouse"])
+            .current_dir(root))
+    };
+    clickhouse_bench("ingest")?;
+    clickhouse_bench("train_memory")?;
+
     step("benchmark: k-means on the reference data set (trainer/benches/blobs.py) vs scikit-learn");
     tools::ensure_python_packages("import numpy, sklearn", &["numpy", "scikit-learn"])?;
     let blobs = std::env::temp_dir().join("prewarm-blobs");

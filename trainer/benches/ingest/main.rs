@@ -1,9 +1,15 @@
 //! The trainer's figures, each against a baseline measured in the same run (`cargo xtask bench`
 //! runs it; `cargo bench -p prewarm-trainer --bench ingest -- [--log FILE] [--copies N]
 //! [--events N] [--batch N]`): ingest over HTTP against a raw rusqlite loop, ingest beside
-//! readers against ingest alone, import against GoAccess, and the forecasting rate. Figures are
-//! printed, never asserted.
+//! readers against ingest alone, import against GoAccess, and the forecasting rate; with
+//! `--features clickhouse` and `-- --clickhouse`, ingest into ClickHouse against the raw
+//! `clickhouse` insert loop instead. Figures are printed, never asserted.
 
+#[cfg(feature = "clickhouse")]
+mod clickhouse;
+#[cfg(feature = "clickhouse")]
+#[path = "../../tests/support/clickhouse_server.rs"]
+mod clickhouse_server;
 mod measure;
 
 use std::path::PathBuf;
@@ -21,6 +27,14 @@ fn number(args: &[String], name: &str, default: usize) -> Result<usize> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--clickhouse") {
+        #[cfg(feature = "clickhouse")]
+        return clickhouse::compare(number(&args, "--events", 200_000)?, number(&args, "--batch", 1_000)?);
+        #[cfg(not(feature = "clickhouse"))]
+        anyhow::bail!(
+            "--clickhouse needs the feature: cargo bench -p prewarm-trainer --features clickhouse --bench ingest -- --clickhouse"
+        );
+    }
     let log = option(&args, "--log").map(PathBuf::from);
     // Run from the crate's directory by cargo: the default log is the repository's sample.
     let log =

@@ -29,7 +29,7 @@ fn scratch(name: &str) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-fn ndjson_batch(batch: usize, size: usize) -> Vec<u8> {
+pub(crate) fn ndjson_batch(batch: usize, size: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(size * 230);
     for i in 0..size {
         let user = (batch * size + i) % 50_000;
@@ -115,6 +115,17 @@ async fn poller(
 /// Events per second through the HTTP endpoint (the server `prewarm serve` runs), durable
 /// before each reply, with `readers` connections polling the status and metrics meanwhile.
 pub fn ingest_http(events: usize, batch: usize, connections: usize, readers: usize) -> anyhow::Result<f64> {
+    ingest_http_into(None, events, batch, connections, readers)
+}
+
+/// [`ingest_http`] with the events going to `event_store` (ClickHouse) instead of SQLite.
+pub fn ingest_http_into(
+    event_store: Option<Box<dyn prewarm_trainer::store::EventStore + Send>>,
+    events: usize,
+    batch: usize,
+    connections: usize,
+    readers: usize,
+) -> anyhow::Result<f64> {
     let dir = scratch("ingest")?;
     let config = TrainerConfig {
         ingest_token: Some(TOKEN.into()),
@@ -123,7 +134,10 @@ pub fn ingest_http(events: usize, batch: usize, connections: usize, readers: usi
         ..TrainerConfig::default()
     };
     let store = Store::open(&config.store_path())?;
-    let state = AppState::new(config, store, ClassificationRules::default(), system_clock);
+    let mut state = AppState::new(config, store, ClassificationRules::default(), system_clock);
+    if let Some(event_store) = event_store {
+        state = state.with_events(event_store);
+    }
     let batches = events / batch;
     let bodies: Vec<Vec<u8>> = (0..batches).map(|b| ndjson_batch(b, batch)).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

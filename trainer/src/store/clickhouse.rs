@@ -156,11 +156,33 @@ mod backend {
      ENGINE = ReplacingMergeTree PARTITION BY toYYYYMMDD(newest) ORDER BY batch",
     ];
 
+    /// The client's runtime, which may be dropped anywhere: a server drops its state (and so
+    /// this store) inside an async task at shutdown, where dropping a runtime would panic.
+    struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+    impl OwnRuntime {
+        fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+            match &self.0 {
+                Some(runtime) => runtime.block_on(future),
+                // Taken only by `drop`.
+                None => unreachable!("the ClickHouse client's runtime is gone"),
+            }
+        }
+    }
+
+    impl Drop for OwnRuntime {
+        fn drop(&mut self) {
+            if let Some(runtime) = self.0.take() {
+                runtime.shutdown_background();
+            }
+        }
+    }
+
     /// The events in a ClickHouse database.
     pub struct ClickHouseStore {
         client: Client,
         database: String,
-        runtime: tokio::runtime::Runtime,
+        runtime: OwnRuntime,
         ids: RandomState,
         inserted: u64,
     }
@@ -204,7 +226,13 @@ mod backend {
             for ddl in SCHEMA {
                 runtime.block_on(client.query(ddl).execute()).map_err(failed)?;
             }
-            Ok(Self { client, database: config.database.clone(), runtime, ids: RandomState::new(), inserted: 0 })
+            Ok(Self {
+                client,
+                database: config.database.clone(),
+                runtime: OwnRuntime(Some(runtime)),
+                ids: RandomState::new(),
+                inserted: 0,
+            })
         }
 
         /// A batch id for a write that brought none: unique, so no other batch's rows collapse
