@@ -88,6 +88,9 @@ fn required(env: &Env, name: &str) -> Result<String, ConfigError> {
     text(env, name).ok_or_else(|| ConfigError(format!("{name} is not set (wrangler secret put {name})")))
 }
 
+/// The signal queue's binding name in wrangler.toml (`[[queues.producers]] binding`).
+pub(crate) const SIGNAL_QUEUE_BINDING: &str = "SIGNAL_QUEUE";
+
 /// Shortest accepted secret: a salt, cookie key or signal key shorter than this could be
 /// guessed offline from what leaves the worker (hashes, signatures, cookies).
 pub(crate) const MIN_SECRET_BYTES: usize = 16;
@@ -152,7 +155,7 @@ impl EdgeConfig {
         Ok(Self {
             origin,
             trainer,
-            signal_queue: env.queue(crate::signal_queue::BINDING).ok(),
+            signal_queue: env.queue(SIGNAL_QUEUE_BINDING).ok(),
             signal_key_id: prewarm_shared::signals::key_id(signal_key.as_bytes()),
             signal_key,
             salt: secret(env, "PREWARM_SALT")?,

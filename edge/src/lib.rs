@@ -9,6 +9,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod config;
+mod deliver;
 mod forward;
 mod geo;
 mod host;

@@ -12,10 +12,7 @@ use worker::wasm_bindgen::JsValue;
 use worker::{MessageBatch, MessageExt, Queue, QueueContentType, RawMessageBuilder};
 
 use crate::config::EdgeConfig;
-use crate::signals::{self, Delivery};
-
-/// The binding's name in wrangler.toml (`[[queues.producers]] binding`).
-pub(crate) const BINDING: &str = "SIGNAL_QUEUE";
+use crate::deliver::{self, Delivery};
 
 /// Cloudflare Queues take messages of up to 128 KB; a larger batch goes to the trainer directly.
 const MAX_MESSAGE_BYTES: usize = 120 * 1024;
@@ -64,7 +61,7 @@ pub(crate) async fn deliver(batch: MessageBatch<String>, config: &EdgeConfig) {
     for message in batch.raw_iter() {
         let body = message.body().as_string();
         let delivery = match (&body, reachable) {
-            (Some(body), true) => signals::post(config, trainer, body.as_bytes(), crate::now()).await,
+            (Some(body), true) => deliver::post(config, trainer, body.as_bytes(), crate::now()).await,
             // Not a batch this worker queued: left to the queue's retries and dead-letter queue.
             (None, _) => Delivery::Refused(0),
             (_, false) => Delivery::Unreachable,

@@ -280,27 +280,19 @@ pub fn training_tick(
     let cutoff = now.0.saturating_sub(state.config.retention_days * 86_400);
     let pruned = state.store.lock().map_err(|_| ServiceError::Poisoned("store"))?.prune(cutoff)?;
     tracing::debug!(?pruned, "retention");
-    if let Some(events) = &state.events {
-        let dropped = events.lock().map_err(|_| ServiceError::Poisoned("event store"))?.prune_events(cutoff)?;
-        tracing::debug!(?dropped, "retention of the event store");
-    }
     let store = Store::open(&state.config.store_path())?;
     let publisher = crate::publish::DirPublisher::new(state.config.models_dir());
-    let run = match &state.events {
-        // Training streams the events under the writer's lock; ingest waits for the training.
-        Some(events) => {
-            let events = events.lock().map_err(|_| ServiceError::Poisoned("event store"))?;
-            crate::train::train_and_publish_from(
-                &store,
-                &**events,
-                &state.config,
-                &state.rules,
-                &publisher,
-                now,
-                ledger,
-            )?
-        }
-        None => crate::train::train_and_publish(&store, &state.config, &state.rules, &publisher, now, ledger)?,
+    let mut train_on = |events: &mut dyn EventStore| {
+        let dropped = events.prune_events(cutoff)?;
+        tracing::debug!(?dropped, "retention of the event store");
+        crate::train::train_and_publish_from(&store, &*events, &state.config, &state.rules, &publisher, now, ledger)
+    };
+    let run = match (&state.config.clickhouse, &state.events) {
+        // On a connection of its own: ingest never waits for the training's long read.
+        (Some(clickhouse), Some(_)) => train_on(&mut *crate::store::clickhouse::open(clickhouse)?)?,
+        // An event store given without its configuration (tests): under the writers' lock.
+        (None, Some(events)) => train_on(&mut **events.lock().map_err(|_| ServiceError::Poisoned("event store"))?)?,
+        (_, None) => crate::train::train_and_publish(&store, &state.config, &state.rules, &publisher, now, ledger)?,
     };
     if let Some(note) = &run.paused {
         tracing::warn!(%note, "trained, not published: publishing is paused");

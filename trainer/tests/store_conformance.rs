@@ -136,6 +136,7 @@ mod clickhouse {
     use prewarm_trainer::import::import_files;
     use prewarm_trainer::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
     use std::path::PathBuf;
+    use std::time::Duration;
 
     fn temp(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("prewarm-clickhouse-{name}-{}", std::process::id()))
@@ -189,6 +190,41 @@ mod clickhouse {
             assert_eq!(a.model, b.model, "region {}", a.model.region);
             assert!(a.model.k() >= 2);
         }
+    }
+
+    #[test]
+    #[ignore = "starts Debian's clickhouse-server: cargo xtask test runs it"]
+    fn the_services_training_reads_clickhouse_on_its_own_connection_so_ingest_never_waits_for_it() {
+        let server = Server::start(&temp("tick"));
+        let data_dir = temp("tick-data");
+        let config =
+            TrainerConfig { data_dir: data_dir.clone(), clickhouse: Some(server.config()), ..Default::default() };
+        let mut events = ClickHouseStore::open(&server.config()).expect("connects");
+        let (synthetic, _) = synth::generate(&synth::standard_kinds(), "eu", 60, 30, 7, START, 7, 3);
+        events.insert_batch(None, &synthetic).expect("inserts");
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let state = prewarm_trainer::web::AppState::new(
+            config,
+            Store::open(&data_dir.join("events.sqlite")).expect("store"),
+            ClassificationRules::default(),
+            || UnixSeconds(START + 7 * 86_400),
+        )
+        .with_events(Box::new(events));
+        // The writers' lock is held (as by an insert that takes long) for the whole training.
+        let writers = state.events.as_ref().expect("event store").lock().expect("lock");
+        let (done, finished) = std::sync::mpsc::channel();
+        let trainer_state = state.clone();
+        std::thread::spawn(move || {
+            let mut ledger = prewarm_trainer::forecast::ledger::Ledger::default();
+            let run =
+                prewarm_trainer::service::training_tick(&trainer_state, UnixSeconds(START + 7 * 86_400), &mut ledger);
+            let _ = done.send(run.map(|run| run.published).map_err(|e| e.to_string()));
+        });
+        // A liveness bound, not a speed target: the training takes seconds; blocked, it never ends.
+        let run = finished.recv_timeout(Duration::from_secs(300));
+        drop(writers);
+        assert_eq!(run, Ok(Ok(true)), "the training waited for the ingest lock, or failed");
+        let _ = std::fs::remove_dir_all(data_dir);
     }
 
     #[test]

@@ -13,16 +13,9 @@ use prewarm_trainer::store::{EventStore, Store};
 /// The configured `[clickhouse]` event store, if any (else events are in SQLite).
 pub fn clickhouse_events(config: &TrainerConfig) -> Result<Option<Box<dyn EventStore + Send>>> {
     let Some(clickhouse) = &config.clickhouse else { return Ok(None) };
-    #[cfg(feature = "clickhouse")]
-    {
-        let store = prewarm_trainer::store::clickhouse::ClickHouseStore::open(clickhouse)
-            .with_context(|| format!("connecting to ClickHouse at {}", clickhouse.url))?;
-        Ok(Some(Box::new(store)))
-    }
-    #[cfg(not(feature = "clickhouse"))]
-    {
-        anyhow::bail!("[clickhouse] ({}) needs prewarm built with the clickhouse feature", clickhouse.url)
-    }
+    let store = prewarm_trainer::store::clickhouse::open(clickhouse)
+        .with_context(|| format!("connecting to ClickHouse at {}", clickhouse.url))?;
+    Ok(Some(store))
 }
 
 #[derive(clap::Args)]

@@ -51,6 +51,23 @@ impl Default for ClickHouseConfig {
     }
 }
 
+/// A connection to the configured ClickHouse event store: one per writer or long reader (a
+/// training streams on its own connection, so ingest never waits for it). Without the
+/// `clickhouse` feature, an error saying so.
+pub fn open(config: &ClickHouseConfig) -> Result<Box<dyn crate::store::EventStore + Send>, crate::store::StoreError> {
+    #[cfg(feature = "clickhouse")]
+    {
+        Ok(Box::new(ClickHouseStore::open(config)?))
+    }
+    #[cfg(not(feature = "clickhouse"))]
+    {
+        Err(crate::store::StoreError::Backend(format!(
+            "[clickhouse] ({}) needs prewarm built with the clickhouse feature",
+            config.url
+        )))
+    }
+}
+
 #[cfg(feature = "clickhouse")]
 mod backend {
     use std::collections::BTreeMap;
