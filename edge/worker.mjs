@@ -13,7 +13,7 @@
 // only the global "error" event tells. So such a request races its handler against that event.
 // The Rust class's `fetch` is wrapped in place (a subclass of its Proxy measured slower).
 import RustWorker from "./build/index.js";
-import { decodePlan, forwardToOrigin, originCall, originTarget, withCookies } from "./js/hot_path.js";
+import { decodePlan, forgetOriginCall, forwardToOrigin, originCall, originTarget, withCookies } from "./js/hot_path.js";
 
 // The asynchronous requests in flight, each with the function that abandons its Rust future.
 const pending = new Set();
@@ -112,6 +112,7 @@ function asyncPath(worker, request) {
     .finally(() => {
       pending.delete(fail);
       clearInterval(watch);
+      forgetOriginCall(request);
     });
 }
 

@@ -153,10 +153,12 @@ const scenarios = [
 // the two cores wrk, workerd and this process share. The steady load (20 ms of think time per
 // connection, about a third of the plain worker's capacity here) is where a tail is the
 // worker's own.
+// BENCH_LOADS: "saturation", "steady" or both (default).
+const chosenLoads = process.env.BENCH_LOADS?.split(",");
 const loads = [
   ["saturation", 0],
   ["steady load", Number(process.env.BENCH_THINK_MS ?? "20")],
-];
+].filter(([load]) => !chosenLoads || chosenLoads.includes(load.split(" ")[0]));
 console.log(
   `wrk -t2 -c${CONNECTIONS} -d${DURATION}s, ${ROUNDS} paired rounds (order alternating), BENCH_SCENARIOS=${process.env.BENCH_SCENARIOS ?? "all"}; ` +
     "each figure: median of rounds (min-max); ratios: prewarm / plain per pair",

@@ -78,16 +78,20 @@ export function strippedCookie(header) {
   return kept.length ? kept.join("; ") : undefined;
 }
 
-// Where a request's origin call is kept (a registered symbol: this module is bundled twice,
-// into the Rust glue and into worker.mjs), so that a Wasm trap after forwarding returns the
-// origin's answer instead of sending the request again.
-const ORIGIN_CALL = Symbol.for("prewarm.originCall");
+// The origin calls of requests on the asynchronous path (Rust's `fetch` handler), so that a
+// Wasm trap after forwarding returns the origin's answer instead of sending the request again.
+// A map, not a property on the request: an expando on the runtime's Request object keeps the
+// request, its promise and the response alive until a full collection, and those collections
+// were the steady-load latency tail (edge/bench/throughput.mjs). Kept on `globalThis` under a
+// registered symbol because this module is bundled twice, into the Rust glue and into worker.mjs.
+const ORIGIN_CALLS = Symbol.for("prewarm.originCalls");
+const originCalls = (globalThis[ORIGIN_CALLS] ??= new Map());
 
 /**
  * Sends the request on to `target` with the same method, headers and streamed body, minus the
  * dropped headers and prewarm's cookies — the one stripping rule of every path: prepared,
  * asynchronous, and the pass-through after a trap. The tags are set when `profile` is given.
- * Redirects go back to the client as they are. The call is remembered on the request.
+ * Redirects go back to the client as they are.
  */
 export function forwardToOrigin(request, target, profile, region, model) {
   const headers = new Headers(request.headers);
@@ -103,14 +107,27 @@ export function forwardToOrigin(request, target, profile, region, model) {
   const method = request.method;
   const init = { method, headers, redirect: "manual" };
   if (method !== "GET" && method !== "HEAD") init.body = request.body;
-  const call = fetch(target, init);
-  request[ORIGIN_CALL] = call;
+  return fetch(target, init);
+}
+
+/**
+ * `forwardToOrigin`, remembering the call until `forgetOriginCall`: what Rust's asynchronous
+ * path calls (worker.mjs forgets it when the request settles).
+ */
+export function forwardRemembered(request, target, profile, region, model) {
+  const call = forwardToOrigin(request, target, profile, region, model);
+  originCalls.set(request, call);
   return call;
 }
 
-/** The origin call `forwardToOrigin` made for this request, if it made one. */
+/** The origin call `forwardRemembered` made for this request, if it made one. */
 export function originCall(request) {
-  return request[ORIGIN_CALL];
+  return originCalls.get(request);
+}
+
+/** Drops what `forwardRemembered` kept for this request. */
+export function forgetOriginCall(request) {
+  originCalls.delete(request);
 }
 
 /** The origin URL for a request: the origin's scheme and authority, the request's path and query. */

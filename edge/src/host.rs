@@ -18,7 +18,8 @@ extern "C" {
     fn request_facts(request: &web_sys::Request) -> String;
     #[wasm_bindgen(js_name = requestCf)]
     fn request_cf(request: &web_sys::Request) -> String;
-    #[wasm_bindgen(js_name = forwardToOrigin, catch)]
+    /// Remembered until the request settles, so that a trap after it returns the origin's answer.
+    #[wasm_bindgen(js_name = forwardRemembered, catch)]
     pub fn forward_to_origin(
         request: &web_sys::Request,
         target: &str,
