@@ -100,6 +100,16 @@ pub fn tables(
         let alarm = covered_alarm(alarm, &upper, (ctx.alarm_cover_secs / step) as usize);
         out.push(ProfileForecast { profile: s.profile, expected, upper, alarm });
     }
+    if out.len() > 1 {
+        let total = aggregate_forecast
+            .get_or_insert_with(|| {
+                engine::forecast_series(&(region.to_owned(), AGGREGATE), &aggregate, now.0, ctx, config, ledger)
+            })
+            .as_ref();
+        if let Some(total) = total {
+            reconcile_bands(&mut out, &total.upper);
+        }
+    }
     let table = ForecastTable {
         start: UnixSeconds(start),
         step_secs: step as u32,
@@ -107,6 +117,35 @@ pub fn tables(
         series: out,
     };
     RegionForecast { table, reports }
+}
+
+/// Narrows the profiles' bands so that, together, they reach no higher than the band of the
+/// region's total (`total_upper`, calibrated on the total's own errors), keeping each profile's
+/// expected demand and its share of the margin.
+///
+/// Each profile's band holds `q` of its own minutes, but quantiles do not add: the sum of the
+/// profiles' bands holds far more than `q` of the total's minutes (their excursions seldom
+/// coincide), so planning each profile at its band bought capacity that planning the total at
+/// its band did not (docs/replay.md, per profile vs aggregate). Only narrowed, never widened:
+/// where the total's band is above the sum of the profiles' bands, they stay as they are.
+fn reconcile_bands(series: &mut [ProfileForecast], total_upper: &[f32]) {
+    for (slot, &target) in total_upper.iter().enumerate() {
+        let (mut expected, mut margin) = (0.0f64, 0.0f64);
+        for s in series.iter() {
+            let (e, u) = (s.expected.get(slot).copied().unwrap_or(0.0), s.upper.get(slot).copied().unwrap_or(0.0));
+            expected += f64::from(e);
+            margin += f64::from((u - e).max(0.0));
+        }
+        if margin <= 0.0 {
+            continue;
+        }
+        let keep = ((f64::from(target) - expected) / margin).clamp(0.0, 1.0) as f32;
+        for s in series.iter_mut() {
+            if let (Some(e), Some(u)) = (s.expected.get(slot).copied(), s.upper.get_mut(slot)) {
+                *u = e + (*u - e).max(0.0) * keep;
+            }
+        }
+    }
 }
 
 /// Each step's alarm level, at least the band of the `steps` steps after it.
@@ -176,6 +215,24 @@ mod tests {
         let alarm = vec![15.0, 15.0, 15.0, 40.0, 40.0, 15.0];
         assert_eq!(covered_alarm(alarm.clone(), &upper, 0), alarm);
         assert_eq!(covered_alarm(alarm, &upper, 1), vec![15.0, 15.0, 30.0, 40.0, 40.0, 15.0]);
+    }
+
+    #[test]
+    fn the_profiles_bands_together_reach_no_higher_than_the_band_of_their_total() {
+        let profile = |id: u16, expected: f32, upper: f32| ProfileForecast {
+            profile: ProfileId(id),
+            expected: vec![expected; 3],
+            upper: vec![upper; 3],
+            alarm: vec![upper * 2.0; 3],
+        };
+        let mut series = [profile(0, 100.0, 120.0), profile(1, 50.0, 80.0)];
+        // Total expected 150, margins 20 + 30: a total band of 160 keeps a fifth of each margin;
+        // one above 200 keeps them whole; one below 150 keeps none.
+        reconcile_bands(&mut series, &[160.0, 260.0, 140.0]);
+        assert_eq!(series[0].upper, vec![104.0, 120.0, 100.0]);
+        assert_eq!(series[1].upper, vec![56.0, 80.0, 50.0]);
+        assert_eq!(series[0].expected, vec![100.0; 3], "the expected demand and its mix stay");
+        assert_eq!(series[1].alarm, vec![160.0; 3], "the alarm stays the profile's own");
     }
 
     #[test]
