@@ -189,10 +189,15 @@ pub fn inspect(args: &InspectArgs, config: TrainerConfig) -> Result<()> {
                 println!("      forecast model: {} — {}", f.method.name(), f.reason);
                 println!("      recent out-of-sample MASE: {}", candidates.join(", "));
                 println!(
-                    "      band: p{:.0} of a minute's demand, calibrated on {} out-of-sample minutes; {} outlier runs masked",
+                    "      band: p{:.0} of a minute's demand, calibrated on {} out-of-sample minutes; {} outlier runs masked{}",
                     f.band_quantile * 100.0,
                     f.band_scores,
-                    f.masked.runs
+                    f.masked.runs,
+                    if r.profiles.len() > 1 {
+                        "; published narrowed where the region total's band is lower"
+                    } else {
+                        ""
+                    }
                 );
             }
             if let Some((at, expected, upper)) = peak {
