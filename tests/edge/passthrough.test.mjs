@@ -1,7 +1,7 @@
 // The worker runs in the real Workers runtime and passes requests through to the origin.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SECRETS, echoOrigin, startServer, startWorker } from "./harness.mjs";
+import { SECRETS, echoOrigin, fixtureModel, publish, startServer, startWorker } from "./harness.mjs";
 
 test("a request reaches the origin with its method, path, query, headers and body", async () => {
   const origin = echoOrigin();
@@ -85,6 +85,31 @@ test("weak secrets, a reused cookie key id or a plain-http trainer fail closed t
       await mf.dispose();
     }
   } finally {
+    await server.close();
+  }
+});
+
+test("an origin's redirect goes back to the client as it is, on the first request and on the prepared path", async () => {
+  const seen = [];
+  const server = await startServer((req) => {
+    seen.push(req.url);
+    return req.url === "/moved" ? { status: 302, headers: { location: "/elsewhere" }, body: "" } : { status: 200, body: "here" };
+  });
+  const mf = await startWorker({ ORIGIN_URL: server.url, ...SECRETS });
+  await publish(mf, fixtureModel("model-v1"));
+  try {
+    for (const attempt of ["first", "prepared"]) {
+      const res = await mf.dispatchFetch("http://edge.test/moved", {
+        redirect: "manual",
+        headers: { "user-agent": "Mozilla/5.0 (X11; Linux x86_64)" },
+      });
+      assert.equal(res.status, 302, attempt);
+      assert.equal(res.headers.get("location"), "/elsewhere", attempt);
+      await res.arrayBuffer();
+    }
+    assert.deepEqual(seen, ["/moved", "/moved"], "the worker never followed the redirect itself");
+  } finally {
+    await mf.dispose();
     await server.close();
   }
 });
