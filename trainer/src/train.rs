@@ -130,7 +130,9 @@ pub fn train_events(
             band_minutes: 1,
             lookback_secs: crate::forecast::nowcast::WINDOW_MINUTES * 60,
             nowcast: true,
-            alarm_cover_secs: config.plan.lead_time_secs,
+            lead_secs: config.plan.lead_time_secs,
+            choose_band: true,
+            floor_utilisation: Some(config.plan.floor_utilisation),
         };
         let forecast = tables::tables(&name, &series, UnixSeconds(at), &ctx, &config.forecast, ledger);
         let step = config.forecast_step_secs.max(1);

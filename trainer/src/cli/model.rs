@@ -199,6 +199,9 @@ pub fn inspect(args: &InspectArgs, config: TrainerConfig) -> Result<()> {
                         ""
                     }
                 );
+                if let Some(choice) = f.band_choice {
+                    println!("      band quantile: {}", choice.reason());
+                }
             }
             if let Some((at, expected, upper)) = peak {
                 println!(

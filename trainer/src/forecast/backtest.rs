@@ -175,7 +175,7 @@ pub fn backtest(
     config: &ForecastConfig,
     events: &[super::calendar::Occurrence],
 ) -> Result<BacktestReport, BacktestError> {
-    let config = &ForecastConfig { band_quantile: protocol.quantile, ..config.clone() };
+    let config = &ForecastConfig { band_quantile: protocol.quantile, band_choice: false, ..config.clone() };
     let started = std::time::Instant::now();
     let step = protocol.step_minutes;
     if step == 0 || step > 60 || 1440 % step != 0 {

@@ -52,6 +52,11 @@ impl PastForecast {
         let values = &self.by_method.get(method)?.1;
         values.get((offset / self.step_secs.max(1)) as usize).map(|v| f64::from(*v))
     }
+
+    /// The forecast rate per minute of `method` at minute `t`.
+    pub(super) fn rate_of(&self, method: Method, t: u64) -> Option<f64> {
+        self.rate(self.by_method.iter().position(|(m, _)| *m == method)?, t)
+    }
 }
 
 /// Past forecasts of every series, most recent last.
@@ -265,7 +270,7 @@ pub struct Actuals<'a> {
 }
 
 impl Actuals<'_> {
-    fn at(&self, t: u64) -> Option<f64> {
+    pub(super) fn at(&self, t: u64) -> Option<f64> {
         let i = t.checked_sub(self.start)? / 60;
         self.minutes.get(usize::try_from(i).ok()?).copied().flatten()
     }

@@ -4,6 +4,7 @@
 //! feeds and cold starts; and the rolling-origin backtest that scores what ships.
 
 pub mod backtest;
+pub mod band_choice;
 pub mod calendar;
 pub mod cold_start;
 pub mod engine;

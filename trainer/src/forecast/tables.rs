@@ -97,7 +97,7 @@ pub fn tables(
             }
             None => (zeros(), zeros(), zeros()),
         };
-        let alarm = covered_alarm(alarm, &upper, (ctx.alarm_cover_secs / step) as usize);
+        let alarm = covered_alarm(alarm, &upper, (ctx.lead_secs / step) as usize);
         out.push(ProfileForecast { profile: s.profile, expected, upper, alarm });
     }
     if out.len() > 1 {
@@ -110,10 +110,16 @@ pub fn tables(
             reconcile_bands(&mut out, &total.upper);
         }
     }
+    // The quantile the region's bands were chosen at: its total's when the profiles were
+    // reconciled to it, else its one series'.
+    let total_quantile = aggregate_forecast.flatten().filter(|_| out.len() > 1).map(|t| t.report.band_quantile);
+    let upper_quantile = total_quantile
+        .or_else(|| reports.values().next().map(|r| r.series.band_quantile))
+        .unwrap_or(config.band_quantile);
     let table = ForecastTable {
         start: UnixSeconds(start),
         step_secs: step as u32,
-        upper_quantile: config.band_quantile as f32,
+        upper_quantile: upper_quantile as f32,
         series: out,
     };
     RegionForecast { table, reports }

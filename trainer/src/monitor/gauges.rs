@@ -46,6 +46,10 @@ pub struct SkillRow {
     pub candidates: Vec<(String, f64)>,
     /// Out-of-sample minutes the band was calibrated on (0: in-sample fallback).
     pub band_scores: usize,
+    /// The quantile of a minute's demand the band covers.
+    pub band_quantile: f64,
+    /// How the series' record chose that quantile (none: the configured one).
+    pub band_reason: Option<String>,
     /// Outlier runs masked before fitting.
     pub masked_runs: usize,
 }
@@ -64,6 +68,8 @@ pub fn skill_rows(report: Option<&crate::report::TrainingReport>) -> Vec<SkillRo
                 reason: f.reason.clone(),
                 candidates: f.skill.iter().filter(|s| s.mase.is_finite()).map(|s| (s.method.name(), s.mase)).collect(),
                 band_scores: f.band_scores,
+                band_quantile: f.band_quantile,
+                band_reason: f.band_choice.map(|c| c.reason()),
                 masked_runs: f.masked.runs,
             });
         }

@@ -366,6 +366,15 @@ pub fn render(monitor: &Monitor, g: &Gauges) -> String {
         "1 for the model each region × profile publishes (chosen by recent skill).",
         g.forecast_skill.iter().map(|r| (skill_labels(r, &r.method), 1.0)).collect(),
     );
+    metric(
+        "prewarm_forecast_band_quantile",
+        "gauge",
+        "The quantile of a minute's demand each region × profile's band covers (chosen on its record against a reactive HPA).",
+        g.forecast_skill
+            .iter()
+            .map(|r| (format!("{{region=\"{}\",profile=\"{}\"}}", label(&r.region), r.profile), r.band_quantile))
+            .collect(),
+    );
     for (name, help, pick) in [
         ("prewarm_forecast_requests", "Forecast requests per step now (expected).", 1),
         ("prewarm_forecast_upper_requests", "Forecast requests per step now (upper band).", 2),

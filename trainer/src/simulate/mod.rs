@@ -199,6 +199,15 @@ impl Default for SimulationConfig {
 }
 
 impl SimulationConfig {
+    /// The replay of one delay: the trainer's lead time is the delay, as an operator whose
+    /// capacity takes that long would configure it (the band's quantile is chosen, and the
+    /// alarm raised, for that lead time).
+    pub fn at_delay(&self, delay: usize) -> Self {
+        let mut one = Self { delays: vec![delay], ..self.clone() };
+        one.trainer.plan.lead_time_secs = delay as u64 * 60;
+        one
+    }
+
     /// The knob a plain replay runs `kind` at: the configured one, else its default.
     pub fn knob_of(&self, kind: PolicyKind) -> Option<f64> {
         self.knobs.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v).or(kind.default_knob(&self.trainer))
@@ -255,6 +264,29 @@ pub struct Report {
     pub prewarm: Vec<edge::Quality>,
     /// Wall-clock seconds the replay took.
     pub seconds: f64,
+}
+
+impl Report {
+    /// Adds another delay's replay of the same trace.
+    pub fn absorb(&mut self, other: Report) {
+        self.rows.extend(other.rows);
+        self.prewarm.extend(other.prewarm);
+        self.trainings += other.trainings;
+        self.seconds = self.seconds.max(other.seconds);
+    }
+}
+
+impl RegionsReport {
+    /// Adds another delay's replay of the same regions.
+    pub fn absorb(&mut self, other: RegionsReport) {
+        self.total.absorb(other.total);
+        for region in other.regions {
+            match self.regions.iter_mut().find(|r| r.region == region.region) {
+                Some(r) => r.report.absorb(region.report),
+                None => self.regions.push(region),
+            }
+        }
+    }
 }
 
 /// Regions replayed separately, each on its own capacity, scored together: cost and

@@ -97,7 +97,9 @@ impl Stages for AggregateStages<'_> {
             steps: (86_400 / step) as usize,
             lookback_secs: crate::forecast::nowcast::WINDOW_MINUTES * 60,
             nowcast: true,
-            alarm_cover_secs: trainer.plan.lead_time_secs,
+            lead_secs: trainer.plan.lead_time_secs,
+            choose_band: true,
+            floor_utilisation: Some(trainer.plan.floor_utilisation),
             ..Context::default()
         };
         let forecast =
@@ -431,12 +433,22 @@ pub fn replay_trace(
         live: BTreeMap::from([(TRACE_PROFILE.0, trace.demand.iter().map(|d| d.unwrap_or(0.0)).collect())]),
     };
     let regions = std::slice::from_ref(&region);
-    let replayed =
-        replay_inputs(regions, &mut AggregateStages { trace, config, ledger: Ledger::default() }, trace.start, config)?;
     let mut ready = Vec::new();
-    let (outcomes, quality, unit_rpm) =
-        replay_region(&region, &replayed, config, knobs_of, keep_ready.then_some(&mut ready))?;
-    Ok((report(trace, config, outcomes, quality, unit_rpm, &replayed, started), ready))
+    let mut whole: Option<Report> = None;
+    // Each delay is its own deployment: the trainer's lead time is the delay.
+    for &delay in &config.delays {
+        let config = &config.at_delay(delay);
+        let mut stages = AggregateStages { trace, config, ledger: Ledger::default() };
+        let replayed = replay_inputs(regions, &mut stages, trace.start, config)?;
+        let (outcomes, quality, unit_rpm) =
+            replay_region(&region, &replayed, config, knobs_of, keep_ready.then_some(&mut ready))?;
+        let one = report(trace, config, outcomes, quality, unit_rpm, &replayed, started);
+        match &mut whole {
+            Some(w) => w.absorb(one),
+            None => whole = Some(one),
+        }
+    }
+    Ok((whole.ok_or(SimulateError::BadDelay(0))?, ready))
 }
 
 /// The trainings: every training interval from the day before the scored period (so the first

@@ -226,10 +226,20 @@ pub fn replay_store(
 ) -> Result<RegionsReport, SimulateError> {
     let started = std::time::Instant::now();
     let (start, minutes) = sorted_span(&mut events).ok_or(SimulateError::NoRegions)?;
-    let calendar = Calendar { events: config.calendar.clone() };
-    let mut stages = StoreStages::new(&events, &config.trainer, rules, calendar, resource);
-    let timeline = pipeline::timeline_for(&mut stages, start, minutes, config)?;
-    let regions = regions(&events, &timeline, resource, &config.trainer, start, minutes);
-    let replayed = pipeline::with_signals(&regions, timeline, start, minutes, config);
-    pipeline::replay(&regions, &replayed, config, knobs_of, started)
+    let mut whole: Option<RegionsReport> = None;
+    // Each delay is its own deployment: the trainer's lead time is the delay.
+    for &delay in &config.delays {
+        let config = &config.at_delay(delay);
+        let calendar = Calendar { events: config.calendar.clone() };
+        let mut stages = StoreStages::new(&events, &config.trainer, rules, calendar, resource);
+        let timeline = pipeline::timeline_for(&mut stages, start, minutes, config)?;
+        let regions = regions(&events, &timeline, resource, &config.trainer, start, minutes);
+        let replayed = pipeline::with_signals(&regions, timeline, start, minutes, config);
+        let one = pipeline::replay(&regions, &replayed, config, knobs_of, started)?;
+        match &mut whole {
+            Some(w) => w.absorb(one),
+            None => whole = Some(one),
+        }
+    }
+    whole.ok_or(SimulateError::NoRegions)
 }

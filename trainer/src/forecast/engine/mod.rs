@@ -19,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::band_choice::{self, BandChoice, Deployment};
 use super::calendar::{self, Occurrence};
 use super::feeds::{self, Effect, FeedPoint};
 use super::ledger::{self, CandidateSkill, Ledger, PastForecast, Scores, SeriesKey};
@@ -33,13 +34,24 @@ const DAY: u64 = 86_400;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForecastConfig {
-    /// The quantile of a minute's demand the published band covers; the plan provisions for it.
+    /// The quantile of a minute's demand the published band covers when it is not chosen
+    /// (`band_choice` off, or a series' first day of record); the plan provisions for the band.
     /// The band is calibrated to whatever quantile is asked, so this is a choice of cost against
-    /// coverage. The default, 0.96, is the smallest of 0.90–0.97 at which the replay's `prewarm`
-    /// was short in at most half as many minutes as reactive HPA at D = 5 and 15 min on the
-    /// tuning splits of both committed traces (nasa95 before 1995-08-01, the hard trace's first
-    /// four weeks); capacity first, cost second.
+    /// coverage. The default, 0.96, was the smallest of 0.90–0.97 at which the replay's
+    /// `prewarm` was short in at most half as many minutes as reactive HPA at D = 5 and 15 min
+    /// on the tuning splits of both committed traces.
     pub band_quantile: f64,
+    /// Choose each series' band quantile from its own record ([`band_choice`]): the cheapest at
+    /// which the deployment, replayed over the last `skill_days`, would have been short in at
+    /// most `shortfall_vs_reactive` as many minutes as a reactive HPA alone.
+    pub band_choice: bool,
+    /// The share of a reactive HPA's short minutes the chosen band may leave short. The default,
+    /// 0.4, is the goal on unseen traces (at most 0.4× the HPA's under-provisioning),
+    /// not a value fitted to a trace.
+    pub shortfall_vs_reactive: f64,
+    /// The utilisation target of the reactive HPA the band is chosen against (the operator's
+    /// own; 0.7 is the common setting in Kubernetes' documentation and the replay's reference).
+    pub reactive_utilisation: f64,
     /// The higher quantile the edge's prewarm signal tests against: demand above it is above
     /// what was planned for by a margin that matters.
     pub alarm_quantile: f64,
@@ -59,6 +71,9 @@ impl Default for ForecastConfig {
     fn default() -> Self {
         Self {
             band_quantile: 0.96,
+            band_choice: true,
+            shortfall_vs_reactive: 0.4,
+            reactive_utilisation: 0.7,
             alarm_quantile: 0.995,
             history_days: 28,
             skill_days: 7,
@@ -78,6 +93,12 @@ impl ForecastConfig {
         }
         if self.history_days < 2 || self.skill_days == 0 || self.bootstrap_every_hours == 0 {
             return Err("[forecast] history_days ≥ 2, skill_days ≥ 1 and bootstrap_every_hours ≥ 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.shortfall_vs_reactive) {
+            return Err("[forecast] shortfall_vs_reactive must be in [0, 1]".into());
+        }
+        if !(self.reactive_utilisation > 0.0 && self.reactive_utilisation <= 1.0) {
+            return Err("[forecast] reactive_utilisation must be in (0, 1]".into());
         }
         if self.outlier_mads.is_nan() || self.outlier_mads <= 0.0 {
             return Err("[forecast] outlier_mads must be positive".into());
@@ -144,10 +165,17 @@ pub struct Context {
     /// Whether the plan corrects the forecast by the edge's recent level (the product: yes; a
     /// backtest scores forecasts as made): the band is calibrated on what is provisioned.
     pub nowcast: bool,
-    /// The alarm level of a step is raised to the band of every step up to this long after it
-    /// (the product: the plan's lead time). Capacity running at a step was provisioned for the
-    /// band a lead time ahead, so demand under that is not above what was planned for.
-    pub alarm_cover_secs: u64,
+    /// The plan's lead time (the product; 0 in a backtest). The alarm level of a step is raised
+    /// to the band of every step up to this long after it: capacity running at a step was
+    /// provisioned for the band a lead time ahead, so demand under that is not above what was
+    /// planned for. The band's quantile is chosen on a replay of the deployment at this lead.
+    pub lead_secs: u64,
+    /// Whether the band's quantile is chosen from the series' record ([`band_choice`]; the
+    /// product, when `[forecast] band_choice` is on) rather than fixed at `band_quantile`.
+    pub choose_band: bool,
+    /// The reactive floor deployed beside prewarm's trigger (`[plan] floor_utilisation`),
+    /// replayed when the band's quantile is chosen.
+    pub floor_utilisation: Option<f64>,
 }
 
 impl Default for Context {
@@ -160,7 +188,9 @@ impl Default for Context {
             band_minutes: 1,
             lookback_secs: 0,
             nowcast: false,
-            alarm_cover_secs: 0,
+            lead_secs: 0,
+            choose_band: false,
+            floor_utilisation: None,
         }
     }
 }
@@ -201,6 +231,9 @@ pub struct SeriesReport {
     pub bias: f64,
     /// The quantile the band was calibrated to.
     pub band_quantile: f64,
+    /// How the record chose that quantile (`None`: the configured `band_quantile`).
+    #[serde(default)]
+    pub band_choice: Option<BandChoice>,
     /// Feed effects found: (feed, effect per unit, per hour).
     pub effects: Vec<(String, Effect)>,
 }
@@ -483,7 +516,24 @@ pub fn forecast_series(
             .collect()
     };
     let expected = rates.iter().map(|p| (p * step_minutes) as f32).collect();
-    let (upper, alarm) = (at_quantile(config.band_quantile), at_quantile(config.alarm_quantile));
+    let choice = if ctx.choose_band && config.band_choice && band_scores > 0 {
+        let from = now.saturating_sub(window).max(actual_start);
+        let lead_minutes = ctx.lead_secs / 60;
+        let provisioned =
+            band_choice::provisioned(entries, &weights, actuals, from..now, lead_minutes, scores.bias, ctx.nowcast);
+        let record = actual.values.get(((from - actual_start) / 60) as usize..).unwrap_or(&[]);
+        let deployment = Deployment {
+            lead_minutes,
+            floor_utilisation: ctx.floor_utilisation,
+            reactive_utilisation: config.reactive_utilisation,
+            shortfall_vs_reactive: config.shortfall_vs_reactive,
+        };
+        band_choice::choose(&provisioned, record, scores, &deployment)
+    } else {
+        None
+    };
+    let band_quantile = choice.map_or(config.band_quantile, |c| c.quantile);
+    let (upper, alarm) = (at_quantile(band_quantile), at_quantile(config.alarm_quantile.max(band_quantile)));
     let forecast = SeriesForecast {
         start: fitted.entry.first_step,
         step_secs: step,
@@ -498,7 +548,8 @@ pub fn forecast_series(
             masked: fitted.masked,
             band_scores,
             bias: scores.bias,
-            band_quantile: config.band_quantile,
+            band_quantile,
+            band_choice: choice,
             effects: fitted.effects.clone(),
         },
     };

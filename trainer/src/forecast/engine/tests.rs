@@ -122,3 +122,28 @@ fn poisson_noise_does_not_cross_the_alarm_level() {
     assert!(crossed <= 1440 / 50, "{crossed} minutes of noise crossed the alarm level");
     assert!(above_band > 2 * crossed.max(1), "the band ({above_band}) is crossed far more than the alarm ({crossed})");
 }
+
+#[test]
+fn the_product_chooses_the_band_on_its_record_and_says_why() {
+    // Pure Poisson noise around a daily shape: a reactive HPA at 0.7 (43 % headroom over the
+    // last minutes) is seldom short, so the band is chosen within the allowance or, where no
+    // band could be, as high as it goes (capacity first); with the choice off, the configured
+    // quantile is published.
+    let series = noisy_days(23, 20.0, 11);
+    let now = 22 * 86_400;
+    let product = Context { choose_band: true, lead_secs: 300, floor_utilisation: Some(0.85), ..context() };
+    let config = ForecastConfig::default();
+    let mut ledger = Ledger::default();
+    let chosen = forecast_series(&("eu".into(), 1), &series, now, &product, &config, &mut ledger).expect("forecast");
+    let choice = chosen.report.band_choice.expect("a week of record chooses");
+    assert_eq!(chosen.report.band_quantile, choice.quantile);
+    assert!(choice.minutes >= band_choice::MIN_RECORD_MINUTES, "{choice:?}");
+    let within = choice.prewarm_short as f64 <= config.shortfall_vs_reactive * choice.reactive_short as f64;
+    assert!(within || choice.quantile == band_choice::HIGHEST, "{choice:?}");
+    assert!(choice.quantile >= 0.95, "noise a reactive HPA rides out needs a high band: {choice:?}");
+    assert!(choice.reason().contains("reactive HPA"), "{}", choice.reason());
+    let fixed = ForecastConfig { band_choice: false, ..config };
+    let mut ledger = Ledger::default();
+    let f = forecast_series(&("eu".into(), 1), &series, now, &product, &fixed, &mut ledger).expect("forecast");
+    assert_eq!((f.report.band_choice, f.report.band_quantile), (None, fixed.band_quantile));
+}
