@@ -195,7 +195,18 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// The repository root (where `node_modules`, `edge/` and `wrangler.toml` live).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).expect("repository root")
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).expect("repository root");
+    if built.join("edge").is_dir() {
+        return built;
+    }
+    // A binary reused from a shared target directory, built in another checkout: the checkout
+    // it runs in is the one around the working directory.
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors().find(|d| d.join("Cargo.lock").is_file() && d.join("edge").is_dir()).map(Path::to_path_buf)
+        })
+        .unwrap_or(built)
 }
 
 /// Runs `prewarm` with a data directory; panics with its output when it fails.

@@ -2,11 +2,12 @@
 //! checked against the truth, a model published to the local KV of a real worker in workerd,
 //! live traffic (with a surge) through that worker, and its signals arriving at the trainer.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -98,18 +99,29 @@ fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
 }
 
 /// The model's expected requests per second for the current forecast slot, summed over profiles.
-fn forecast_rate(models: &serde_json::Value, now: u64) -> f64 {
-    let mut total = 0.0;
+/// A profile's forecast at one moment, in requests a second: expected, the band, the alarm.
+#[derive(Clone, Copy, Default)]
+struct ProfileRates {
+    expected: f64,
+    upper: f64,
+    alarm: f64,
+}
+
+/// Each profile's forecast at `now` in the first region's published table.
+fn forecast_by_profile(models: &serde_json::Value, now: u64) -> HashMap<u64, ProfileRates> {
+    let mut rates = HashMap::new();
     for region in models.as_array().into_iter().flatten().take(1) {
         let forecast = &region["forecast"];
         let (start, step) =
             (forecast["start"].as_u64().unwrap_or(0), forecast["step_secs"].as_u64().unwrap_or(300).max(1));
         let slot = (now.saturating_sub(start) / step) as usize;
         for series in forecast["series"].as_array().into_iter().flatten() {
-            total += series["expected"][slot].as_f64().unwrap_or(0.0) / step as f64;
+            let Some(profile) = series["profile"].as_u64() else { continue };
+            let at = |key: &str| series[key][slot].as_f64().unwrap_or(0.0) / step as f64;
+            rates.insert(profile, ProfileRates { expected: at("expected"), upper: at("upper"), alarm: at("alarm") });
         }
     }
-    total
+    rates
 }
 
 /// Replays the store under reactive HPA, the seasonal-naive floor, prewarm's own stages and
@@ -177,9 +189,8 @@ fn replay_against_reactive(bin: &Path, data: &Path) -> Result<String> {
 /// to kick off that long plus half the live phase after the synthesis, when the surge joins.
 const PREP_SECS: u64 = 75;
 
-/// Visitors the surge adds: ten times a kind's normal two, so the surge stands out from the
-/// (wide: 3× the expected value) upper band of a profile forecast from a few thousand users.
-const SURGE_VISITORS: u64 = 20;
+/// Visitors the surge adds (their rate is set from the forecast at kick-off).
+const SURGE_VISITORS: u64 = 40;
 
 /// Set by Ctrl-C: the demo stops its traffic, prints what it has and stops everything it
 /// started (the trainer, the worker, the origin, the temporary directory) as it returns.
@@ -325,8 +336,9 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     // the history is small: a time-compressed replay): tell the worker the ratio, so it compares
     // like with like against the region's forecast, normal traffic at 2/3 of the forecast.
     let normal_rate = VISITORS.len() as f64 * 2.0; // 4 kinds × 2 visitors × 1 request/s
-    let modelled = forecast_rate(&models, now);
-    let share = if modelled > 0.0 { (normal_rate / modelled / 1.5).clamp(0.001, 1000.0) } else { 1.0 };
+    let expected = forecast_by_profile(&models, now);
+    let modelled: f64 = expected.values().map(|r| r.expected).sum();
+    let share = if modelled > 0.0 { (normal_rate * 1.5 / modelled).clamp(0.001, 1000.0) } else { 1.0 };
     println!(
         "forecast now: {modelled:.2} req/s in the default region; the live driver sends {normal_rate:.0} req/s, a share of {share:.3}"
     );
@@ -384,18 +396,33 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let worker_addr = worker.addr;
-    let spawn = |visitor: &'static Visitor, id: u64| {
+    let spawn = |visitor: &'static Visitor, id: u64, interval: Arc<AtomicU64>| {
         let (stop, tally) = (stop.clone(), tally.clone());
-        std::thread::spawn(move || visit(worker_addr, visitor, id, Duration::from_secs(1), stop, tally))
+        std::thread::spawn(move || visit(worker_addr, visitor, id, interval, stop, tally))
     };
     let mut threads = Vec::new();
     let kinds: Vec<&str> = VISITORS.iter().map(|v| v.kind).collect();
-    println!("  2 visitors of each kind, one request per second each: {}", kinds.join(", "));
+    println!("  2 visitors of each kind, one request per second each to begin with: {}", kinds.join(", "));
+    let intervals: Vec<Arc<AtomicU64>> = VISITORS.iter().map(|_| Arc::new(AtomicU64::new(1000))).collect();
     for (k, visitor) in VISITORS.iter().enumerate() {
         for i in 0..2 {
-            threads.push(spawn(visitor, (k * 10 + i) as u64));
+            threads.push(spawn(visitor, (k * 10 + i) as u64, intervals[k].clone()));
         }
     }
+    // Normal traffic is normal for every profile, not only in total: once the worker has
+    // assigned each kind (after `min_requests`), each kind's rate is set to two thirds of its
+    // profile's forecast (through the isolate's traffic share).
+    nap(Duration::from_secs(8).min(duration / 2));
+    let by_kind = traffic::profiles_by_kind(&origin.seen.lock().map(|s| s.clone()).unwrap_or_default());
+    let mut matched = Vec::new();
+    for (k, visitor) in VISITORS.iter().enumerate() {
+        let Some(profile) = by_kind.get(visitor.kind) else { continue };
+        let sharing = VISITORS.iter().filter(|v| by_kind.get(v.kind) == Some(profile)).count();
+        let per_sec = expected.get(profile).map_or(0.0, |r| r.expected) * share * 2.0 / 3.0 / sharing as f64;
+        intervals[k].store(traffic::interval_ms(per_sec, 2), Ordering::Relaxed);
+        matched.push(format!("{} → profile {profile}, {per_sec:.2} req/s", visitor.kind));
+    }
+    println!("  each kind at two thirds of its profile's forecast: {}", matched.join("; "));
     let prewarm_count = |status: &serde_json::Value| -> u64 {
         status["edge"]["prewarm_signals"].as_array().into_iter().flatten().filter_map(|p| p[1].as_u64()).sum()
     };
@@ -438,14 +465,31 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
         );
     }
     if !interrupted() {
+        // A crowd beyond what the calendar announced: at kick-off the video viewers' profile
+        // runs at five times the band the plan provisioned for (calendar included).
+        let at_kickoff = forecast_by_profile(&models, match_at);
+        let video = by_kind.get(VISITORS[0].kind).and_then(|p| at_kickoff.get(p)).copied().unwrap_or_default();
+        let target = 5.0 * video.upper * share;
+        let surge = Arc::new(AtomicU64::new(traffic::interval_ms(target, SURGE_VISITORS as usize)));
+        let each_ms = surge.load(Ordering::Relaxed).max(1);
+        println!(
+            "  the surge: {:.0} req/s more ({target:.0} wanted; the viewers' profile at kick-off, req/s in the \
+             region: expected {:.2}, band {:.2}, alarm {:.2}; traffic share {share:.2})",
+            SURGE_VISITORS as f64 * 1000.0 / each_ms as f64,
+            video.expected,
+            video.upper,
+            video.alarm
+        );
         for i in 0..SURGE_VISITORS {
-            threads.push(spawn(&VISITORS[0], 100 + i));
+            threads.push(spawn(&VISITORS[0], 100 + i, surge.clone()));
         }
     }
+    let surge_start = Instant::now();
+    let mut first_surge_signal: Option<u64> = None;
     while live_start.elapsed() < duration && !interrupted() {
         nap(tick.min(duration.saturating_sub(live_start.elapsed())));
-        if !interrupted() {
-            report("surge ");
+        if !interrupted() && prewarm_count(&report("surge ")) > before_surge {
+            first_surge_signal.get_or_insert(surge_start.elapsed().as_secs());
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -474,8 +518,9 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     println!("worker: {ok} of {sent} demo requests answered 200; the origin saw {seen} requests tagged with profiles");
     println!("worker status: model version {}, counters {}", edge["model"]["version"], edge["counters"]);
     println!(
-        "prewarm signals at the trainer: {before_surge} before the surge, {} during it",
-        after_surge.saturating_sub(before_surge)
+        "prewarm signals at the trainer: {before_surge} before the surge, {} during it ({})",
+        after_surge.saturating_sub(before_surge),
+        first_surge_signal.map_or("none".to_owned(), |s| format!("the first seen {s} s after it began"))
     );
     println!("plan, next 30 min (units): before the live traffic {plan_before:?}, after the surge {plan_after:?}");
     // What the scheduled match did to the plan before anyone arrived: where the plan read

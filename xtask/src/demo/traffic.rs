@@ -61,12 +61,13 @@ impl Tally {
     }
 }
 
-/// One virtual visitor: a cookie jar and a request every `interval`, until `stop`.
+/// One virtual visitor: a cookie jar and a request every `interval_ms` (which the driver may
+/// change while it runs), until `stop`.
 pub(super) fn visit(
     worker: SocketAddr,
     visitor: &'static Visitor,
     id: u64,
-    interval: Duration,
+    interval_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
 ) {
@@ -101,6 +102,35 @@ pub(super) fn visit(
                 }
             }
         }
-        std::thread::sleep(interval);
+        // A request every interval, however long the last one took.
+        let period = Duration::from_millis(interval_ms.load(Ordering::Relaxed));
+        std::thread::sleep(period.saturating_sub(started.elapsed()));
     }
+}
+
+/// The profile the worker last tagged each kind of visitor with, from the request heads the
+/// origin saw (its `User-Agent` and `x-prewarm-profile`).
+pub(super) fn profiles_by_kind(heads: &[String]) -> HashMap<&'static str, u64> {
+    let mut found = HashMap::new();
+    for head in heads {
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        let (Some(agent), Some(profile)) = (header("user-agent"), header("x-prewarm-profile")) else { continue };
+        let Ok(profile) = profile.parse::<u64>() else { continue };
+        if let Some(visitor) = VISITORS.iter().find(|v| v.user_agent == agent) {
+            found.insert(visitor.kind, profile);
+        }
+    }
+    found
+}
+
+/// Milliseconds between one visitor's requests for `per_sec` requests a second among
+/// `visitors` (between 0.2 s and 20 s).
+pub(super) fn interval_ms(per_sec: f64, visitors: usize) -> u64 {
+    let each = per_sec / visitors.max(1) as f64;
+    if each > 0.0 { (1000.0 / each).clamp(200.0, 20_000.0) as u64 } else { 20_000 }
 }
