@@ -11,7 +11,9 @@
 //!    between hour centres to the table's steps, with calendar and feed effects applied;
 //! 3. the ledger of past forecasts ([`super::ledger`]) picks the candidate with the best
 //!    recent out-of-sample skill and calibrates its band;
-//! 4. this training's forecasts join the ledger.
+//! 4. in the product, the band's quantile is chosen on the same record against a reactive HPA
+//!    ([`super::band_choice`]);
+//! 5. this training's forecasts join the ledger.
 //!
 //! A first training (an empty ledger) replays past origins every `bootstrap_every_hours`
 //! over the last `skill_days`, each fitted on the data before it: what the ledger would hold
