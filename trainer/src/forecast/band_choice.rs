@@ -155,10 +155,15 @@ pub fn choose(
         let asked = sliding(&band, 0, lead, f64::max);
         short(&ready(&asked, &demand, deployment.floor_utilisation, lead))
     };
-    // Shortfall falls as the quantile rises: bisect for the lowest quantile within the allowance.
+    // Shortfall falls as the quantile rises: bisect for the lowest quantile within the allowance
+    // (the highest when none is, the lowest when every one is).
     let (mut lo, mut hi) = (LOWEST, HIGHEST);
     let mut at_hi = prewarm_short(hi);
-    if at_hi <= allowed && prewarm_short(lo) > allowed {
+    if at_hi <= allowed {
+        let at_lo = prewarm_short(lo);
+        if at_lo <= allowed {
+            (hi, at_hi) = (lo, at_lo);
+        }
         while hi - lo > RESOLUTION {
             let mid = (lo + hi) / 2.0;
             let s = prewarm_short(mid);
@@ -168,8 +173,6 @@ pub fn choose(
                 lo = mid;
             }
         }
-    } else if at_hi <= allowed {
-        (hi, at_hi) = (lo, prewarm_short(lo));
     }
     Some(BandChoice { quantile: hi, minutes, reactive_short, prewarm_short: at_hi })
 }
