@@ -12,6 +12,7 @@ import { SECRETS, fixtureModel, publish, startServer } from "../../tests/edge/ha
 
 const DURATION = process.env.BENCH_SECONDS ?? "4";
 const CONNECTIONS = process.env.BENCH_CONNECTIONS ?? "16";
+const THREADS = process.env.BENCH_THREADS ?? "2";
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? "7");
 
 const PLAIN_PASS_THROUGH = `export default {
@@ -36,7 +37,7 @@ const common = {
   // BENCH_EXTRA: more worker variables as JSON, for experiments (e.g. '{"SIGNAL_FLUSH_SECS":"100000"}').
   bindings: { ORIGIN_URL: origin.url, TRAINER_URL: trainer.url, ...SECRETS, ...JSON.parse(process.env.BENCH_EXTRA ?? "{}") },
 };
-const prewarm = new Miniflare({
+const prewarmOptions = {
   ...common,
   scriptPath: process.env.BENCH_SCRIPT ?? "edge/worker.mjs",
   modulesRules: [
@@ -44,10 +45,26 @@ const prewarm = new Miniflare({
     { type: "CompiledWasm", include: ["**/*.wasm"] },
   ],
   kvNamespaces: ["PREWARM_MODEL"],
-});
-const plain = new Miniflare({ ...common, script: PLAIN_PASS_THROUGH });
-await publish(prewarm, fixtureModel("model-v1"));
-const urls = { prewarm: String(await prewarm.ready), plain: String(await plain.ready) };
+};
+const plainOptions = { ...common, script: PLAIN_PASS_THROUGH };
+
+// The local workerd's memory grows with every request it serves, whatever the worker (one
+// returning `new Response("ok")`: 89 MB to 162 MB over 8 runs of 4 s), and its tail with it (a
+// plain pass-through's p99 rose from 7 to ~30 ms over ten runs): figures late in a long run
+// would be about the runtime's age, not the worker. So each paired round starts both workers
+// fresh, in processes of their own, and warms each up for the same time before measuring
+// (BENCH_FRESH=0: one pair for the whole run, as before).
+const FRESH = process.env.BENCH_FRESH !== "0";
+const WARM_UP_SECONDS = process.env.BENCH_WARM_UP_SECONDS ?? "1";
+async function startPair() {
+  const prewarm = new Miniflare(prewarmOptions);
+  const plain = new Miniflare(plainOptions);
+  await publish(prewarm, fixtureModel("model-v1"));
+  const urls = { prewarm: String(await prewarm.ready), plain: String(await plain.ready) };
+  return { urls, dispose: () => Promise.all([prewarm.dispose(), plain.dispose()]) };
+}
+let pair = await startPair();
+const urls = pair.urls;
 
 // Visitors as a site sees them: varied User-Agents (desktop, mobile, tablet, bots), and a pool
 // of returning visitors whose cookies come from real requests through the worker (several each,
@@ -126,8 +143,8 @@ function wrkScript(thinkMs, visitors) {
   return path;
 }
 
-async function wrk(url, headers, thinkMs, visitors) {
-  const args = ["-t2", `-c${CONNECTIONS}`, `-d${DURATION}s`, "-s", wrkScript(thinkMs, visitors)];
+async function wrk(url, headers, thinkMs, visitors, seconds = DURATION) {
+  const args = [`-t${THREADS}`, `-c${CONNECTIONS}`, `-d${seconds}s`, "-s", wrkScript(thinkMs, visitors)];
   for (const h of headers) args.push("-H", h);
   const { stdout: out } = await run("wrk", [...args, new URL("/articles/1", url).toString()], { encoding: "utf8" });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
@@ -160,19 +177,27 @@ const loads = [
   ["steady load", Number(process.env.BENCH_THINK_MS ?? "20")],
 ].filter(([load]) => !chosenLoads || chosenLoads.includes(load.split(" ")[0]));
 console.log(
-  `wrk -t2 -c${CONNECTIONS} -d${DURATION}s, ${ROUNDS} paired rounds (order alternating), BENCH_SCENARIOS=${process.env.BENCH_SCENARIOS ?? "all"}; ` +
+  `wrk -t${THREADS} -c${CONNECTIONS} -d${DURATION}s, ${ROUNDS} paired rounds (order alternating), BENCH_SCENARIOS=${process.env.BENCH_SCENARIOS ?? "all"}; ` +
     "each figure: median of rounds (min-max); ratios: prewarm / plain per pair",
 );
-await wrk(urls.plain, [`Cookie: ${cookie}`], 0); // warm both
-await wrk(urls.prewarm, [`Cookie: ${cookie}`], 0);
+/** A fresh pair (unless BENCH_FRESH=0), each warmed up with the round's own requests at saturation. */
+async function readyPair(headers, visitors) {
+  if (FRESH) {
+    await pair.dispose();
+    pair = await startPair();
+  }
+  for (const kind of ["plain", "prewarm"]) await wrk(pair.urls[kind], headers, 0, visitors, WARM_UP_SECONDS);
+  return pair.urls;
+}
 for (const [load, thinkMs] of loads) {
   for (const [, name, headers, visitors] of scenarios) {
     const runs = { prewarm: [], plain: [] };
     for (let round = 0; round < ROUNDS; round++) {
+      const roundUrls = await readyPair(headers, visitors);
       // Alternate which goes first, so neither always follows the other.
       const order = round % 2 === 0 ? ["plain", "prewarm"] : ["prewarm", "plain"];
       for (const kind of order) {
-        runs[kind].push(await wrk(urls[kind], headers, thinkMs, visitors));
+        runs[kind].push(await wrk(roundUrls[kind], headers, thinkMs, visitors));
         if (process.env.BENCH_VERBOSE) console.log(`    round ${round} ${kind}: ${JSON.stringify(runs[kind].at(-1))}`);
       }
     }
@@ -193,7 +218,6 @@ for (const [load, thinkMs] of loads) {
     );
   }
 }
-await prewarm.dispose();
-await plain.dispose();
+await pair.dispose();
 await origin.close();
 await trainer.close();
