@@ -1,6 +1,6 @@
 // Requests per second and latency percentiles (p50, p99, p99.9) through the prewarm worker vs a
-// plain pass-through worker, both in the same local workerd (Miniflare), same origin, same load
-// generator (wrk), same concurrency, in alternating paired rounds. Run through
+// plain pass-through worker, each in a local workerd (Miniflare) of its own, same origin, same
+// load generator (wrk), same concurrency, in alternating paired rounds. Run through
 // `cargo xtask bench` (it builds the worker and writes the model fixtures first).
 import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
