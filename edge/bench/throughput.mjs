@@ -50,7 +50,7 @@ const plainOptions = { ...common, script: PLAIN_PASS_THROUGH };
 
 // The local workerd's memory grows with every request it serves, whatever the worker (one
 // returning `new Response("ok")`: 89 MB to 162 MB over 8 runs of 4 s), and its tail with it (a
-// plain pass-through's p99 rose from 7 to ~30 ms over ten runs): figures late in a long run
+// plain pass-through's p99 rose from 8 to ~30 ms over ten runs): figures late in a long run
 // would be about the runtime's age, not the worker. So each paired round starts both workers
 // fresh, in processes of their own, and warms each up for the same time before measuring
 // (BENCH_FRESH=0: one pair for the whole run, as before).

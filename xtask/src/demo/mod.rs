@@ -98,7 +98,6 @@ fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-/// The model's expected requests per second for the current forecast slot, summed over profiles.
 /// A profile's forecast at one moment, in requests a second: expected, the band, the alarm.
 #[derive(Clone, Copy, Default)]
 struct ProfileRates {
