@@ -102,15 +102,18 @@ pub fn provisioned(
             let entry = entries.get(at.checked_sub(1)?)?;
             let mut p = rate_of(entry, t)? * bias;
             if with_nowcast {
-                let (mut observed, mut expected) = (0.0, 0.0);
+                let (mut whole, mut recent) = ((0.0, 0.0), (0.0, 0.0));
+                let recent_from = asked.saturating_sub(nowcast::RECENT_MINUTES * 60);
                 for s in (asked.saturating_sub(window)..asked).step_by(60) {
                     if let (Some(a), Some(f)) = (actual.at(s), rate_of(entry, s)) {
-                        observed += a;
-                        expected += f * bias;
+                        whole = (whole.0 + a, whole.1 + f * bias);
+                        if s >= recent_from {
+                            recent = (recent.0 + a, recent.1 + f * bias);
+                        }
                     }
                 }
-                if expected > 0.0 {
-                    p *= nowcast::factor(nowcast::level(observed, expected), lead);
+                if whole.1 > 0.0 {
+                    p *= nowcast::factor(nowcast::level(whole, recent), lead);
                 }
             }
             Some((p, (t - entry.origin) / 60))

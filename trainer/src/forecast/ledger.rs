@@ -332,7 +332,7 @@ pub fn skill(
 /// The band scores of a weighted combination of candidates over the entries of the last
 /// `window_secs`, on blocks of `band_minutes` (an entry lacking a weighted candidate is
 /// skipped). With `nowcast`, each block's forecast is corrected by the level the plan would
-/// have applied then — observed ÷ forecast over the half hour before it — so the band is
+/// have applied then (`nowcast::level` on the half hour before it) — so the band is
 /// calibrated on what is provisioned.
 #[allow(clippy::too_many_arguments)]
 pub fn scores(
@@ -380,8 +380,8 @@ pub fn scores(
             let p: Option<f64> = (0..block).map(|k| rate(t + 60 * k)).sum();
             if let (Some(a), Some(mut p)) = (a, p) {
                 if nowcast && t >= span_start + window {
-                    let (observed, expected) = sums_between(t - window, t);
-                    p *= super::nowcast::level(observed, expected);
+                    let recent = t - super::nowcast::RECENT_MINUTES * 60;
+                    p *= super::nowcast::level(sums_between(t - window, t), sums_between(recent, t));
                 }
                 pairs.push((bucket_of((t - entry.origin) / 60), p, a));
             }

@@ -4,7 +4,8 @@
 //! - **Level**: over the last half hour of the edge's demand counts, observed ÷ forecast per
 //!   profile, shrunk towards 1 by a pseudo-count (a profile of a few requests a minute cannot
 //!   swing its plan on noise), bounded to [½, 3], and fading towards the forecast with the
-//!   horizon (half-life an hour): a level shift moves the plan at once, a blip does not last.
+//!   horizon (half-life an hour), as far as the last five minutes agree: a level shift moves
+//!   the plan, a crowd that has passed does not hold it up.
 //! - **Prewarm signals**: a signal says a minute ran above the alarm level; its observed rate
 //!   is covered from the step it arrived in, fading over `nowcast_decay_secs` (a crowd that
 //!   lasts keeps signalling, once a debounce window). A flash crowd the calendar did not announce is answered at the
@@ -62,22 +63,27 @@ impl Live {
         // No count at all from the region: the edge is not reporting, nothing to correct.
         if !counts.is_empty() {
             for series in &table.series {
-                let (mut observed, mut expected, mut minutes) = (0.0, 0.0, 0u64);
+                let (mut whole, mut recent, mut minutes) = ((0.0, 0.0), (0.0, 0.0), 0u64);
+                let recent_from = to.saturating_sub(nowcast::RECENT_MINUTES);
                 for minute in from..to {
                     // Only the minutes the table forecast (a table starts at its training).
                     let Some(slot) = table.slot(UnixSeconds(minute * 60)) else { continue };
-                    expected += f64::from(series.expected[slot]) / step_minutes;
-                    observed += counts
+                    let expected = f64::from(series.expected[slot]) / step_minutes;
+                    let observed = counts
                         .iter()
                         .filter(|(_, p, m, _)| *p == series.profile.0 && *m == minute)
                         .map(|c| c.3 as f64)
                         .sum::<f64>();
+                    whole = (whole.0 + observed, whole.1 + expected);
+                    if minute >= recent_from {
+                        recent = (recent.0 + observed, recent.1 + expected);
+                    }
                     minutes += 1;
                 }
                 if minutes < LEVEL_WINDOW_MINUTES / 3 {
                     continue;
                 }
-                levels.insert(series.profile.0, nowcast::level(observed, expected));
+                levels.insert(series.profile.0, nowcast::level(whole, recent));
             }
         }
         let since = now.0.saturating_sub(decay_secs);
@@ -168,7 +174,9 @@ mod tests {
         let now = UnixSeconds(3600);
         let live = counts(200, 30..60).for_region("eu", &t, now, 1800);
         let level = live.level(ProfileId(1));
-        assert!((level - (6000.0 + 30.0) / (3000.0 + 30.0)).abs() < 1e-9, "{level}");
+        // The half hour says 6030 / 3030, its last ten minutes 2030 / 1030 (shrunk a little
+        // more): the nearer 1 of the two.
+        assert!((level - (2000.0 + 30.0) / (1000.0 + 30.0)).abs() < 1e-9, "{level}");
         let near = live.demand(ProfileId(1), 500.0, 600.0, false, 0, 3600, 5.0);
         let far = live.demand(ProfileId(1), 500.0, 600.0, false, 6 * 3600, 3600, 5.0);
         assert!((near - 500.0 * level).abs() < 1e-6, "{near}");
@@ -186,8 +194,27 @@ mod tests {
         let mut live = counts(0, 30..60);
         live.counts.push(("eu".into(), 1, 45, 3));
         let level = live.for_region("eu", &t, now, 1800).level(ProfileId(1));
-        assert!((level - 33.0 / 60.0).abs() < 1e-9, "shrunk towards 1, not 0.1: {level}");
+        // The half hour says 33 / 60, its last ten minutes 30 / 40: shrunk towards 1, not 0.1.
+        assert!((level - 30.0 / 40.0).abs() < 1e-9, "{level}");
         assert_eq!(Live::default().for_region("eu", &t, now, 1800).level(ProfileId(1)), 1.0);
+    }
+
+    #[test]
+    fn a_crowd_that_has_passed_leaves_the_plan_alone() {
+        // Forecast 100 a minute; the edge counted 400 a minute for ten minutes, then 100 again
+        // for the last twelve: the half hour is well above the forecast, its end is not.
+        let t = table(500.0, 600.0);
+        let mut live = counts(100, 30..60);
+        live.counts.retain(|c| !(36..46).contains(&c.2));
+        live.counts.extend((36..46).map(|m| ("eu".to_owned(), 1, m, 400)));
+        let level = live.for_region("eu", &t, UnixSeconds(3600), 1800).level(ProfileId(1));
+        assert_eq!(level, 1.0);
+        // Still under way at the end of the window: corrected by the half hour.
+        let mut live = counts(100, 30..60);
+        live.counts.retain(|c| c.2 < 50);
+        live.counts.extend((50..60).map(|m| ("eu".to_owned(), 1, m, 400)));
+        let level = live.for_region("eu", &t, UnixSeconds(3600), 1800).level(ProfileId(1));
+        assert!((level - (2000.0 + 4000.0 + 30.0) / (3000.0 + 30.0)).abs() < 1e-9, "{level}");
     }
 
     #[test]
