@@ -465,10 +465,12 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
     }
     if !interrupted() {
         // A crowd beyond what the calendar announced: at kick-off the video viewers' profile
-        // runs at five times the band the plan provisioned for (calendar included).
+        // runs at five times the band the plan provisioned for (calendar included), and at
+        // least three times the alarm level (a profile of a few requests a minute has an alarm
+        // far above its band: five bands may be a crowd the rule rightly waits on).
         let at_kickoff = forecast_by_profile(&models, match_at);
         let video = by_kind.get(VISITORS[0].kind).and_then(|p| at_kickoff.get(p)).copied().unwrap_or_default();
-        let target = 5.0 * video.upper * share;
+        let target = (5.0 * video.upper).max(3.0 * video.alarm) * share;
         let surge = Arc::new(AtomicU64::new(traffic::interval_ms(target, SURGE_VISITORS as usize)));
         let each_ms = surge.load(Ordering::Relaxed).max(1);
         println!(
@@ -483,10 +485,13 @@ pub fn demo(root: &Path, duration: Duration) -> Result<()> {
             threads.push(spawn(&VISITORS[0], 100 + i, surge.clone()));
         }
     }
+    // The surge lasts half the live phase whenever it began (preparing faster than PREP_SECS
+    // lengthens the normal phase, not the run's share of surge).
     let surge_start = Instant::now();
+    let surge_for = duration / 2;
     let mut first_surge_signal: Option<u64> = None;
-    while live_start.elapsed() < duration && !interrupted() {
-        nap(tick.min(duration.saturating_sub(live_start.elapsed())));
+    while surge_start.elapsed() < surge_for && !interrupted() {
+        nap(tick.min(surge_for.saturating_sub(surge_start.elapsed())));
         if !interrupted() && prewarm_count(&report("surge ")) > before_surge {
             first_surge_signal.get_or_insert(surge_start.elapsed().as_secs());
         }
