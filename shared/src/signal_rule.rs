@@ -11,8 +11,10 @@
 //! noise crosses a per-minute alarm quantile q about (1 − q) · 1,440 times a day on a busy
 //! series, mostly for a single minute, while a crowd stays. Since the last minute rose above the
 //! band the plan provisions for, its excess over the band, in units of the alarm level's margin
-//! over the band, is summed over time; a signal needs [`EXCESS_SECS`] of it (two minutes at the
-//! alarm level, or less time further above) and the last minute above the alarm level.
+//! over the band, is summed request by request (a CUSUM: each request adds its share of a
+//! step's demand, each second takes the band's away); a signal needs [`EXCESS_SECS`] of it (two
+//! minutes at the alarm level, or less time further above) and the last minute above the alarm
+//! level.
 //! Signals of one region × profile are at least a debounce window apart.
 
 use crate::artifact::{ForecastTable, ProfileId};
@@ -25,6 +27,11 @@ pub const MIN_SIGNAL_REQUESTS: f32 = 10.0;
 /// margin (`PREWARM_SIGNAL_EXCESS_SECS` at the edge): two minutes at the alarm level — the
 /// "two consecutive minutes above the band, one above the alarm" a noise spike rarely makes.
 pub const EXCESS_SECS: u64 = 120;
+
+/// The most alarm margins above the band a second's requests count for: the excess then takes
+/// at least `EXCESS_SECS / MAX_MARGINS` seconds (12 by default) of a crowd to build, however
+/// large, and a few seconds' burst never builds it.
+pub const MAX_MARGINS: f32 = 10.0;
 
 /// Requests of one region × profile in the current and the previous minute: an estimate of
 /// the last 60 seconds that needs no history (the previous minute weighted by how much of it
@@ -103,6 +110,8 @@ pub struct SliceWatch {
     excess: f32,
     /// When the last minute was last seen above the band.
     last_above: Option<u64>,
+    /// What the requests of the second under way may still add to `excess`.
+    allowance: f32,
 }
 
 impl SliceWatch {
@@ -122,15 +131,27 @@ impl SliceWatch {
             *self = Self { window: self.window, ..Self::default() };
             return None;
         };
-        // A CUSUM-style sum: a minute at the alarm level adds 60, a crowd at three times the
-        // alarm's margin adds 180 — a large crowd is signalled sooner than a marginal one.
-        let seconds = self.last_above.map_or(0, |t| now.0.saturating_sub(t).min(60)) as f32;
-        self.last_above = Some(now.0);
-        if seconds > 0.0 {
-            // An alarm level at the band (no margin) makes any time above it enough.
-            let margins = (observed_per_step - upper) / (alarm - upper).max(f32::MIN_POSITIVE);
-            self.excess = (self.excess + margins * seconds).min(f32::MAX);
+        // A CUSUM on the requests themselves: each adds its share of a step's demand, each
+        // second takes the band's away, in units of the alarm level's margin over the band. A
+        // minute at the alarm level adds 60, a crowd at three times the margin 180 a minute —
+        // and a crowd that arrives at once counts from its first requests, not only as the
+        // last minute's window fills with it.
+        // A second's requests count for at most [`MAX_MARGINS`] above the band: a burst of a
+        // few seconds, however dense, is not a crowd that capacity must follow.
+        if let Some(last) = self.last_above {
+            let seconds = now.0.saturating_sub(last).min(60) as f32;
+            let margin = (alarm - upper).max(f32::MIN_POSITIVE);
+            if seconds > 0.0 {
+                self.allowance = (upper / margin + MAX_MARGINS) * seconds;
+                // The sum never carries a deficit into a new second (a CUSUM's floor at 0).
+                self.excess = self.excess.max(0.0) - upper / margin * seconds;
+            }
+            let demand = requests as f32 * table.step_secs as f32 / watch.traffic_share.max(f32::MIN_POSITIVE) / margin;
+            let counted = demand.min(self.allowance);
+            self.allowance -= counted;
+            self.excess = (self.excess + counted).min(f32::MAX);
         }
+        self.last_above = Some(now.0);
         (observed_per_step > alarm && self.excess >= watch.excess_secs as f32)
             .then_some(Crossing { observed_per_step, alarm })
     }
@@ -223,6 +244,35 @@ mod tests {
         // Back under the band, the excess is gone: a later spike starts from nothing.
         feed(&mut w, &|_| normal, 20, 30);
         assert!(feed(&mut w, &|m| if m == 30 { 24 } else { normal }, 30, 40).is_empty());
+    }
+
+    #[test]
+    fn a_crowd_arriving_at_once_counts_from_its_first_requests() {
+        // Normal traffic (12 a minute), then a crowd of one request a second (60 a minute, three
+        // times the alarm of 20), one request at a time as the worker sees them. The window of
+        // the last 60 s passes the alarm after about 10 s; the excess built on requests reaches
+        // 120 about 14 s in (built on the filling window it would take about 43 s).
+        let (t, settings) = (table(), WatchSettings::default());
+        let mut w = SliceWatch::default();
+        for second in 0..600u64 {
+            if second % 5 == 0 {
+                assert!(w.record(&t, ProfileId(1), UnixSeconds(second), 1, &settings).is_none(), "normal traffic");
+            }
+        }
+        let first = (600..720u64).find(|&s| w.record(&t, ProfileId(1), UnixSeconds(s), 1, &settings).is_some());
+        let after = first.map(|s| s - 600);
+        assert!(after.is_some_and(|a| (10..=25).contains(&a)), "signalled after {after:?} s");
+        // A burst of 300 requests in three seconds (the window far above the alarm for a
+        // minute after it) is not a crowd: each second counts for at most MAX_MARGINS.
+        let mut w = SliceWatch::default();
+        let burst = (0..600u64)
+            .filter(|s| s % 5 == 0)
+            .map(|s| (s, 1))
+            .chain((600..603).map(|s| (s, 100)))
+            .chain((605..720).step_by(5).map(|s| (s, 1)));
+        for (second, requests) in burst {
+            assert!(w.record(&t, ProfileId(1), UnixSeconds(second), requests, &settings).is_none(), "at {second} s");
+        }
     }
 
     #[test]
