@@ -106,7 +106,7 @@ pub fn crossing(
 pub struct SliceWatch {
     window: MinuteWindow,
     /// Seconds × (excess above the band in units of the alarm's margin over it) since the last
-    /// minute rose above the band.
+    /// minute rose above the band, summed request by request.
     excess: f32,
     /// When the last minute was last seen above the band.
     last_above: Option<u64>,
@@ -133,11 +133,11 @@ impl SliceWatch {
         };
         // A CUSUM on the requests themselves: each adds its share of a step's demand, each
         // second takes the band's away, in units of the alarm level's margin over the band. A
-        // minute at the alarm level adds 60, a crowd at three times the margin 180 a minute —
-        // and a crowd that arrives at once counts from its first requests, not only as the
-        // last minute's window fills with it.
-        // A second's requests count for at most [`MAX_MARGINS`] above the band: a burst of a
-        // few seconds, however dense, is not a crowd that capacity must follow.
+        // minute at the alarm level adds 60, a crowd at three times the margin 180 a minute,
+        // and a crowd that arrives at once counts from its first requests, not only as the last
+        // minute's window fills with it. A second's requests count for at most [`MAX_MARGINS`]
+        // above the band: a burst of a few seconds, however dense, is not a crowd that capacity
+        // must follow.
         if let Some(last) = self.last_above {
             let seconds = now.0.saturating_sub(last).min(60) as f32;
             let margin = (alarm - upper).max(f32::MIN_POSITIVE);
