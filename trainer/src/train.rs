@@ -95,6 +95,21 @@ pub fn demand_series(fitted: &FittedRegion, edge_counts: &[(u16, u64, u64)], unt
         .collect()
 }
 
+/// Requests a minute one instance serves, per profile, and for the region's aggregate series
+/// the most of any profile (the band's choice then replays an HPA at least that strong: its
+/// reference errs towards capacity).
+fn unit_requests(model: &RegionModel, shape: &crate::plan::InstanceShape) -> Vec<(u16, f64)> {
+    let mut out: Vec<(u16, f64)> = model
+        .profiles
+        .iter()
+        .filter_map(|p| Some((p.id.0, crate::plan::requests_per_unit_minute(&p.cost, shape)?)))
+        .collect();
+    if let Some(most) = out.iter().map(|(_, u)| *u).reduce(f64::max) {
+        out.push((crate::forecast::ledger::AGGREGATE, most));
+    }
+    out
+}
+
 /// The pipeline on `events` (every event before `now`, read one user at a time): profiles,
 /// forecasts, models.
 /// `ledger` carries the past forecasts that skill and bands are measured on (a fresh one is
@@ -122,6 +137,7 @@ pub fn train_events(
         let data_end = last.max(edge_last);
         let at = if now.0 <= data_end + MAX_FORECAST_GAP_SECS { now.0.max(data_end) } else { data_end };
         let series = demand_series(&region, counts, at / 60 * 60);
+        let unit_requests = unit_requests(&region.model, &config.plan.instance);
         let ctx = Context {
             events: observed.calendar.for_region(&name),
             feeds: observed.feeds.iter().map(|(n, p)| (n.clone(), feeds::for_region(p, &name))).collect(),
@@ -133,6 +149,7 @@ pub fn train_events(
             lead_secs: config.plan.lead_time_secs,
             choose_band: true,
             floor_utilisation: Some(config.plan.floor_utilisation),
+            unit_requests,
         };
         let forecast = tables::tables(&name, &series, UnixSeconds(at), &ctx, &config.forecast, ledger);
         let step = config.forecast_step_secs.max(1);

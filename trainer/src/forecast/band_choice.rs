@@ -10,10 +10,17 @@
 //! have applied), widened to each candidate quantile by the calibrated scores, turned into the
 //! capacity the recommended deployment would have had ready (desired units over the lead time,
 //! the HPA's scale-down stabilisation, the reactive floor, the lead time to come up), against
-//! what a reactive HPA would have had ready from the same minutes. Both are replayed without
-//! unit rounding, and the reactive side without its saturation cap or rate limits (an HPA that
-//! reacts perfectly to what it sees): an optimistic reference, so the choice errs towards
-//! capacity.
+//! what a reactive HPA would have had ready from the same minutes. Both sides come in whole
+//! units of the plan's instance when its size in this series' requests is known, and a reactive
+//! HPA never runs below one (its minReplicas): without that floor, an HPA that saw a quiet
+//! minute would take many lead times to climb back, and the record would credit prewarm with
+//! shortfalls no real HPA has. The reactive side is replayed without rate limits or tolerance
+//! (an HPA that reacts at once to what it sees): an optimistic reference, so the choice errs
+//! towards capacity.
+//!
+//! The shortfall asked for is not bought at any price: where it would cost more than
+//! `cost_vs_reactive` times the reactive HPA's requested capacity (traffic whose bursts no
+//! forecast sees), the band is the highest within that cost, and the choice says so.
 
 use super::ledger::{Actuals, PastForecast, Scores};
 use super::model::Method;
@@ -44,6 +51,11 @@ pub struct Deployment {
     pub reactive_utilisation: f64,
     /// The share of the reactive HPA's short minutes prewarm may be short in.
     pub shortfall_vs_reactive: f64,
+    /// The most the deployment may cost, as a multiple of the reactive HPA's requested capacity.
+    pub cost_vs_reactive: f64,
+    /// Requests of this series a minute one unit serves, when known: both sides' capacity comes
+    /// in whole units, and the reactive HPA keeps at least one.
+    pub unit_requests: Option<f64>,
 }
 
 /// A minute's provisioned forecast (requests) and its horizon (minutes after the forecast's
@@ -61,18 +73,33 @@ pub struct BandChoice {
     pub reactive_short: usize,
     /// Of those, minutes the deployment would have been short with the band at `quantile`.
     pub prewarm_short: usize,
+    /// The deployment's requested capacity over the reactive HPA's, at `quantile`.
+    #[serde(default)]
+    pub cost_ratio: f64,
+    /// The cost allowance, not the shortfall, set the quantile: the shortfall asked for would
+    /// have cost more than `cost_vs_reactive` times the reactive HPA.
+    #[serde(default)]
+    pub cost_bound: bool,
 }
 
 impl BandChoice {
     /// One line for `train`, `inspect` and the status page.
     pub fn reason(&self) -> String {
-        format!(
-            "p{:.1}, the cheapest replayed short in {} of the last {} minutes (a reactive HPA alone: {})",
-            self.quantile * 100.0,
-            self.prewarm_short,
-            self.minutes,
-            self.reactive_short
-        )
+        let (q, short, minutes, reactive) =
+            (self.quantile * 100.0, self.prewarm_short, self.minutes, self.reactive_short);
+        let cost = self.cost_ratio;
+        if self.cost_bound {
+            format!(
+                "p{q:.1}, the highest within the cost allowance ({cost:.2}× a reactive HPA's capacity), replayed \
+                 short in {short} of the last {minutes} minutes (a reactive HPA alone: {reactive}); the \
+                 shortfall asked for would have cost more"
+            )
+        } else {
+            format!(
+                "p{q:.1}, the cheapest replayed short in {short} of the last {minutes} minutes (a reactive HPA \
+                 alone: {reactive}), at {cost:.2}× its capacity"
+            )
+        }
     }
 }
 
@@ -146,61 +173,96 @@ pub fn choose(
         })
         .collect();
     let short =
-        |ready: &[f64]| -> usize { (0..demand.len()).filter(|&t| known[t] && demand[t] > ready[t] + 1e-9).count() };
+        |run: &Run| -> usize { (0..demand.len()).filter(|&t| known[t] && demand[t] > run.ready[t] + 1e-9).count() };
+    let cost = |run: &Run| -> f64 { (0..demand.len()).filter(|&t| known[t]).map(|t| run.requested[t]).sum() };
+    let unit = deployment.unit_requests.filter(|u| u.is_finite() && *u > 0.0);
     let none = vec![0.0; demand.len()];
-    let reactive = ready(&none, &demand, Some(deployment.reactive_utilisation), lead);
-    let reactive_short = short(&reactive);
+    let reactive = replay(&none, &demand, Some(deployment.reactive_utilisation), lead, unit);
+    let (reactive_short, reactive_cost) = (short(&reactive), cost(&reactive).max(f64::MIN_POSITIVE));
     let allowed = (deployment.shortfall_vs_reactive * reactive_short as f64).floor() as usize;
-    let prewarm_short = |q: f64| -> usize {
+    let at = |q: f64| -> (usize, f64) {
         let band: Vec<f64> =
             provisioned.iter().map(|p| p.and_then(|(p, horizon)| scores.band(p, q, horizon)).unwrap_or(0.0)).collect();
         // Desired units at s cover every minute up to a lead time ahead (`plan::desired_units`).
         let asked = sliding(&band, 0, lead, f64::max);
-        short(&ready(&asked, &demand, deployment.floor_utilisation, lead))
+        let run = replay(&asked, &demand, deployment.floor_utilisation, lead, unit);
+        (short(&run), cost(&run) / reactive_cost)
     };
-    // Shortfall falls as the quantile rises: bisect for the lowest quantile within the allowance
-    // (the highest when none is, the lowest when every one is).
-    let (mut lo, mut hi) = (LOWEST, HIGHEST);
-    let mut at_hi = prewarm_short(hi);
-    if at_hi <= allowed {
-        let at_lo = prewarm_short(lo);
-        if at_lo <= allowed {
-            (hi, at_hi) = (lo, at_lo);
-        }
-        while hi - lo > RESOLUTION {
-            let mid = (lo + hi) / 2.0;
-            let s = prewarm_short(mid);
-            if s <= allowed {
-                (hi, at_hi) = (mid, s);
-            } else {
-                lo = mid;
-            }
-        }
+    // Shortfall falls and cost rises as the quantile rises: the lowest quantile within the
+    // shortfall allowance (the highest when none is, the lowest when every one is)…
+    let mut quantile = lowest_where(|q| at(q).0 <= allowed);
+    let mut cost_bound = false;
+    // …unless it costs more than the allowance: then the highest that does not.
+    if at(quantile).1 > deployment.cost_vs_reactive {
+        cost_bound = true;
+        let within = |q: f64| at(q).1 <= deployment.cost_vs_reactive;
+        quantile = if within(LOWEST) { highest_where(LOWEST, quantile, within) } else { LOWEST };
     }
-    Some(BandChoice { quantile: hi, minutes, reactive_short, prewarm_short: at_hi })
+    let (prewarm_short, cost_ratio) = at(quantile);
+    Some(BandChoice { quantile, minutes, reactive_short, prewarm_short, cost_ratio, cost_bound })
+}
+
+/// The lowest quantile in [`LOWEST`, `HIGHEST`] where `holds` (which holds from some quantile
+/// up), to [`RESOLUTION`]; `HIGHEST` when it holds nowhere.
+fn lowest_where(holds: impl Fn(f64) -> bool) -> f64 {
+    if !holds(HIGHEST) {
+        return HIGHEST;
+    }
+    if holds(LOWEST) {
+        return LOWEST;
+    }
+    let (mut lo, mut hi) = (LOWEST, HIGHEST);
+    while hi - lo > RESOLUTION {
+        let mid = (lo + hi) / 2.0;
+        if holds(mid) { hi = mid } else { lo = mid }
+    }
+    hi
+}
+
+/// The highest quantile in [`lo`, `hi`] where `holds` (which holds at `lo` and up to some
+/// quantile), to [`RESOLUTION`].
+fn highest_where(mut lo: f64, mut hi: f64, holds: impl Fn(f64) -> bool) -> f64 {
+    if holds(hi) {
+        return hi;
+    }
+    while hi - lo > RESOLUTION {
+        let mid = (lo + hi) / 2.0;
+        if holds(mid) { lo = mid } else { hi = mid }
+    }
+    lo
+}
+
+/// One side of the comparison, replayed: capacity ready each minute, and requested (what is
+/// paid for: capacity still coming up is already requested).
+struct Run {
+    ready: Vec<f64>,
+    requested: Vec<f64>,
 }
 
 /// Capacity ready each minute of `demand` when a trigger asks for `asked` and, with
 /// `utilisation`, a utilisation trigger beside it asks for the last minute's usage over its
 /// target — usage the ready capacity could serve: a saturated pod reports 100 %, not the demand
-/// it drops. The HPA holds the highest request of its stabilisation window; a raise is ready
-/// `lead` minutes later, a cut is immediate (the replay's capacity model, `simulate/capacity.rs`).
-fn ready(asked: &[f64], demand: &[f64], utilisation: Option<f64>, lead: usize) -> Vec<f64> {
+/// it drops. With a `unit`, capacity comes in whole units and never under one. The HPA holds the
+/// highest request of its stabilisation window; a raise is ready `lead` minutes later, a cut is
+/// immediate (the replay's capacity model, `simulate/capacity.rs`).
+fn replay(asked: &[f64], demand: &[f64], utilisation: Option<f64>, lead: usize, unit: Option<f64>) -> Run {
     let n = asked.len().min(demand.len());
+    let least = unit.unwrap_or(MIN_CAPACITY);
+    let whole = |x: f64| unit.map_or(x, |u| ((x / u - 1e-9).ceil().max(1.0)) * u);
     let (mut desired, mut held, mut ready): (Vec<f64>, Vec<f64>, Vec<f64>) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     for s in 0..n {
         let reactive = match (utilisation, s.checked_sub(1)) {
-            (Some(u), Some(last)) => demand[last].min(ready[last].max(MIN_CAPACITY)) / u.max(f64::EPSILON),
+            (Some(u), Some(last)) => demand[last].min(ready[last].max(least)) / u.max(f64::EPSILON),
             (Some(u), None) => demand[0] / u.max(f64::EPSILON),
             (None, _) => 0.0,
         };
-        desired.push(asked[s].max(reactive));
+        desired.push(whole(asked[s].max(reactive)));
         held.push(desired[s.saturating_sub(STABILISATION_MINUTES)..=s].iter().copied().fold(0.0, f64::max));
         // Ready now: the least held over the last lead time (every raise since is still coming up).
         ready.push(held[s.saturating_sub(lead)..=s].iter().copied().fold(f64::INFINITY, f64::min));
     }
-    ready
+    Run { ready, requested: held }
 }
 
 /// `f` over each window `[i − before, i + after]`, clipped to the slice.
@@ -223,6 +285,8 @@ mod tests {
             floor_utilisation: None,
             reactive_utilisation: 0.7,
             shortfall_vs_reactive: 0.4,
+            cost_vs_reactive: f64::INFINITY,
+            unit_requests: None,
         }
     }
 
@@ -269,6 +333,40 @@ mod tests {
     }
 
     #[test]
+    fn the_shortfall_is_not_bought_beyond_the_cost_allowance() {
+        let (actual, provisioned) = day_curve(3 * 1440);
+        let scores = scores_of(&actual, &provisioned);
+        let free = choose(&provisioned, &actual, &scores, &deployment(5)).expect("record");
+        assert!(!free.cost_bound && free.cost_ratio > 0.0, "{free:?}");
+        // An allowance just under what that band costs: the highest band within it instead.
+        let allowance = free.cost_ratio - 0.02;
+        let bounded = Deployment { cost_vs_reactive: allowance, ..deployment(5) };
+        let chosen = choose(&provisioned, &actual, &scores, &bounded).expect("record");
+        assert!(chosen.cost_bound && chosen.quantile < free.quantile, "{chosen:?} vs {free:?}");
+        assert!(chosen.cost_ratio <= allowance && chosen.prewarm_short > free.prewarm_short, "{chosen:?}");
+        // One step higher would have cost more than the allowance.
+        let above = Deployment { cost_vs_reactive: chosen.cost_ratio - 1e-6, ..bounded };
+        let lower = choose(&provisioned, &actual, &scores, &above).expect("record");
+        assert!(lower.quantile < chosen.quantile, "{lower:?} vs {chosen:?}");
+        assert!(chosen.reason().contains("cost allowance"), "{}", chosen.reason());
+    }
+
+    #[test]
+    fn a_reactive_hpa_keeps_one_unit_and_climbs_back_from_it() {
+        // Ten quiet minutes (0.5 a minute), then 60 a minute; one unit serves 20.
+        let demand: Vec<f64> = (0..60).map(|t| if t < 10 { 0.5 } else { 60.0 }).collect();
+        let short = |r: &[f64]| (0..60).filter(|&t| demand[t] > r[t] + 1e-9).count();
+        let bare = replay(&[0.0; 60], &demand, Some(0.7), 3, None);
+        let units = replay(&[0.0; 60], &demand, Some(0.7), 3, Some(20.0));
+        assert!(units.ready.iter().all(|r| *r >= 20.0 && (r / 20.0).fract() == 0.0), "{:?}", units.ready);
+        // From one request a minute it takes the saturated trigger many lead times to reach 60;
+        // from a unit of 20, two.
+        assert!(short(&units.ready) < short(&bare.ready), "{:?} vs {:?}", units.ready, bare.ready);
+        assert!(short(&units.ready) <= 8, "{:?}", &units.ready[8..24]);
+        assert!(units.requested.iter().zip(&units.ready).all(|(q, r)| q >= r));
+    }
+
+    #[test]
     fn a_longer_lead_leaves_the_reactive_hpa_shorter_and_the_band_cheaper() {
         let (actual, provisioned) = day_curve(3 * 1440);
         let scores = scores_of(&actual, &provisioned);
@@ -289,7 +387,7 @@ mod tests {
     fn capacity_is_held_through_the_stabilisation_window_and_comes_up_a_lead_time_late() {
         let mut asked = vec![1.0; 30];
         asked[10] = 5.0;
-        let r = ready(&asked, &[0.0; 30], None, 3);
+        let r = replay(&asked, &[0.0; 30], None, 3, None).ready;
         // Asked at 10, held to 15, ready from 13 (a raise takes 3 minutes) to 15.
         let high: Vec<usize> = (0..30).filter(|&i| r[i] == 5.0).collect();
         assert_eq!(high, vec![13, 14, 15]);
@@ -300,7 +398,7 @@ mod tests {
         // Demand steps from 7 to 70 at minute 10; the trigger had asked for 10 (7 over 0.7),
         // then asks for the capacity it had over 0.7 each minute: 10 → 14.3 → 20.4 …
         let demand: Vec<f64> = (0..40).map(|t| if t < 10 { 7.0 } else { 70.0 }).collect();
-        let r = ready(&[0.0; 40], &demand, Some(0.7), 0);
+        let r = replay(&[0.0; 40], &demand, Some(0.7), 0, None).ready;
         assert!((r[10] - 10.0).abs() < 1e-9 && (r[11] - 10.0 / 0.7).abs() < 1e-9, "{:?}", &r[8..14]);
         assert!(r[11] < 70.0 && r[20] >= 70.0, "{:?}", &r[8..22]);
     }

@@ -19,6 +19,7 @@ pub mod nowcast;
 pub use nowcast::Live;
 
 use prewarm_shared::artifact::{PriorityClass, RegionModel};
+use prewarm_shared::profile_meta::ResourceCost;
 use prewarm_shared::{ProfileId, UnixSeconds};
 
 use serde::{Deserialize, Serialize};
@@ -239,11 +240,7 @@ pub fn plan(model: &RegionModel, config: &PlanConfig, now: UnixSeconds, live: &L
             let demand =
                 region_live.demand(profile.id, expected, upper, at_band(profile.priority), ahead, at, step_minutes);
             let per_sec = demand / step as f64;
-            let cost = &profile.cost;
-            let cpu = per_sec * f64::from(cost.cpu_ms.mean) / shape.cpu_ms_per_sec;
-            let memory = per_sec * f64::from(cost.memory_mb_s.mean) / shape.memory_mb;
-            let bandwidth = per_sec * f64::from(cost.bytes.mean) / shape.bytes_per_sec;
-            by_priority[priority_index(profile.priority)] += cpu.max(memory).max(bandwidth);
+            by_priority[priority_index(profile.priority)] += per_sec * units_per_request(&profile.cost, &shape);
         }
         let wanted = by_priority.map(|u| u.ceil() as u32);
         let required = by_priority.iter().sum::<f64>().ceil() as u32;
@@ -276,6 +273,21 @@ pub fn plan(model: &RegionModel, config: &PlanConfig, now: UnixSeconds, live: &L
         out.push(PlanStep { at, units, required_units: required, by_priority: served, budget_bound });
     }
     out
+}
+
+/// Units one request a second of a profile takes: its CPU, memory and bandwidth against the
+/// instance's, the largest (the resource that runs out first).
+pub fn units_per_request(cost: &ResourceCost, shape: &InstanceShape) -> f64 {
+    let cpu = f64::from(cost.cpu_ms.mean) / shape.cpu_ms_per_sec;
+    let memory = f64::from(cost.memory_mb_s.mean) / shape.memory_mb;
+    let bandwidth = f64::from(cost.bytes.mean) / shape.bytes_per_sec;
+    cpu.max(memory).max(bandwidth)
+}
+
+/// Requests of a profile one instance serves a minute; `None` for a profile that costs nothing.
+pub fn requests_per_unit_minute(cost: &ResourceCost, shape: &InstanceShape) -> Option<f64> {
+    let units = units_per_request(cost, shape);
+    (units.is_finite() && units > 0.0).then(|| 60.0 / units)
 }
 
 /// The units to run now: the most any step from `now` to `now + lead` needs (raised capacity

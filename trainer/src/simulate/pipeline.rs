@@ -18,7 +18,7 @@ use super::cluster::{Behaviour, Hpa, Metrics};
 use super::edge::{self, Signal};
 use super::{PolicyKind, Report, SimulateError, SimulationConfig, Trace};
 use crate::forecast::engine::{Context, MinuteSeries};
-use crate::forecast::ledger::Ledger;
+use crate::forecast::ledger::{AGGREGATE, Ledger};
 use crate::forecast::tables::{self, ProfileSeries};
 use crate::plan::{self, InstanceShape, Live, PlanConfig};
 
@@ -91,6 +91,8 @@ impl Stages for AggregateStages<'_> {
             [ProfileSeries { profile: TRACE_PROFILE, minutes: MinuteSeries { start: self.trace.start, values } }];
         let trainer = &self.config.trainer;
         let step = trainer.forecast_step_secs.clamp(60, 3600);
+        // The trace's one profile costs a demand unit a request; an instance serves C of them.
+        let unit = self.config.unit_for(self.trace).ok();
         let ctx = Context {
             events: self.config.calendar.clone(),
             step_secs: step,
@@ -100,6 +102,7 @@ impl Stages for AggregateStages<'_> {
             lead_secs: trainer.plan.lead_time_secs,
             choose_band: true,
             floor_utilisation: Some(trainer.plan.floor_utilisation),
+            unit_requests: unit.map(|u| vec![(TRACE_PROFILE.0, u), (AGGREGATE, u)]).unwrap_or_default(),
             ..Context::default()
         };
         let forecast =
