@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use prewarm_shared::artifact::{ModelBundle, ModelVersion, RegionMap, RegionModel};
 use prewarm_shared::classify::ClassificationRules;
+use prewarm_shared::profile_meta::ResourceCost;
 use prewarm_shared::{ProfileId, UnixSeconds};
 
 use crate::config::TrainerConfig;
@@ -52,6 +53,19 @@ pub struct Observed {
     pub calendar: Calendar,
     /// Each feed's points, by feed name.
     pub feeds: Vec<(String, Vec<FeedPoint>)>,
+    /// Per region: the unit capacity comes in, when the caller sizes capacity in one of its own
+    /// (the replay: C of one resource a minute) rather than in the plan's instances.
+    pub capacity_units: BTreeMap<String, CapacityUnit>,
+}
+
+/// A unit of capacity: what it serves a minute, in the resource `cost_of` reads off a
+/// profile's cost per request.
+#[derive(Debug, Clone, Copy)]
+pub struct CapacityUnit {
+    /// The resource one unit serves a minute.
+    pub per_minute: f64,
+    /// One request's cost in that resource.
+    pub cost_of: fn(&ResourceCost) -> f64,
 }
 
 /// A forecast starts at `now`, unless the data ended over a week earlier (an old log being
@@ -95,15 +109,19 @@ pub fn demand_series(fitted: &FittedRegion, edge_counts: &[(u16, u64, u64)], unt
         .collect()
 }
 
-/// Requests a minute one instance serves, per profile, and for the region's aggregate series
-/// the most of any profile (the band's choice then replays an HPA at least that strong: its
-/// reference errs towards capacity).
-fn unit_requests(model: &RegionModel, shape: &crate::plan::InstanceShape) -> Vec<(u16, f64)> {
-    let mut out: Vec<(u16, f64)> = model
-        .profiles
-        .iter()
-        .filter_map(|p| Some((p.id.0, crate::plan::requests_per_unit_minute(&p.cost, shape)?)))
-        .collect();
+/// Requests a minute one unit serves (an instance of `shape`, or the caller's `unit`), per
+/// profile, and for the region's aggregate series the most of any profile (the band's choice
+/// then replays an HPA at least that strong: its reference errs towards capacity).
+fn unit_requests(
+    model: &RegionModel,
+    shape: &crate::plan::InstanceShape,
+    unit: Option<&CapacityUnit>,
+) -> Vec<(u16, f64)> {
+    let serves = |cost: &ResourceCost| match unit {
+        Some(u) => Some(u.per_minute / (u.cost_of)(cost)).filter(|r| r.is_finite() && *r > 0.0),
+        None => crate::plan::requests_per_unit_minute(cost, shape),
+    };
+    let mut out: Vec<(u16, f64)> = model.profiles.iter().filter_map(|p| Some((p.id.0, serves(&p.cost)?))).collect();
     if let Some(most) = out.iter().map(|(_, u)| *u).reduce(f64::max) {
         out.push((crate::forecast::ledger::AGGREGATE, most));
     }
@@ -137,7 +155,7 @@ pub fn train_events(
         let data_end = last.max(edge_last);
         let at = if now.0 <= data_end + MAX_FORECAST_GAP_SECS { now.0.max(data_end) } else { data_end };
         let series = demand_series(&region, counts, at / 60 * 60);
-        let unit_requests = unit_requests(&region.model, &config.plan.instance);
+        let unit_requests = unit_requests(&region.model, &config.plan.instance, observed.capacity_units.get(&name));
         let ctx = Context {
             events: observed.calendar.for_region(&name),
             feeds: observed.feeds.iter().map(|(n, p)| (n.clone(), feeds::for_region(p, &name))).collect(),
@@ -202,7 +220,7 @@ pub fn observed(
         edge_counts.insert(region, counts);
     }
     let from = events.first_time()?.unwrap_or(now.0);
-    Ok(Observed { edge_counts, calendar, feeds: fetch_feeds(config, from, now) })
+    Ok(Observed { edge_counts, calendar, feeds: fetch_feeds(config, from, now), capacity_units: BTreeMap::new() })
 }
 
 /// Every configured feed's points from the first event (`from`) to two days after `now`. A

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use prewarm_shared::artifact::{CostFigure, CostSource, ModelVersion, RegionModel};
+use prewarm_shared::artifact::{CostFigure, CostSource, ModelVersion, RegionModel, ResourceCost};
 use prewarm_shared::assign::assign_profile;
 use prewarm_shared::classify::ClassificationRules;
 use prewarm_shared::features::{Observation, UnixSeconds, local_time};
@@ -21,7 +21,7 @@ use crate::config::{CostConfig, TrainerConfig};
 use crate::forecast::calendar::Calendar;
 use crate::forecast::ledger::Ledger;
 use crate::ingest::event::Event;
-use crate::train::{self, Observed};
+use crate::train::{self, CapacityUnit, Observed};
 
 /// The resource a unit of capacity serves in a store replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,16 @@ impl Resource {
             Resource::Memory => f64::from(proxy.memory_mb_s(e).0),
             Resource::Bytes => e.bytes as f64,
             Resource::Requests => 1.0,
+        }
+    }
+
+    /// One request's mean cost in this resource.
+    pub fn cost_of(self) -> fn(&ResourceCost) -> f64 {
+        match self {
+            Resource::Cpu => |c| f64::from(c.cpu_ms.mean),
+            Resource::Memory => |c| f64::from(c.memory_mb_s.mean),
+            Resource::Bytes => |c| f64::from(c.bytes.mean),
+            Resource::Requests => |_| 1.0,
         }
     }
 
@@ -93,6 +103,9 @@ pub struct StoreStages<'a> {
     pub resource: Resource,
     /// Past forecasts, for skill and bands.
     pub ledger: Ledger,
+    /// Per region, the replay's unit of capacity (C of `resource` a minute): the band's choice
+    /// replays capacity in the same unit as the replay scores it.
+    pub units: BTreeMap<String, CapacityUnit>,
     previous: Vec<RegionModel>,
     version: u32,
 }
@@ -106,7 +119,17 @@ impl<'a> StoreStages<'a> {
         calendar: Calendar,
         resource: Resource,
     ) -> Self {
-        Self { events, config, rules, calendar, resource, ledger: Ledger::default(), previous: Vec::new(), version: 0 }
+        Self {
+            events,
+            config,
+            rules,
+            calendar,
+            resource,
+            ledger: Ledger::default(),
+            units: BTreeMap::new(),
+            previous: Vec::new(),
+            version: 0,
+        }
     }
 }
 
@@ -117,7 +140,12 @@ impl Stages for StoreStages<'_> {
             return Ok(Vec::new());
         }
         self.version += 1;
-        let observed = Observed { edge_counts: BTreeMap::new(), calendar: self.calendar.clone(), feeds: Vec::new() };
+        let observed = Observed {
+            edge_counts: BTreeMap::new(),
+            calendar: self.calendar.clone(),
+            feeds: Vec::new(),
+            capacity_units: self.units.clone(),
+        };
         let trained = train::train_events(
             &crate::store::InMemory(&before),
             &observed,
@@ -227,11 +255,21 @@ pub fn replay_store(
     let started = std::time::Instant::now();
     let (start, minutes) = sorted_span(&mut events).ok_or(SimulateError::NoRegions)?;
     let mut whole: Option<RegionsReport> = None;
+    // Each region's C, from its demand (or the configured one), as the replay will score it.
+    let none = Timeline { trainings: Vec::new() };
+    let units: BTreeMap<String, CapacityUnit> = regions(&events, &none, resource, &config.trainer, start, minutes)
+        .into_iter()
+        .filter_map(|r| {
+            let per_minute = config.unit_for(&r.trace).ok()?;
+            Some((r.name, CapacityUnit { per_minute, cost_of: resource.cost_of() }))
+        })
+        .collect();
     // Each delay is its own deployment: the trainer's lead time is the delay.
     for &delay in &config.delays {
         let config = &config.at_delay(delay);
         let calendar = Calendar { events: config.calendar.clone() };
         let mut stages = StoreStages::new(&events, &config.trainer, rules, calendar, resource);
+        stages.units = units.clone();
         let timeline = pipeline::timeline_for(&mut stages, start, minutes, config)?;
         let regions = regions(&events, &timeline, resource, &config.trainer, start, minutes);
         let replayed = pipeline::with_signals(&regions, timeline, start, minutes, config);
