@@ -149,7 +149,8 @@ pub fn provisioned(
 }
 
 /// Chooses the band's quantile from the record: `provisioned` and `actual` are the same
-/// minutes. `None` with under [`MIN_RECORD_MINUTES`] of record.
+/// minutes. `None` with under [`MIN_RECORD_MINUTES`] of record, or where the reactive HPA
+/// would never have been short (the configured quantile then stands).
 pub fn choose(
     provisioned: &[Provisioned],
     actual: &[Option<f64>],
@@ -179,6 +180,11 @@ pub fn choose(
     let none = vec![0.0; demand.len()];
     let reactive = replay(&none, &demand, Some(deployment.reactive_utilisation), lead, unit);
     let (reactive_short, reactive_cost) = (short(&reactive), cost(&reactive).max(f64::MIN_POSITIVE));
+    // An HPA that was never short (one instance carries the series) says nothing about the
+    // band: every quantile is as short (never) and, in whole instances, as costly.
+    if reactive_short == 0 {
+        return None;
+    }
     let allowed = (deployment.shortfall_vs_reactive * reactive_short as f64).floor() as usize;
     let at = |q: f64| -> (usize, f64) {
         let band: Vec<f64> =
@@ -381,6 +387,18 @@ mod tests {
         let (actual, provisioned) = day_curve(1000);
         let scores = scores_of(&actual, &provisioned);
         assert_eq!(choose(&provisioned, &actual, &scores, &deployment(5)), None);
+    }
+
+    #[test]
+    fn a_series_one_instance_always_carries_does_not_choose() {
+        let (actual, provisioned) = day_curve(3 * 1440);
+        let scores = scores_of(&actual, &provisioned);
+        // The curve peaks near 180 a minute: an instance of 100 is sometimes short, one of
+        // 1,000 never.
+        let small = Deployment { unit_requests: Some(100.0), ..deployment(5) };
+        assert!(choose(&provisioned, &actual, &scores, &small).is_some_and(|c| c.reactive_short > 0));
+        let large = Deployment { unit_requests: Some(1_000.0), ..deployment(5) };
+        assert_eq!(choose(&provisioned, &actual, &scores, &large), None);
     }
 
     #[test]
