@@ -197,14 +197,15 @@ pub fn choose(
     // Shortfall falls and cost rises as the quantile rises: the lowest quantile within the
     // shortfall allowance (the highest when none is, the lowest when every one is)…
     let mut quantile = lowest_where(|q| at(q).0 <= allowed);
-    let mut cost_bound = false;
+    let mut outcome = at(quantile);
     // …unless it costs more than the allowance: then the highest that does not.
-    if at(quantile).1 > deployment.cost_vs_reactive {
-        cost_bound = true;
+    let cost_bound = outcome.1 > deployment.cost_vs_reactive;
+    if cost_bound {
         let within = |q: f64| at(q).1 <= deployment.cost_vs_reactive;
         quantile = if within(LOWEST) { highest_where(LOWEST, quantile, within) } else { LOWEST };
+        outcome = at(quantile);
     }
-    let (prewarm_short, cost_ratio) = at(quantile);
+    let (prewarm_short, cost_ratio) = outcome;
     Some(BandChoice { quantile, minutes, reactive_short, prewarm_short, cost_ratio, cost_bound })
 }
 
