@@ -207,7 +207,9 @@ fn what_the_replay_provisions_is_what_the_products_plan_stage_returns() {
     let rules = ClassificationRules::default();
     let trainer = TrainerConfig::default();
     let t = 1_704_067_200 + 15 * 86_400 + 10 * 3600;
-    let mut stages = StoreStages::new(&events, &trainer, &rules, Default::default(), Resource::Requests);
+    // No replay unit: the band is chosen in the plan's instances, as the product chooses it.
+    let mut stages =
+        StoreStages::new(&events, &trainer, &rules, Default::default(), Resource::Requests, Default::default());
     let replayed = stages.train(t).expect("the replay's stages");
 
     let mut store = Store::in_memory().expect("store");

@@ -111,13 +111,14 @@ pub struct StoreStages<'a> {
 }
 
 impl<'a> StoreStages<'a> {
-    /// Stages over `events`, with a fresh ledger.
+    /// Stages over `events`, with a fresh ledger and the replay's unit of capacity per region.
     pub fn new(
         events: &'a [Event],
         config: &'a TrainerConfig,
         rules: &'a ClassificationRules,
         calendar: Calendar,
         resource: Resource,
+        units: BTreeMap<String, CapacityUnit>,
     ) -> Self {
         Self {
             events,
@@ -126,7 +127,7 @@ impl<'a> StoreStages<'a> {
             calendar,
             resource,
             ledger: Ledger::default(),
-            units: BTreeMap::new(),
+            units,
             previous: Vec::new(),
             version: 0,
         }
@@ -239,8 +240,19 @@ pub fn aggregate_traces(mut events: Vec<Event>, resource: Resource, config: &Tra
     let Some((start, minutes)) = sorted_span(&mut events) else {
         return Vec::new();
     };
+    demand_traces(&events, resource, config, start, minutes)
+}
+
+/// Each region's demand in `resource` per minute, from `events` ordered by user, then time.
+fn demand_traces(
+    events: &[Event],
+    resource: Resource,
+    config: &TrainerConfig,
+    start: u64,
+    minutes: usize,
+) -> Vec<(String, Trace)> {
     let none = Timeline { trainings: Vec::new() };
-    regions(&events, &none, resource, config, start, minutes).into_iter().map(|r| (r.name, r.trace)).collect()
+    regions(events, &none, resource, config, start, minutes).into_iter().map(|r| (r.name, r.trace)).collect()
 }
 
 /// The whole replay of the store: trainings on the events before each instant, the edge's
@@ -256,20 +268,18 @@ pub fn replay_store(
     let (start, minutes) = sorted_span(&mut events).ok_or(SimulateError::NoRegions)?;
     let mut whole: Option<RegionsReport> = None;
     // Each region's C, from its demand (or the configured one), as the replay will score it.
-    let none = Timeline { trainings: Vec::new() };
-    let units: BTreeMap<String, CapacityUnit> = regions(&events, &none, resource, &config.trainer, start, minutes)
+    let units: BTreeMap<String, CapacityUnit> = demand_traces(&events, resource, &config.trainer, start, minutes)
         .into_iter()
-        .filter_map(|r| {
-            let per_minute = config.unit_for(&r.trace).ok()?;
-            Some((r.name, CapacityUnit { per_minute, cost_of: resource.cost_of() }))
+        .filter_map(|(name, trace)| {
+            let per_minute = config.unit_for(&trace).ok()?;
+            Some((name, CapacityUnit { per_minute, cost_of: resource.cost_of() }))
         })
         .collect();
     // Each delay is its own deployment: the trainer's lead time is the delay.
     for &delay in &config.delays {
         let config = &config.at_delay(delay);
         let calendar = Calendar { events: config.calendar.clone() };
-        let mut stages = StoreStages::new(&events, &config.trainer, rules, calendar, resource);
-        stages.units = units.clone();
+        let mut stages = StoreStages::new(&events, &config.trainer, rules, calendar, resource, units.clone());
         let timeline = pipeline::timeline_for(&mut stages, start, minutes, config)?;
         let regions = regions(&events, &timeline, resource, &config.trainer, start, minutes);
         let replayed = pipeline::with_signals(&regions, timeline, start, minutes, config);
