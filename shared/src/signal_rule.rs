@@ -13,8 +13,10 @@
 //! band the plan provisions for, its excess over the band, in units of the alarm level's margin
 //! over the band, is summed request by request (a CUSUM: each request adds its share of a
 //! step's demand, each second takes the band's away); a signal needs [`EXCESS_SECS`] of it (two
-//! minutes at the alarm level, or less time further above) and the last minute above the alarm
-//! level.
+//! minutes at the alarm level, or less time further above), the last minute above the alarm
+//! level, and the excursion above the band to have lasted as many seconds — a single minute,
+//! however far above, is what a per-minute quantile's noise looks like — unless it has run at
+//! [`CROWD_ALARMS`] times the alarm level since it began: a crowd that size is answered at once.
 //! Signals of one region × profile are at least a debounce window apart.
 
 use crate::artifact::{ForecastTable, ProfileId};
@@ -24,9 +26,16 @@ use crate::features::UnixSeconds;
 pub const MIN_SIGNAL_REQUESTS: f32 = 10.0;
 
 /// The excess above the band a signal needs, by default, in seconds at the alarm level's
-/// margin (`PREWARM_SIGNAL_EXCESS_SECS` at the edge): two minutes at the alarm level — the
-/// "two consecutive minutes above the band, one above the alarm" a noise spike rarely makes.
+/// margin (`PREWARM_SIGNAL_EXCESS_SECS` at the edge), and the seconds the excursion above the
+/// band must have lasted (short of a crowd, [`CROWD_ALARMS`]): two minutes at the alarm level
+/// over two minutes — the "two consecutive minutes above the band, one above the alarm" a noise
+/// spike rarely makes.
 pub const EXCESS_SECS: u64 = 120;
+
+/// A crowd running at this many times the alarm level since it rose above the band is signalled
+/// as soon as its excess is built, without waiting out the excursion's duration: a minute's
+/// noise around a calibrated per-minute quantile does not reach it, and a flash crowd does.
+pub const CROWD_ALARMS: f32 = 2.0;
 
 /// The most alarm margins above the band a second's requests count for: the excess then takes
 /// at least `EXCESS_SECS / MAX_MARGINS` seconds (12 by default) of a crowd to build, however
@@ -112,11 +121,16 @@ pub struct SliceWatch {
     last_above: Option<u64>,
     /// What the requests of the second under way may still add to `excess`.
     allowance: f32,
+    /// When the last minute rose above the band.
+    since: Option<u64>,
+    /// Requests counted since then (after the first second above it).
+    requests_since: f32,
 }
 
 impl SliceWatch {
-    /// Counts `requests` at `now`; a crossing when the last minute is above the alarm level and
-    /// the excess built up since it rose above the band reaches `watch.excess_secs`.
+    /// Counts `requests` at `now`; a crossing when the last minute is above the alarm level, the
+    /// excess built up since it rose above the band reaches `watch.excess_secs`, and it rose
+    /// that many seconds ago or has run at [`CROWD_ALARMS`] times the alarm level since.
     pub fn record(
         &mut self,
         table: &ForecastTable,
@@ -150,9 +164,18 @@ impl SliceWatch {
             let counted = demand.min(self.allowance);
             self.allowance -= counted;
             self.excess = (self.excess + counted).min(f32::MAX);
+            self.requests_since = (self.requests_since + requests as f32).min(f32::MAX);
         }
         self.last_above = Some(now.0);
-        (observed_per_step > alarm && self.excess >= watch.excess_secs as f32)
+        let since = *self.since.get_or_insert(now.0);
+        let lasted = now.0.saturating_sub(since);
+        // The excursion's own rate, per step for the whole region, since it rose above the band.
+        let crowd = lasted > 0
+            && self.requests_since * table.step_secs as f32
+                / lasted as f32
+                / watch.traffic_share.max(f32::MIN_POSITIVE)
+                >= CROWD_ALARMS * alarm;
+        (observed_per_step > alarm && self.excess >= watch.excess_secs as f32 && (lasted >= watch.excess_secs || crowd))
             .then_some(Crossing { observed_per_step, alarm })
     }
 }
@@ -162,7 +185,8 @@ impl SliceWatch {
 pub struct WatchSettings {
     /// The share of a region's traffic the counts are taken to be.
     pub traffic_share: f32,
-    /// The excess above the band a signal needs ([`EXCESS_SECS`] by default).
+    /// The excess above the band a signal needs, and the seconds it must have lasted short of a
+    /// crowd ([`EXCESS_SECS`] by default; 0: the first crossing of the alarm level).
     pub excess_secs: u64,
 }
 
@@ -244,6 +268,30 @@ mod tests {
         // Back under the band, the excess is gone: a later spike starts from nothing.
         feed(&mut w, &|_| normal, 20, 30);
         assert!(feed(&mut w, &|m| if m == 30 { 24 } else { normal }, 30, 40).is_empty());
+    }
+
+    #[test]
+    fn one_minute_far_above_the_alarm_is_noise_two_are_not_and_a_crowd_is_answered_at_once() {
+        let normal = 12;
+        // One minute at 30 (1.5 times the alarm of 20, three margins above the band): its excess
+        // (about 180) is built within the minute, but the excursion above the band lasts about
+        // 90 s — a per-minute quantile's noise, not a crowd.
+        let mut w = SliceWatch::default();
+        feed(&mut w, &|_| normal, 0, 10);
+        assert!(feed(&mut w, &|m| if m == 10 { 30 } else { normal }, 10, 20).is_empty(), "a one-minute spike");
+        // Two minutes at 30: signalled in the second, once two minutes above the band have passed.
+        let crossed = feed(&mut w, &|m| if m == 20 || m == 21 { 30 } else { normal }, 20, 30);
+        assert!(crossed.first().is_some_and(|&s| (120..150).contains(&s)), "two minutes at 30: {crossed:?}");
+        // A crowd at twice the alarm level (40 a minute) is signalled in its first minute: its
+        // excess is built in about 30 s and its rate since it began is the crowd's.
+        let mut w = SliceWatch::default();
+        feed(&mut w, &|_| normal, 0, 10);
+        let crossed = feed(&mut w, &|_| 40, 10, 20);
+        assert!(crossed.first().is_some_and(|&s| s < 60), "a crowd at twice the alarm: {crossed:?}");
+        // With no persistence asked for, the first crossing of the alarm level signals.
+        let (t, none) = (table(), WatchSettings { excess_secs: 0, ..WatchSettings::default() });
+        let mut w = SliceWatch::default();
+        assert!(w.record(&t, ProfileId(1), UnixSeconds(59), 21, &none).is_some());
     }
 
     #[test]
