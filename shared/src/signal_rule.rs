@@ -75,6 +75,12 @@ pub struct Crossing {
     pub alarm: f32,
 }
 
+/// A rate of `per_second` requests this isolate sees, as the region's requests per step of
+/// `table` (the isolate sees `traffic_share` of them): what the band and the alarm are in.
+fn region_per_step(per_second: f32, table: &ForecastTable, traffic_share: f32) -> f32 {
+    per_second * table.step_secs as f32 / traffic_share.max(f32::MIN_POSITIVE)
+}
+
 /// Where `last_minute` requests (seen by an isolate that sees `traffic_share` of the region's)
 /// stand against `profile`'s band and alarm level at `now`; `None` without a judgement (too few
 /// requests, no forecast for the profile or the time).
@@ -91,7 +97,7 @@ fn levels(
     let slot = table.slot(now)?;
     let series = table.of(profile)?;
     let (upper, alarm) = (*series.upper.get(slot)?, *series.alarm.get(slot)?);
-    let observed_per_step = last_minute * table.step_secs as f32 / 60.0 / traffic_share.max(f32::MIN_POSITIVE);
+    let observed_per_step = region_per_step(last_minute / 60.0, table, traffic_share);
     Some((observed_per_step, upper, alarm))
 }
 
@@ -160,7 +166,7 @@ impl SliceWatch {
                 // The sum never carries a deficit into a new second (a CUSUM's floor at 0).
                 self.excess = self.excess.max(0.0) - upper / margin * seconds;
             }
-            let demand = requests as f32 * table.step_secs as f32 / watch.traffic_share.max(f32::MIN_POSITIVE) / margin;
+            let demand = region_per_step(requests as f32, table, watch.traffic_share) / margin;
             let counted = demand.min(self.allowance);
             self.allowance -= counted;
             self.excess = (self.excess + counted).min(f32::MAX);
@@ -171,10 +177,7 @@ impl SliceWatch {
         let lasted = now.0.saturating_sub(since);
         // The excursion's own rate, per step for the whole region, since it rose above the band.
         let crowd = lasted > 0
-            && self.requests_since * table.step_secs as f32
-                / lasted as f32
-                / watch.traffic_share.max(f32::MIN_POSITIVE)
-                >= CROWD_ALARMS * alarm;
+            && region_per_step(self.requests_since / lasted as f32, table, watch.traffic_share) >= CROWD_ALARMS * alarm;
         (observed_per_step > alarm && self.excess >= watch.excess_secs as f32 && (lasted >= watch.excess_secs || crowd))
             .then_some(Crossing { observed_per_step, alarm })
     }
